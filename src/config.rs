@@ -1,0 +1,444 @@
+//! Typed configuration from environment variables and an optional TOML file.
+//!
+//! Precedence: environment variable > file (`BG_AGENT_CONFIG`) > default. Every
+//! variable is listed in [`VARIABLES`] (and the README) so none goes undocumented.
+//! Secrets are held in `secrecy` types: their `Debug` prints `[REDACTED]`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The secret used when none is configured, so `serve` and `webhook send` work together
+/// out of the box on a developer machine. It is public knowledge: `serve` warns loudly.
+pub const DEVELOPMENT_WEBHOOK_SECRET: &str = "bg-agent-development-secret";
+
+/// (variable, default, meaning) — the README's configuration table mirrors this list.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "BG_AGENT_CONFIG",
+        "(none)",
+        "Path of an optional TOML file; its keys are the variable names in lower case without the `BG_AGENT_` prefix.",
+    ),
+    (
+        "BG_AGENT_LISTEN",
+        "127.0.0.1:3000",
+        "Address the HTTP server binds to.",
+    ),
+    (
+        "DATABASE_URL",
+        "(embedded)",
+        "PostgreSQL URL. Unset: a private cluster is started under BG_AGENT_DATA_DIR on a Unix socket.",
+    ),
+    (
+        "BG_AGENT_DATA_DIR",
+        ".bg-agent",
+        "Where the embedded PostgreSQL cluster (and later, workspaces) live.",
+    ),
+    (
+        "GITHUB_WEBHOOK_SECRET",
+        "(development secret)",
+        "Webhook secret(s), comma-separated to rotate: any one verifies. Unset: a well-known development secret, with a warning.",
+    ),
+    (
+        "GITHUB_APP_ID",
+        "(none)",
+        "The App's id; comments made through it are ignored (no loops).",
+    ),
+    (
+        "GITHUB_APP_SLUG",
+        "bg-agent",
+        "The App's slug; comments by `<slug>[bot]` are ignored.",
+    ),
+    (
+        "BG_AGENT_DB_MAX_CONNECTIONS",
+        "16",
+        "Size of the PostgreSQL connection pool.",
+    ),
+    (
+        "BG_AGENT_INTAKE_BATCH",
+        "256",
+        "Most deliveries committed together by the intake writer (group commit).",
+    ),
+    (
+        "BG_AGENT_INTAKE_WRITERS",
+        "2",
+        "Intake writer tasks; each commits one batch at a time.",
+    ),
+    (
+        "BG_AGENT_WORKERS",
+        "2",
+        "Delivery workers in this process; 0 makes an intake-only replica (others process).",
+    ),
+    (
+        "BG_AGENT_WORKER_POLL_MS",
+        "1000",
+        "How often an idle worker looks for deliveries stored by other replicas.",
+    ),
+    (
+        "BG_AGENT_LOG_FORMAT",
+        "text",
+        "`text` or `json`. Levels come from RUST_LOG (default `info`).",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("{name} = {value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One or more webhook secrets; several during a rotation.
+#[derive(Clone)]
+pub struct WebhookSecrets {
+    secrets: Vec<SecretString>,
+    is_development_default: bool,
+}
+
+impl std::fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookSecrets({} redacted)", self.secrets.len())
+    }
+}
+
+impl WebhookSecrets {
+    pub fn new<I, S>(secrets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            secrets: secrets
+                .into_iter()
+                .map(|s| SecretString::from(s.into()))
+                .collect(),
+            is_development_default: false,
+        }
+    }
+
+    pub fn development() -> Self {
+        Self {
+            is_development_default: true,
+            ..Self::new([DEVELOPMENT_WEBHOOK_SECRET])
+        }
+    }
+
+    /// Parses `a,b,c`; blank entries are dropped, surrounding spaces trimmed.
+    fn parse(raw: &str) -> Option<Self> {
+        let secrets: Vec<&str> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!secrets.is_empty()).then(|| Self::new(secrets))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.secrets.iter().map(|s| s.expose_secret().as_bytes())
+    }
+
+    /// The secret used to sign outgoing test deliveries: the first (newest) one.
+    pub fn signing_secret(&self) -> &[u8] {
+        self.iter()
+            .next()
+            .unwrap_or(DEVELOPMENT_WEBHOOK_SECRET.as_bytes())
+    }
+
+    pub fn is_development_default(&self) -> bool {
+        self.is_development_default
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    pub batch_max: usize,
+    pub writers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub workers: usize,
+    pub poll_interval: Duration,
+    /// Deliveries claimed per transaction.
+    pub claim_batch: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: Option<SecretString>,
+    pub data_dir: PathBuf,
+    pub webhook_secrets: WebhookSecrets,
+    pub app_id: Option<u64>,
+    pub app_slug: String,
+    pub db_max_connections: u32,
+    pub intake: IntakeConfig,
+    pub worker: WorkerConfig,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment (and the file it names).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Builds a config from a variable map (the environment in production, a literal in tests).
+    pub fn from_vars(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file = match env.get("BG_AGENT_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => load_file(PathBuf::from(path))?,
+            None => HashMap::new(),
+        };
+        let vars = Vars { env, file: &file };
+
+        let listen = vars.parsed("BG_AGENT_LISTEN", "127.0.0.1:3000".parse().ok())?;
+        let database_url = vars
+            .get("DATABASE_URL")
+            .map(|s| SecretString::from(s.to_owned()));
+        let data_dir = vars
+            .get("BG_AGENT_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".bg-agent"));
+        let webhook_secrets = match vars.get("GITHUB_WEBHOOK_SECRET") {
+            Some(raw) => WebhookSecrets::parse(raw).ok_or(ConfigError::Invalid {
+                name: "GITHUB_WEBHOOK_SECRET",
+                value: "[REDACTED]".into(),
+                reason: "holds no secret (only commas or spaces)".into(),
+            })?,
+            None => WebhookSecrets::development(),
+        };
+        let app_id = match vars.get("GITHUB_APP_ID") {
+            Some(_) => Some(vars.parsed::<u64>("GITHUB_APP_ID", None)?),
+            None => None,
+        };
+        let app_slug = vars.get("GITHUB_APP_SLUG").unwrap_or("bg-agent").to_owned();
+        let db_max_connections = vars.positive("BG_AGENT_DB_MAX_CONNECTIONS", 16)?;
+        let intake = IntakeConfig {
+            batch_max: vars.positive("BG_AGENT_INTAKE_BATCH", 256)?,
+            writers: vars.positive("BG_AGENT_INTAKE_WRITERS", 2)?,
+        };
+        let worker = WorkerConfig {
+            workers: vars.parsed("BG_AGENT_WORKERS", Some(2))?,
+            poll_interval: Duration::from_millis(vars.positive("BG_AGENT_WORKER_POLL_MS", 1000)?),
+            claim_batch: 128,
+        };
+        let log_format = match vars.get("BG_AGENT_LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "BG_AGENT_LOG_FORMAT",
+                    value: other.into(),
+                    reason: "expected `text` or `json`".into(),
+                });
+            }
+        };
+        Ok(Self {
+            listen,
+            database_url,
+            data_dir,
+            webhook_secrets,
+            app_id,
+            app_slug,
+            db_max_connections,
+            intake,
+            worker,
+            log_format,
+        })
+    }
+}
+
+fn load_file(path: PathBuf) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
+    let table: HashMap<String, toml::Value> =
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+            path: path.clone(),
+            message: e.message().to_owned(),
+        })?;
+    Ok(table
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::String(s) => s,
+                // Lists are how a file spells several webhook secrets.
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            (key, value)
+        })
+        .collect())
+}
+
+struct Vars<'a> {
+    env: &'a HashMap<String, String>,
+    file: &'a HashMap<String, String>,
+}
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        if let Some(v) = self.env.get(name).filter(|v| !v.is_empty()) {
+            return Some(v);
+        }
+        let key = name
+            .strip_prefix("BG_AGENT_")
+            .unwrap_or(name)
+            .to_lowercase();
+        self.file
+            .get(&key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parsed<T>(&self, name: &'static str, default: Option<T>) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match (self.get(name), default) {
+            (Some(raw), _) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                value: raw.into(),
+                reason: e.to_string(),
+            }),
+            (None, Some(default)) => Ok(default),
+            (None, None) => Err(ConfigError::Invalid {
+                name,
+                value: String::new(),
+                reason: "is required".into(),
+            }),
+        }
+    }
+
+    fn positive<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Default + Copy,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.parsed(name, Some(default))?;
+        if value <= T::default() {
+            return Err(ConfigError::Invalid {
+                name,
+                value: self.get(name).unwrap_or_default().into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_without_any_configuration() {
+        let config = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:3000".parse().unwrap());
+        assert!(config.database_url.is_none());
+        assert!(config.webhook_secrets.is_development_default());
+        assert_eq!(
+            config.webhook_secrets.signing_secret(),
+            DEVELOPMENT_WEBHOOK_SECRET.as_bytes()
+        );
+    }
+
+    #[test]
+    fn several_secrets_for_rotation() {
+        let config = Config::from_vars(&vars(&[("GITHUB_WEBHOOK_SECRET", "new, old ,")])).unwrap();
+        let secrets: Vec<&[u8]> = config.webhook_secrets.iter().collect();
+        assert_eq!(secrets, vec![b"new".as_slice(), b"old".as_slice()]);
+        assert!(!config.webhook_secrets.is_development_default());
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let config = Config::from_vars(&vars(&[
+            ("GITHUB_WEBHOOK_SECRET", "hunter2-very-secret"),
+            ("DATABASE_URL", "postgres://u:pa55word@h/db"),
+        ]))
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("pa55word"), "{printed}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let err = Config::from_vars(&vars(&[("BG_AGENT_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().starts_with("BG_AGENT_LISTEN"), "{err}");
+        let err = Config::from_vars(&vars(&[("BG_AGENT_INTAKE_WRITERS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+        let err = Config::from_vars(&vars(&[("GITHUB_WEBHOOK_SECRET", " , ")])).unwrap_err();
+        assert!(err.to_string().contains("holds no secret"), "{err}");
+        assert!(!err.to_string().contains(" , "));
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bg-agent.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\nworkers = 3\ngithub_webhook_secret = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_CONFIG", path),
+            ("BG_AGENT_WORKERS", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(config.listen.port(), 4000);
+        assert_eq!(config.worker.workers, 5);
+        assert_eq!(config.webhook_secrets.iter().count(), 2);
+
+        let err =
+            Config::from_vars(&vars(&[("BG_AGENT_CONFIG", "/nonexistent/x.toml")])).unwrap_err();
+        assert!(matches!(err, ConfigError::ReadFile { .. }));
+    }
+
+    #[test]
+    fn every_variable_is_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for (name, _, _) in VARIABLES {
+            assert!(readme.contains(name), "README.md does not document {name}");
+        }
+    }
+}

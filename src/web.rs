@@ -1,0 +1,47 @@
+//! The HTTP router: webhook intake and health endpoints (the status page joins later).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::config::WebhookSecrets;
+use crate::store::Store;
+use crate::webhook::MAX_PAYLOAD_BYTES;
+use crate::webhook::intake::{IntakeWriter, WebhookState, receive};
+
+pub fn router(store: Store, secrets: Arc<WebhookSecrets>, writer: IntakeWriter) -> Router {
+    let webhook = Router::new()
+        .route("/webhook", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
+        .with_state(WebhookState { secrets, writer });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(store)
+        .merge(webhook)
+}
+
+/// The process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The database answers (within 2 s).
+async fn readyz(State(store): State<Store>) -> impl IntoResponse {
+    match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+        Err(_) => {
+            tracing::warn!("not ready: database did not answer within 2 s");
+            (StatusCode::SERVICE_UNAVAILABLE, "database did not answer")
+        }
+    }
+}
