@@ -120,6 +120,14 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// A server setting (`SHOW`-style), e.g. to check how the server runs.
+    pub async fn setting(&self, name: &str) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -66,7 +66,7 @@ pub trait TriggerHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Logs each trigger; the stored trigger is what later stages pick up.
+/// Logs each trigger: the handler until the task engine takes triggers over.
 pub struct LoggingHandler;
 
 impl TriggerHandler for LoggingHandler {

@@ -195,6 +195,15 @@ struct Answer<'a> {
     error: Option<String>,
 }
 
+fn acknowledge(status: StatusCode, label: &str, guid: &str) -> Response {
+    let answer = Answer {
+        status: Some(label),
+        delivery: Some(guid),
+        error: None,
+    };
+    (status, Json(answer)).into_response()
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();
     tracing::warn!(status = status.as_u16(), %message, "webhook rejected");
@@ -273,21 +282,11 @@ pub async fn receive(
         match state.writer.store(delivery).await {
             Ok(true) => {
                 tracing::debug!("delivery stored");
-                let answer = Answer {
-                    status: Some("accepted"),
-                    delivery: Some(&guid),
-                    error: None,
-                };
-                (StatusCode::ACCEPTED, Json(answer)).into_response()
+                acknowledge(StatusCode::ACCEPTED, "accepted", &guid)
             }
             Ok(false) => {
                 tracing::info!("redelivery of a stored delivery; not processed again");
-                let answer = Answer {
-                    status: Some("duplicate"),
-                    delivery: Some(&guid),
-                    error: None,
-                };
-                (StatusCode::OK, Json(answer)).into_response()
+                acknowledge(StatusCode::OK, "duplicate", &guid)
             }
             Err(e) => {
                 tracing::error!(error = %e, "delivery not stored");

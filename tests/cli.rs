@@ -1,0 +1,147 @@
+//! The binary as a newcomer uses it: `serve` on embedded defaults (no DATABASE_URL, no
+//! secret), `webhook send` against it, and a clean stop on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn bg_agent() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bg-agent"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("GITHUB_WEBHOOK_SECRET")
+        .env_remove("BG_AGENT_CONFIG")
+        .env("RUST_LOG", "info");
+    command
+}
+
+#[tokio::test]
+async fn serve_on_embedded_defaults_then_send_a_webhook_then_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = bg_agent()
+        .arg("serve")
+        .env("BG_AGENT_LISTEN", &listen)
+        .env("BG_AGENT_DATA_DIR", dir.path().join("data"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get(format!("http://{listen}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "serve exited early:\n{log}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "serve never became ready:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let fixture = format!(
+        "{}/tests/fixtures/webhooks/issue_comment.created.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sent = bg_agent()
+        .args([
+            "webhook",
+            "send",
+            "--event",
+            "issue_comment",
+            "--delivery",
+            "cli-1",
+        ])
+        .arg(&fixture)
+        .env("BG_AGENT_LISTEN", &listen)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(stdout.contains("202 Accepted"), "{stdout}");
+
+    // A second send of the same delivery id is acknowledged as a duplicate.
+    let again = bg_agent()
+        .args([
+            "webhook",
+            "send",
+            "--event",
+            "issue_comment",
+            "--delivery",
+            "cli-1",
+        ])
+        .arg(&fixture)
+        .env("BG_AGENT_LISTEN", &listen)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("200 OK"));
+
+    // A wrong secret is refused, and the tool says so with a failing exit status.
+    let forged = bg_agent()
+        .args(["webhook", "send", "--event", "issue_comment"])
+        .arg(&fixture)
+        .env("BG_AGENT_LISTEN", &listen)
+        .env("GITHUB_WEBHOOK_SECRET", "not-the-server-secret")
+        .output()
+        .unwrap();
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stdout).contains("401"));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("development secret"),
+        "warns about the default secret:\n{log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !dir.path()
+            .join("data/postgres/pgdata/postmaster.pid")
+            .exists(),
+        "the embedded PostgreSQL was stopped with the server"
+    );
+}
+
+#[test]
+fn configuration_errors_are_one_clear_line() {
+    let output = bg_agent()
+        .arg("serve")
+        .env("BG_AGENT_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("BG_AGENT_LISTEN"), "{stderr}");
+}

@@ -1,0 +1,69 @@
+//! The embedded PostgreSQL that `serve` starts when DATABASE_URL is unset: created on first
+//! use, durable across restarts, reachable only over its Unix socket, stopped cleanly.
+//! Runs whether or not DATABASE_URL is set, so CI exercises the embedded default too.
+
+use bg_agent::store::embedded::{Durability, EmbeddedPostgres};
+use bg_agent::store::{NewDelivery, Store};
+
+#[tokio::test]
+async fn embedded_cluster_keeps_data_across_restarts_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("postgres");
+
+    let server = EmbeddedPostgres::start(&data, Durability::Durable)
+        .await
+        .unwrap();
+    server.ensure_database("bg_agent").await.unwrap();
+    server.ensure_database("bg_agent").await.unwrap(); // idempotent
+    let store = Store::connect(server.connect_options("bg_agent"), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let delivery = NewDelivery {
+        guid: "kept-1".into(),
+        event: "ping".into(),
+        body: bytes::Bytes::from_static(br#"{"zen":"Keep it logically awesome."}"#),
+    };
+    let fresh = store
+        .insert_deliveries(&[delivery], std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(fresh, [true]);
+    store.close().await;
+    server.stop().await;
+    assert!(
+        !data.join("pgdata/postmaster.pid").exists(),
+        "a clean stop removes postmaster.pid"
+    );
+
+    let server = EmbeddedPostgres::start(&data, Durability::Durable)
+        .await
+        .unwrap();
+    let store = Store::connect(server.connect_options("bg_agent"), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let record = store
+        .delivery("kept-1")
+        .await
+        .unwrap()
+        .expect("survived a restart");
+    assert_eq!(record.event, "ping");
+    store.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn embedded_cluster_does_not_listen_on_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = EmbeddedPostgres::start(&dir.path().join("pg"), Durability::Throwaway)
+        .await
+        .unwrap();
+    let store = Store::connect(server.connect_options("postgres"), 1)
+        .await
+        .unwrap();
+    let listen = store.setting("listen_addresses").await.unwrap();
+    assert_eq!(listen, "");
+    store.close().await;
+    server.stop().await;
+}
