@@ -153,3 +153,30 @@ fn unknown_events_are_ignored() {
         Decoded::Ignored(_)
     ));
 }
+
+#[test]
+fn the_envelope_comes_from_the_same_parse_for_every_event() {
+    use bg_agent::webhook::trigger::{Envelope, decode_delivery};
+    let (envelope, _) = decode_delivery(
+        "pull_request",
+        &fixture("pull_request.closed.json"),
+        &context(),
+    );
+    assert_eq!(
+        envelope,
+        Envelope {
+            action: Some("closed".into()),
+            installation_id: Some(4200001)
+        }
+    );
+    let (envelope, decoded) =
+        decode_delivery("issues", &fixture("issues.labeled.json"), &context());
+    assert_eq!(envelope.action.as_deref(), Some("labeled"));
+    assert!(matches!(decoded, Decoded::Trigger(_)));
+    let (envelope, decoded) = decode_delivery("issues", b"not json", &context());
+    assert_eq!(envelope, Envelope::default());
+    let Decoded::Malformed(reason) = decoded else {
+        panic!("non-JSON is malformed");
+    };
+    assert!(reason.contains("not a JSON object"), "{reason}");
+}

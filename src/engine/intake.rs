@@ -16,20 +16,9 @@ use crate::store::{
     InstallationRepository, Store, StoreError,
 };
 use crate::webhook::intake::FreshDeliveries;
+use crate::webhook::trigger::decode_delivery;
 use crate::webhook::trigger::{InstallationAccountRef, InstallationChange, InstalledRepo};
-use crate::webhook::{DecodeContext, Decoded, Trigger, decode};
-
-/// The top-level fields every payload has, stored beside the raw body.
-#[derive(serde::Deserialize)]
-struct Envelope {
-    action: Option<String>,
-    installation: Option<EnvelopeInstallation>,
-}
-
-#[derive(serde::Deserialize)]
-struct EnvelopeInstallation {
-    id: i64,
-}
+use crate::webhook::{DecodeContext, Decoded, Trigger};
 
 /// How long a worker gathers fresh deliveries into one batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -215,22 +204,12 @@ impl<H: TriggerHandler> DeliveryWorker<H> {
         claim: &mut DeliveryClaim,
         delivery: &ClaimedDelivery,
     ) -> Result<(), StoreError> {
-        let envelope = match serde_json::from_slice::<Envelope>(&delivery.body) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                tracing::warn!(error = %e, "delivery body is not a JSON object");
-                let outcome = DeliveryOutcome::Failed {
-                    reason: format!("body is not a JSON object: {e}"),
-                };
-                claim.finish(&delivery.guid, DeliveryFacts::default(), outcome);
-                return Ok(());
-            }
-        };
+        let (envelope, decoded) = decode_delivery(&delivery.event, &delivery.body, &self.context);
         let facts = DeliveryFacts {
             action: envelope.action,
-            installation_id: envelope.installation.map(|i| i.id),
+            installation_id: envelope.installation_id,
         };
-        let outcome = match decode(&delivery.event, &delivery.body, &self.context) {
+        let outcome = match decoded {
             Decoded::Ignored(reason) => {
                 tracing::debug!(%reason, "delivery ignored");
                 DeliveryOutcome::Ignored { reason }

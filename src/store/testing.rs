@@ -122,6 +122,22 @@ async fn ensure_template(
                 .fetch_one(&mut *admin)
                 .await?;
         if !exists {
+            // Templates of earlier schemas are of no further use.
+            let stale: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database
+                 WHERE datname LIKE 'bg\\_agent\\_template\\_%' AND datname <> $1",
+            )
+            .bind(&name)
+            .fetch_all(&mut *admin)
+            .await?;
+            for old in stale {
+                sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&old)
+                ))
+                .execute(&mut *admin)
+                .await?;
+            }
             let building = format!("{name}_building");
             sqlx::query(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

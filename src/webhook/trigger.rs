@@ -190,23 +190,40 @@ pub enum InstallationChange {
     },
 }
 
+/// Top-level facts of a payload, stored beside the raw body for listing and routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    pub action: Option<String>,
+    pub installation_id: Option<i64>,
+}
+
 /// Decodes one delivery. Never panics; a payload of the wrong shape is `Malformed`.
 pub fn decode(event: &str, body: &[u8], ctx: &DecodeContext) -> Decoded {
+    decode_delivery(event, body, ctx).1
+}
+
+/// Like [`decode`], also returning the payload's [`Envelope`], from the same single parse
+/// (payloads are tens of KB: parsing them is most of a worker's CPU time).
+pub fn decode_delivery(event: &str, body: &[u8], ctx: &DecodeContext) -> (Envelope, Decoded) {
+    let mut envelope = Envelope::default();
     let result = match event {
-        "issue_comment" => decode_issue_comment(body, ctx),
-        "issues" => decode_issues(body),
-        "check_run" => decode_check_run(body, ctx),
-        "installation" => decode_installation(body),
-        "installation_repositories" => decode_installation_repositories(body),
+        "issue_comment" => decode_issue_comment(body, ctx, &mut envelope),
+        "issues" => decode_issues(body, &mut envelope),
+        "check_run" => decode_check_run(body, ctx, &mut envelope),
+        "installation" => decode_installation(body, &mut envelope),
+        "installation_repositories" => decode_installation_repositories(body, &mut envelope),
         "ping" => parse::<payload::Ping>(body).map(|p| {
             trigger(Trigger::Ping {
                 hook_id: p.hook_id,
                 zen: p.zen,
             })
         }),
-        other => Ok(Decoded::Ignored(format!("`{other}` events are not used"))),
+        other => parse::<payload::Envelope>(body).map(|p| {
+            envelope = p.into();
+            Decoded::Ignored(format!("`{other}` events are not used"))
+        }),
     };
-    result.unwrap_or_else(Decoded::Malformed)
+    (envelope, result.unwrap_or_else(Decoded::Malformed))
 }
 
 fn trigger(trigger: Trigger) -> Decoded {
@@ -214,7 +231,20 @@ fn trigger(trigger: Trigger) -> Decoded {
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("payload does not match the event: {e}"))
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            format!("body is not a JSON object: {e}")
+        } else {
+            format!("payload does not match the event: {e}")
+        }
+    })
+}
+
+fn envelope_of(action: &str, installation: Option<&payload::InstallationId>) -> Envelope {
+    Envelope {
+        action: Some(action.to_owned()),
+        installation_id: installation.map(|i| i.id),
+    }
 }
 
 fn ignored_action(event: &str, action: &str) -> Result<Decoded, String> {
@@ -227,8 +257,13 @@ fn installation_id(installation: Option<payload::InstallationId>) -> Result<i64,
         .ok_or_else(|| "payload has no `installation`: not delivered to a GitHub App".to_owned())
 }
 
-fn decode_issue_comment(body: &[u8], ctx: &DecodeContext) -> Result<Decoded, String> {
+fn decode_issue_comment(
+    body: &[u8],
+    ctx: &DecodeContext,
+    envelope: &mut Envelope,
+) -> Result<Decoded, String> {
     let p: payload::IssueComment = parse(body)?;
+    *envelope = envelope_of(&p.action, p.installation.as_ref());
     if p.action != "created" {
         return ignored_action("issue_comment", &p.action);
     }
@@ -263,8 +298,9 @@ fn decode_issue_comment(body: &[u8], ctx: &DecodeContext) -> Result<Decoded, Str
     })))
 }
 
-fn decode_issues(body: &[u8]) -> Result<Decoded, String> {
+fn decode_issues(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String> {
     let p: payload::Issues = parse(body)?;
+    *envelope = envelope_of(&p.action, p.installation.as_ref());
     if p.action != "labeled" {
         return ignored_action("issues", &p.action);
     }
@@ -297,8 +333,13 @@ fn decode_issues(body: &[u8]) -> Result<Decoded, String> {
     })))
 }
 
-fn decode_check_run(body: &[u8], ctx: &DecodeContext) -> Result<Decoded, String> {
+fn decode_check_run(
+    body: &[u8],
+    ctx: &DecodeContext,
+    envelope: &mut Envelope,
+) -> Result<Decoded, String> {
     let p: payload::CheckRun = parse(body)?;
+    *envelope = envelope_of(&p.action, p.installation.as_ref());
     if p.action != "rerequested" && p.action != "requested_action" {
         return ignored_action("check_run", &p.action);
     }
@@ -333,8 +374,14 @@ fn decode_check_run(body: &[u8], ctx: &DecodeContext) -> Result<Decoded, String>
     }
 }
 
-fn decode_installation(body: &[u8]) -> Result<Decoded, String> {
+fn decode_installation(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String> {
     let p: payload::Installation = parse(body)?;
+    *envelope = envelope_of(
+        &p.action,
+        Some(&payload::InstallationId {
+            id: p.installation.id,
+        }),
+    );
     let account = p.installation.account_ref()?;
     let change = match p.action.as_str() {
         "created" => InstallationChange::Created {
@@ -355,8 +402,17 @@ fn decode_installation(body: &[u8]) -> Result<Decoded, String> {
     Ok(trigger(Trigger::Installation(change)))
 }
 
-fn decode_installation_repositories(body: &[u8]) -> Result<Decoded, String> {
+fn decode_installation_repositories(
+    body: &[u8],
+    envelope: &mut Envelope,
+) -> Result<Decoded, String> {
     let p: payload::InstallationRepositories = parse(body)?;
+    *envelope = envelope_of(
+        &p.action,
+        Some(&payload::InstallationId {
+            id: p.installation.id,
+        }),
+    );
     let account = p.installation.account_ref()?;
     let repos = |list: Vec<payload::ListedRepo>| list.into_iter().map(Into::into).collect();
     let change = match p.action.as_str() {
@@ -562,6 +618,22 @@ mod payload {
         pub repositories_added: Vec<ListedRepo>,
         #[serde(default)]
         pub repositories_removed: Vec<ListedRepo>,
+    }
+
+    /// Any event: only the fields every payload may carry.
+    #[derive(Deserialize)]
+    pub struct Envelope {
+        pub action: Option<String>,
+        pub installation: Option<InstallationId>,
+    }
+
+    impl From<Envelope> for super::Envelope {
+        fn from(e: Envelope) -> Self {
+            Self {
+                action: e.action,
+                installation_id: e.installation.map(|i| i.id),
+            }
+        }
     }
 
     #[derive(Deserialize)]
