@@ -57,54 +57,34 @@ async fn serve_on_embedded_defaults_then_send_a_webhook_then_stop() {
         "{}/tests/fixtures/webhooks/issue_comment.created.json",
         env!("CARGO_MANIFEST_DIR")
     );
-    let sent = bg_agent()
-        .args([
-            "webhook",
-            "send",
-            "--event",
-            "issue_comment",
-            "--delivery",
-            "cli-1",
-        ])
-        .arg(&fixture)
-        .env("BG_AGENT_LISTEN", &listen)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&sent.stdout);
-    assert!(
-        sent.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    assert!(stdout.contains("202 Accepted"), "{stdout}");
+    let send = |delivery: Option<&str>, secret: Option<&str>| {
+        let mut command = bg_agent();
+        command
+            .args(["webhook", "send", "--event", "issue_comment"])
+            .arg(&fixture)
+            .env("BG_AGENT_LISTEN", &listen)
+            .stdin(Stdio::null());
+        if let Some(delivery) = delivery {
+            command.args(["--delivery", delivery]);
+        }
+        if let Some(secret) = secret {
+            command.env("GITHUB_WEBHOOK_SECRET", secret);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), stdout)
+    };
+
+    let (ok, stdout) = send(Some("cli-1"), None);
+    assert!(ok && stdout.contains("202 Accepted"), "{stdout}");
 
     // A second send of the same delivery id is acknowledged as a duplicate.
-    let again = bg_agent()
-        .args([
-            "webhook",
-            "send",
-            "--event",
-            "issue_comment",
-            "--delivery",
-            "cli-1",
-        ])
-        .arg(&fixture)
-        .env("BG_AGENT_LISTEN", &listen)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&again.stdout).contains("200 OK"));
+    let (ok, stdout) = send(Some("cli-1"), None);
+    assert!(ok && stdout.contains("200 OK"), "{stdout}");
 
     // A wrong secret is refused, and the tool says so with a failing exit status.
-    let forged = bg_agent()
-        .args(["webhook", "send", "--event", "issue_comment"])
-        .arg(&fixture)
-        .env("BG_AGENT_LISTEN", &listen)
-        .env("GITHUB_WEBHOOK_SECRET", "not-the-server-secret")
-        .output()
-        .unwrap();
-    assert!(!forged.status.success());
-    assert!(String::from_utf8_lossy(&forged.stdout).contains("401"));
+    let (ok, stdout) = send(None, Some("not-the-server-secret"));
+    assert!(!ok && stdout.contains("401"), "{stdout}");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.id() as i32),
