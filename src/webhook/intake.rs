@@ -55,7 +55,7 @@ pub struct IntakeWriter {
 pub struct FreshDeliveries(Arc<Mutex<mpsc::Receiver<ClaimedDelivery>>>);
 
 impl FreshDeliveries {
-    /// A source that never yields: for workers of a process without intake.
+    /// An already closed source: its workers only poll (a process without intake).
     pub fn none() -> Self {
         let (_, rx) = mpsc::channel(1);
         Self(Arc::new(Mutex::new(rx)))
