@@ -240,10 +240,10 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     })
 }
 
-fn envelope_of(action: &str, installation: Option<&payload::InstallationId>) -> Envelope {
+fn envelope_of(action: &str, installation_id: Option<i64>) -> Envelope {
     Envelope {
         action: Some(action.to_owned()),
-        installation_id: installation.map(|i| i.id),
+        installation_id,
     }
 }
 
@@ -263,7 +263,7 @@ fn decode_issue_comment(
     envelope: &mut Envelope,
 ) -> Result<Decoded, String> {
     let p: payload::IssueComment = parse(body)?;
-    *envelope = envelope_of(&p.action, p.installation.as_ref());
+    *envelope = envelope_of(&p.action, p.installation.as_ref().map(|i| i.id));
     if p.action != "created" {
         return ignored_action("issue_comment", &p.action);
     }
@@ -300,7 +300,7 @@ fn decode_issue_comment(
 
 fn decode_issues(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String> {
     let p: payload::Issues = parse(body)?;
-    *envelope = envelope_of(&p.action, p.installation.as_ref());
+    *envelope = envelope_of(&p.action, p.installation.as_ref().map(|i| i.id));
     if p.action != "labeled" {
         return ignored_action("issues", &p.action);
     }
@@ -339,7 +339,7 @@ fn decode_check_run(
     envelope: &mut Envelope,
 ) -> Result<Decoded, String> {
     let p: payload::CheckRun = parse(body)?;
-    *envelope = envelope_of(&p.action, p.installation.as_ref());
+    *envelope = envelope_of(&p.action, p.installation.as_ref().map(|i| i.id));
     if p.action != "rerequested" && p.action != "requested_action" {
         return ignored_action("check_run", &p.action);
     }
@@ -376,12 +376,7 @@ fn decode_check_run(
 
 fn decode_installation(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String> {
     let p: payload::Installation = parse(body)?;
-    *envelope = envelope_of(
-        &p.action,
-        Some(&payload::InstallationId {
-            id: p.installation.id,
-        }),
-    );
+    *envelope = envelope_of(&p.action, Some(p.installation.id));
     let account = p.installation.account_ref()?;
     let change = match p.action.as_str() {
         "created" => InstallationChange::Created {
@@ -407,12 +402,7 @@ fn decode_installation_repositories(
     envelope: &mut Envelope,
 ) -> Result<Decoded, String> {
     let p: payload::InstallationRepositories = parse(body)?;
-    *envelope = envelope_of(
-        &p.action,
-        Some(&payload::InstallationId {
-            id: p.installation.id,
-        }),
-    );
+    *envelope = envelope_of(&p.action, Some(p.installation.id));
     let account = p.installation.account_ref()?;
     let repos = |list: Vec<payload::ListedRepo>| list.into_iter().map(Into::into).collect();
     let change = match p.action.as_str() {
