@@ -2,12 +2,15 @@
 //!
 //! Module map (see DESIGN.md): `command` (pure grammar), `webhook` (HMAC, intake,
 //! payload → trigger), `store` (every SQL statement), `engine` (workers),
-//! `web` (HTTP router), `config` (typed configuration).
+//! `web` (HTTP router), `config` (typed configuration), `github` (the App's GitHub client),
+//! `github_sim` (a strict fake GitHub for tests and local use).
 
 pub mod app;
 pub mod command;
 pub mod config;
 pub mod engine;
+pub mod github;
+pub mod github_sim;
 pub mod openapi;
 pub mod store;
 pub mod web;
