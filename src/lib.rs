@@ -1,6 +1,6 @@
 //! bg-agent: a GitHub App that runs background coding tasks.
 //!
-//! Module map (see DESIGN.md): `command` (pure grammar), `webhook` (HMAC, intake,
+//! Module map (see DESIGN.md): `command` (pure grammar), `task` (pure life cycle and templates), `webhook` (HMAC, intake,
 //! payload → trigger), `store` (every SQL statement), `engine` (workers),
 //! `web` (HTTP router), `config` (typed configuration), `github` (the App's GitHub client),
 //! `github_sim` (a strict fake GitHub for tests and local use).
@@ -13,5 +13,6 @@ pub mod github;
 pub mod github_sim;
 pub mod openapi;
 pub mod store;
+pub mod task;
 pub mod web;
 pub mod webhook;

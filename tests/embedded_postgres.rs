@@ -29,6 +29,9 @@ async fn embedded_cluster_keeps_data_across_restarts_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(fresh, [true]);
+    // Tuned for a write-heavy inbox (see EmbeddedPostgres::start).
+    assert_eq!(store.setting("max_wal_size").await.unwrap(), "4GB");
+    assert_ne!(store.setting("wal_compression").await.unwrap(), "off");
     store.close().await;
     server.stop().await;
     assert!(
