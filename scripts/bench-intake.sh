@@ -25,6 +25,8 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 command -v node >/dev/null || { echo "node is missing" >&2; exit 1; }
 
 work=$(mktemp -d)
+# The embedded cluster runs as the postgres user when we are root: it must reach its data dir.
+chmod 755 "$work"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

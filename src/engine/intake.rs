@@ -194,6 +194,10 @@ impl<H: TriggerHandler> DeliveryWorker<H> {
                 // Counts as handled, so a drain goes straight on with the rest.
                 return Ok(1);
             }
+            // Decoding is CPU work and a handler may finish without ever suspending:
+            // yield between deliveries so a batch never holds a runtime thread (and the
+            // webhook requests queued on it) for milliseconds.
+            tokio::task::yield_now().await;
         }
         claim.commit().await?;
         Ok(deliveries.len())
