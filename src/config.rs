@@ -53,6 +53,36 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "The App's slug; comments by `<slug>[bot]` are ignored.",
     ),
     (
+        "GITHUB_API_URL",
+        "https://api.github.com",
+        "GitHub's REST API base URL; for GitHub Enterprise Server `https://HOST/api/v3`.",
+    ),
+    (
+        "GITHUB_PRIVATE_KEY",
+        "(none)",
+        "The App's RSA private key, PEM text (`\\n` escapes accepted). Set this or GITHUB_PRIVATE_KEY_PATH to talk to GitHub.",
+    ),
+    (
+        "GITHUB_PRIVATE_KEY_PATH",
+        "(none)",
+        "Path of a file holding the App's PEM private key (instead of GITHUB_PRIVATE_KEY).",
+    ),
+    (
+        "BG_AGENT_GITHUB_CONCURRENCY",
+        "10",
+        "Most GitHub requests in flight at once per installation (App-level calls have their own limit).",
+    ),
+    (
+        "BG_AGENT_GITHUB_TIMEOUT_SECS",
+        "30",
+        "Timeout of one GitHub request attempt.",
+    ),
+    (
+        "BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS",
+        "60",
+        "Longest wait honoured when GitHub rate-limits a request; a longer one fails the call.",
+    ),
+    (
         "BG_AGENT_DB_MAX_CONNECTIONS",
         "16",
         "Size of the PostgreSQL connection pool.",
@@ -98,6 +128,11 @@ pub enum ConfigError {
         name: &'static str,
         value: String,
         reason: String,
+    },
+    #[error("{name} is not set; it is needed {needed_for}")]
+    Missing {
+        name: &'static str,
+        needed_for: &'static str,
     },
 }
 
@@ -182,6 +217,62 @@ pub struct WorkerConfig {
     pub claim_batch: i64,
 }
 
+/// Where the App's private key comes from.
+#[derive(Debug, Clone)]
+pub enum PrivateKeySource {
+    /// PEM text (`GITHUB_PRIVATE_KEY`).
+    Pem(SecretString),
+    /// A file holding PEM text (`GITHUB_PRIVATE_KEY_PATH`), read when the client is built.
+    Path(PathBuf),
+}
+
+/// GitHub settings as configured; all optional so the server starts without any of them.
+/// [`Config::github_app`] turns them into the [`GitHubConfig`] the client needs.
+#[derive(Debug, Clone)]
+pub struct GitHubSettings {
+    pub api_url: String,
+    pub private_key: Option<PrivateKeySource>,
+    pub concurrency_per_installation: usize,
+    pub request_timeout: Duration,
+    pub max_retry_wait: Duration,
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
+/// Everything the GitHub App client (`crate::github::GitHubApp`) needs.
+#[derive(Debug, Clone)]
+pub struct GitHubConfig {
+    /// REST API base URL, e.g. `https://api.github.com` or `https://HOST/api/v3`.
+    pub api_url: String,
+    pub app_id: u64,
+    /// The App's RSA private key, PEM (PKCS#1 as GitHub issues it, or PKCS#8).
+    pub private_key_pem: SecretString,
+    /// Most requests in flight at once per installation; App-level (JWT) calls share one
+    /// more limit of the same size.
+    pub concurrency_per_installation: usize,
+    /// Timeout of one request attempt (a call may make several).
+    pub request_timeout: Duration,
+    /// Longest rate-limit wait honoured; GitHub asking for more fails the call at once.
+    pub max_retry_wait: Duration,
+    /// Attempts per call, the first included, for 5xx, network errors and rate limits.
+    pub max_attempts: u32,
+}
+
+impl GitHubConfig {
+    /// A config with the default limits; tests point `api_url` at a fake GitHub.
+    pub fn new(api_url: impl Into<String>, app_id: u64, private_key_pem: SecretString) -> Self {
+        Self {
+            api_url: api_url.into(),
+            app_id,
+            private_key_pem,
+            concurrency_per_installation: 10,
+            request_timeout: Duration::from_secs(30),
+            max_retry_wait: Duration::from_secs(60),
+            max_attempts: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -190,6 +281,7 @@ pub struct Config {
     pub webhook_secrets: WebhookSecrets,
     pub app_id: Option<u64>,
     pub app_slug: String,
+    pub github: GitHubSettings,
     pub db_max_connections: u32,
     pub intake: IntakeConfig,
     pub worker: WorkerConfig,
@@ -231,6 +323,7 @@ impl Config {
             None => None,
         };
         let app_slug = vars.get("GITHUB_APP_SLUG").unwrap_or("bg-agent").to_owned();
+        let github = github_settings(&vars)?;
         let db_max_connections = vars.positive("BG_AGENT_DB_MAX_CONNECTIONS", 16)?;
         let intake = IntakeConfig {
             batch_max: vars.positive("BG_AGENT_INTAKE_BATCH", 256)?,
@@ -259,11 +352,97 @@ impl Config {
             webhook_secrets,
             app_id,
             app_slug,
+            github,
             db_max_connections,
             intake,
             worker,
             log_format,
         })
+    }
+}
+
+impl Config {
+    /// The GitHub client's configuration, or an error naming the first missing variable.
+    /// Reads the key file named by `GITHUB_PRIVATE_KEY_PATH`.
+    pub fn github_app(&self) -> Result<GitHubConfig, ConfigError> {
+        const NEEDED_FOR: &str = "to act as the GitHub App";
+        let app_id = self.app_id.ok_or(ConfigError::Missing {
+            name: "GITHUB_APP_ID",
+            needed_for: NEEDED_FOR,
+        })?;
+        let private_key_pem = match &self.github.private_key {
+            Some(PrivateKeySource::Pem(pem)) => pem.clone(),
+            Some(PrivateKeySource::Path(path)) => std::fs::read_to_string(path)
+                .map(SecretString::from)
+                .map_err(|source| ConfigError::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?,
+            None => {
+                return Err(ConfigError::Missing {
+                    name: "GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)",
+                    needed_for: NEEDED_FOR,
+                });
+            }
+        };
+        Ok(GitHubConfig {
+            concurrency_per_installation: self.github.concurrency_per_installation,
+            request_timeout: self.github.request_timeout,
+            max_retry_wait: self.github.max_retry_wait,
+            ..GitHubConfig::new(self.github.api_url.clone(), app_id, private_key_pem)
+        })
+    }
+}
+
+fn github_settings(vars: &Vars<'_>) -> Result<GitHubSettings, ConfigError> {
+    let api_url = vars
+        .get("GITHUB_API_URL")
+        .unwrap_or(DEFAULT_GITHUB_API_URL)
+        .trim_end_matches('/')
+        .to_owned();
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            name: "GITHUB_API_URL",
+            value: api_url,
+            reason: "expected an http:// or https:// URL".into(),
+        });
+    }
+    let private_key = match (
+        vars.get("GITHUB_PRIVATE_KEY"),
+        vars.get("GITHUB_PRIVATE_KEY_PATH"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                name: "GITHUB_PRIVATE_KEY_PATH",
+                value: vars
+                    .get("GITHUB_PRIVATE_KEY_PATH")
+                    .unwrap_or_default()
+                    .into(),
+                reason: "GITHUB_PRIVATE_KEY is set too; set only one of them".into(),
+            });
+        }
+        (Some(pem), None) => Some(PrivateKeySource::Pem(SecretString::from(unescape_pem(pem)))),
+        (None, Some(path)) => Some(PrivateKeySource::Path(PathBuf::from(path))),
+        (None, None) => None,
+    };
+    Ok(GitHubSettings {
+        api_url,
+        private_key,
+        concurrency_per_installation: vars.positive("BG_AGENT_GITHUB_CONCURRENCY", 10)?,
+        request_timeout: Duration::from_secs(vars.positive("BG_AGENT_GITHUB_TIMEOUT_SECS", 30)?),
+        max_retry_wait: Duration::from_secs(
+            vars.parsed("BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS", Some(60))?,
+        ),
+    })
+}
+
+/// Env files and CI secrets often carry a PEM on one line with literal `\n`; a value
+/// that has no real line break gets them restored.
+fn unescape_pem(pem: &str) -> String {
+    if pem.contains('\n') {
+        pem.to_owned()
+    } else {
+        pem.replace("\\n", "\n")
     }
 }
 
@@ -432,6 +611,86 @@ mod tests {
         let err =
             Config::from_vars(&vars(&[("BG_AGENT_CONFIG", "/nonexistent/x.toml")])).unwrap_err();
         assert!(matches!(err, ConfigError::ReadFile { .. }));
+    }
+
+    #[test]
+    fn github_is_optional_and_its_absence_names_the_variable() {
+        let config = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config.github.api_url, DEFAULT_GITHUB_API_URL);
+        assert_eq!(config.github.concurrency_per_installation, 10);
+        assert_eq!(config.github.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.github.max_retry_wait, Duration::from_secs(60));
+        let err = config.github_app().unwrap_err();
+        assert!(
+            err.to_string().starts_with("GITHUB_APP_ID is not set"),
+            "{err}"
+        );
+
+        let config = Config::from_vars(&vars(&[("GITHUB_APP_ID", "42")])).unwrap();
+        let err = config.github_app().unwrap_err();
+        assert!(err.to_string().starts_with("GITHUB_PRIVATE_KEY"), "{err}");
+    }
+
+    #[test]
+    fn github_app_config_from_pem_text_or_file() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n";
+        let config = Config::from_vars(&vars(&[
+            ("GITHUB_APP_ID", "42"),
+            ("GITHUB_PRIVATE_KEY", &pem.replace('\n', "\\n")),
+            ("GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
+            ("BG_AGENT_GITHUB_CONCURRENCY", "3"),
+            ("BG_AGENT_GITHUB_TIMEOUT_SECS", "5"),
+            ("BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS", "0"),
+        ]))
+        .unwrap();
+        let github = config.github_app().unwrap();
+        assert_eq!(github.app_id, 42);
+        assert_eq!(github.private_key_pem.expose_secret(), pem);
+        assert_eq!(github.api_url, "https://ghe.example.com/api/v3");
+        assert_eq!(github.concurrency_per_installation, 3);
+        assert_eq!(github.request_timeout, Duration::from_secs(5));
+        assert_eq!(github.max_retry_wait, Duration::ZERO);
+        assert!(!format!("{config:?} {github:?}").contains("abc"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, pem).unwrap();
+        let config = Config::from_vars(&vars(&[
+            ("GITHUB_APP_ID", "42"),
+            ("GITHUB_PRIVATE_KEY_PATH", path.to_str().unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.github_app().unwrap().private_key_pem.expose_secret(),
+            pem
+        );
+
+        let missing = Config::from_vars(&vars(&[
+            ("GITHUB_APP_ID", "42"),
+            ("GITHUB_PRIVATE_KEY_PATH", "/nonexistent/key.pem"),
+        ]))
+        .unwrap();
+        assert!(matches!(
+            missing.github_app(),
+            Err(ConfigError::ReadFile { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_github_settings_name_the_variable() {
+        let err = Config::from_vars(&vars(&[("GITHUB_API_URL", "api.github.com")])).unwrap_err();
+        assert!(err.to_string().starts_with("GITHUB_API_URL"), "{err}");
+        let err = Config::from_vars(&vars(&[("BG_AGENT_GITHUB_CONCURRENCY", "0")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("BG_AGENT_GITHUB_CONCURRENCY"),
+            "{err}"
+        );
+        let err = Config::from_vars(&vars(&[
+            ("GITHUB_PRIVATE_KEY", "pem"),
+            ("GITHUB_PRIVATE_KEY_PATH", "/k.pem"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("set only one"), "{err}");
     }
 
     #[test]
