@@ -33,6 +33,27 @@ enum Commands {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Local development tools.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Run a local fake GitHub (API, git over HTTP, webhooks) seeded with the test fixtures' world.
+    GithubSim {
+        /// Where to listen; the API root and git host is http://LISTEN.
+        #[arg(long, default_value = "127.0.0.1:8780")]
+        listen: std::net::SocketAddr,
+        /// Where to send webhooks (e.g. http://127.0.0.1:3000/webhook); none are sent without it.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Secret that signs webhooks; defaults to the server's GITHUB_WEBHOOK_SECRET.
+        #[arg(long)]
+        webhook_secret: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +104,14 @@ fn main() -> ExitCode {
                         file,
                     },
             } => send_webhook(&config, &event, url, delivery, &file).await,
+            Commands::Dev {
+                command:
+                    DevCommand::GithubSim {
+                        listen,
+                        webhook_url,
+                        webhook_secret,
+                    },
+            } => github_sim(&config, listen, webhook_url, webhook_secret).await,
         }
     });
     match result {
@@ -183,5 +212,68 @@ async fn send_webhook(
     println!("{status} {text}");
     println!("delivery {delivery}");
     anyhow::ensure!(status.is_success(), "the server answered {status}");
+    Ok(())
+}
+
+async fn github_sim(
+    config: &Config,
+    listen: std::net::SocketAddr,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+) -> anyhow::Result<()> {
+    use bg_agent::github_sim::{GitHubSim, SimConfig, world};
+    let webhook_secret = match webhook_secret {
+        Some(secret) => secret,
+        None => String::from_utf8_lossy(config.webhook_secrets.signing_secret()).into_owned(),
+    };
+    let sim = GitHubSim::start(SimConfig {
+        listen,
+        webhook_url: webhook_url.clone(),
+        webhook_secret,
+        // A person is driving: log schema violations instead of panicking.
+        panic_on_violations: false,
+        ..SimConfig::default()
+    })
+    .await?;
+    let seeded = sim.seed_world().await?;
+    let base = sim.base_url();
+    println!("github-sim: fake GitHub at {base} (GITHUB_API_URL={base})");
+    println!(
+        "  App {} ({}), private key: src/github_sim/dev-app-private-key.pem (also GET {base}/_sim/app)",
+        sim.app_id(),
+        sim.app_slug()
+    );
+    println!(
+        "  installation {} on {}: {} and {}",
+        seeded.installation_id,
+        world::ORG,
+        seeded.widgets.clone_url,
+        seeded.gadgets.clone_url
+    );
+    println!(
+        "  users {} (admin), {} (read); open issue {}#{}",
+        world::LEAD,
+        world::DRIVE_BY,
+        world::WIDGETS,
+        seeded.issue_number
+    );
+    match &webhook_url {
+        Some(url) => println!("  webhooks go to {url}"),
+        None => println!("  no --webhook-url: webhooks are recorded, not sent"),
+    }
+    println!(
+        "  act as a user: curl -X POST {base}/_sim/repos/acme/widgets/issues/17/comments \\\n      -H 'content-type: application/json' -d '{{\"user\": \"octo-lead\", \"body\": \"/bg-agent upgrade lodash 4.17.21\"}}'"
+    );
+    println!("  state: curl {base}/_sim/state");
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "github-sim stopping");
+    let violations = sim.take_violations();
+    if !violations.is_empty() {
+        tracing::warn!(
+            count = violations.len(),
+            "github-sim recorded schema violations"
+        );
+    }
+    sim.stop().await;
     Ok(())
 }
