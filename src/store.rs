@@ -1,6 +1,7 @@
 //! Every SQL statement the app runs. Schema and invariants live in `migrations/`.
 
 pub mod embedded;
+pub mod tasks;
 pub mod testing;
 
 use std::time::Duration;
