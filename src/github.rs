@@ -519,6 +519,3 @@ fn decode<T: DeserializeOwned>(response: &RawResponse, endpoint: &str) -> Result
         message: e.to_string(),
     })
 }
-
-#[cfg(test)]
-mod tests;

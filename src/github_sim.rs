@@ -2,8 +2,9 @@
 //! the `bg-agent dev github-sim` local simulator.
 //!
 //! Start one with [`GitHubSim::start`]; the returned [`RunningSim`] serves the
-//! REST API at its root (point a client's API URL at [`RunningSim::base_url`])
-//! and real git repositories over smart HTTP at `{base}/{owner}/{repo}.git`.
+//! REST API at its root, or under [`SimConfig::api_path_prefix`] (point a
+//! client's API URL at [`RunningSim::api_url`]), and real git repositories over
+//! smart HTTP at `{base}/{owner}/{repo}.git`.
 //!
 //! What makes it strict:
 //! - **Auth like GitHub's.** App endpoints need an RS256 App JWT within its
@@ -144,6 +145,10 @@ pub struct SimConfig {
     /// Panic when a [`RunningSim`] is dropped with unexamined schema
     /// violations (tests); `false` only logs them (standalone use).
     pub panic_on_violations: bool,
+    /// Serve the REST API under this path (`/api/v3`, like GitHub Enterprise
+    /// Server) instead of at the root; git stays at the root. Empty: the root.
+    /// URLs inside response bodies still point at the root.
+    pub api_path_prefix: String,
 }
 
 impl Default for SimConfig {
@@ -154,6 +159,7 @@ impl Default for SimConfig {
             webhook_secret: "github-sim-webhook-secret".into(),
             token_lifetime: Duration::from_secs(3600),
             panic_on_violations: true,
+            api_path_prefix: String::new(),
         }
     }
 }
@@ -237,8 +243,15 @@ impl GitHubSim {
             AccountKind::Bot,
             Some(world::BOT_ID),
         );
+        let api_prefix = config.api_path_prefix.trim_matches('/');
+        let api_prefix = if api_prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{api_prefix}")
+        };
         let shared = Arc::new(Shared::new(
             base_url,
+            api_prefix,
             state,
             git,
             keys,
@@ -289,6 +302,12 @@ impl RunningSim {
     /// and the git host (`{base}/{owner}/{repo}.git`).
     pub fn base_url(&self) -> &str {
         &self.shared.base_url
+    }
+
+    /// Where the REST API is served: [`Self::base_url`] plus
+    /// [`SimConfig::api_path_prefix`].
+    pub fn api_url(&self) -> &str {
+        &self.shared.api_url
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -370,6 +389,23 @@ impl RunningSim {
     /// Installs the App on `account_login`, with the App's permissions.
     pub fn add_installation(&self, account_login: &str) -> u64 {
         actions::add_installation(&self.shared, account_login, None)
+    }
+
+    /// Sets the permissions of an installation (tokens minted from now on), e.g. fewer
+    /// than the App's, as when an owner has not yet accepted new permissions.
+    pub fn set_installation_permissions(
+        &self,
+        installation_id: u64,
+        permissions: Permissions,
+    ) -> Result<(), SimError> {
+        self.shared.mutate(|s| {
+            let installation = s
+                .installations
+                .get_mut(&installation_id)
+                .ok_or(SimError::UnknownInstallation(installation_id))?;
+            installation.permissions = permissions;
+            Ok(())
+        })
     }
 
     /// Creates a private repository in an installation: a real bare git
@@ -614,6 +650,16 @@ impl RunningSim {
                 .map(|f| f.fired)
                 .unwrap_or(0)
         })
+    }
+
+    /// Lets the requests held by a [`FaultKind::Hold`] fault go on (and any it
+    /// holds later).
+    pub fn release(&self, id: FaultId) {
+        self.shared.mutate(|s| {
+            for rule in s.faults.iter_mut().filter(|f| f.id == id) {
+                rule.released = true;
+            }
+        });
     }
 
     pub fn clear_faults(&self) {

@@ -18,6 +18,10 @@ pub enum FaultKind {
     PrimaryRateLimit { reset_after_secs: u64 },
     /// Wait this long, then handle the request normally.
     Latency(Duration),
+    /// Hold the request unanswered until [`crate::github_sim::RunningSim::release`]
+    /// releases this fault (or `clear_faults` removes it), then handle it normally.
+    /// Never released, it is a request that never answers.
+    Hold,
 }
 
 impl FaultKind {
@@ -34,6 +38,7 @@ impl FaultKind {
                 format!("primary rate limit (reset in {reset_after_secs} s)")
             }
             Self::Latency(delay) => format!("latency {delay:?}"),
+            Self::Hold => "held until released".to_owned(),
         }
     }
 }
@@ -79,6 +84,8 @@ pub(crate) struct FaultRule {
     pub fault: FaultSummary,
     pub remaining: usize,
     pub fired: usize,
+    /// For [`FaultKind::Hold`]: the requests it holds may go on.
+    pub released: bool,
     #[serde(skip)]
     pub kind: FaultKind,
     #[serde(skip)]
@@ -105,6 +112,7 @@ impl FaultRule {
             },
             remaining: fault.times,
             fired: 0,
+            released: false,
             kind: fault.kind,
             method: fault.method,
             segments: split(&fault.path),

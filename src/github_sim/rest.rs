@@ -21,15 +21,13 @@ use super::state::{
 };
 use crate::openapi::PathMatch;
 
-/// GitHub's check-run limits (DESIGN.md §4).
-pub const MAX_CHECK_TEXT_CHARS: usize = 65_535;
-pub const MAX_ANNOTATIONS_PER_REQUEST: usize = 50;
-pub const MAX_CHECK_ACTIONS: usize = 3;
-pub const MAX_ACTION_LABEL_CHARS: usize = 20;
-pub const MAX_ACTION_DESCRIPTION_CHARS: usize = 40;
-pub const MAX_ACTION_IDENTIFIER_CHARS: usize = 20;
-/// Longest issue comment GitHub stores.
-pub const MAX_COMMENT_CHARS: usize = 65_536;
+// GitHub's documented limits (DESIGN.md §4): one list, shared with the client that
+// must stay within them.
+pub use crate::github::limits::{
+    MAX_ACTION_DESCRIPTION_CHARS, MAX_ACTION_IDENTIFIER_CHARS, MAX_ACTION_LABEL_CHARS,
+    MAX_ACTIONS as MAX_CHECK_ACTIONS, MAX_ANNOTATIONS_PER_REQUEST, MAX_COMMENT_CHARS,
+    MAX_OUTPUT_CHARS as MAX_CHECK_TEXT_CHARS,
+};
 
 type ApiResult = Result<Reply, ApiError>;
 
@@ -141,12 +139,7 @@ impl Ctx<'_> {
                 .collect();
             query.push(format!("per_page={per_page}"));
             query.push(format!("page={n}"));
-            format!(
-                "<{}{}?{}>",
-                self.shared.base_url,
-                self.path,
-                query.join("&")
-            )
+            format!("<{}{}?{}>", self.shared.api_url, self.path, query.join("&"))
         };
         let mut links = Vec::new();
         if page < last {
@@ -345,17 +338,48 @@ fn create_token(ctx: &Ctx<'_>) -> ApiResult {
     Ok(Reply::created(body))
 }
 
+/// GitHub pages deliveries with a cursor (`v1_{id}`: the page starts at delivery `id`),
+/// not with page numbers; the `Link` header carries the next cursor.
 fn list_deliveries(ctx: &Ctx<'_>) -> ApiResult {
     ctx.require_app()?;
-    let items = ctx.shared.render(|r| {
-        r.state
+    let per_page = ctx
+        .query("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let start = match ctx.query("cursor").filter(|c| !c.is_empty()) {
+        None => u64::MAX,
+        Some(cursor) => cursor
+            .strip_prefix("v1_")
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::unprocessable("Invalid cursor"))?,
+    };
+    let (items, next) = ctx.shared.render(|r| {
+        let mut newest_first = r
+            .state
             .deliveries
             .iter()
             .rev()
+            .filter(|d| d.id <= start)
+            .peekable();
+        let items: Vec<Value> = newest_first
+            .by_ref()
+            .take(per_page)
             .map(|d| r.delivery_item(d))
-            .collect()
+            .collect();
+        (items, newest_first.peek().map(|d| d.id))
     });
-    Ok(ctx.list_reply(items))
+    let reply = Reply::ok(Value::Array(items));
+    Ok(match next {
+        Some(id) => reply.header(
+            "link",
+            &format!(
+                "<{}/app/hook/deliveries?per_page={per_page}&cursor=v1_{id}>; rel=\"next\"",
+                ctx.shared.api_url
+            ),
+        ),
+        None => reply,
+    })
 }
 
 fn get_delivery(ctx: &Ctx<'_>) -> ApiResult {

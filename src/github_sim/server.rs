@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::auth::{AppKeys, Presented, presented};
-use super::faults::{FaultKind, FaultRule};
+use super::faults::{FaultId, FaultKind, FaultRule};
 use super::git::{CgiRequest, GitStore};
 use super::render::{Render, error_body};
 use super::rest;
@@ -35,6 +35,11 @@ const RATE_LIMIT: usize = 5000;
 /// What every part of the sim shares.
 pub(crate) struct Shared {
     pub base_url: String,
+    /// Where the REST API is served: `base_url` plus [`Self::api_prefix`].
+    pub api_url: String,
+    /// Empty, or a path prefix the REST API is served under (`/api/v3`, as on GitHub
+    /// Enterprise Server); git and `/_sim` stay at the root.
+    pub api_prefix: String,
     state: Mutex<SimState>,
     changes: watch::Sender<u64>,
     pub git: GitStore,
@@ -48,8 +53,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         base_url: String,
+        api_prefix: String,
         state: SimState,
         git: GitStore,
         keys: AppKeys,
@@ -59,7 +66,9 @@ impl Shared {
     ) -> Self {
         let (changes, _) = watch::channel(0);
         Self {
+            api_url: format!("{base_url}{api_prefix}"),
             base_url,
+            api_prefix,
             state: Mutex::new(state),
             changes,
             git,
@@ -107,6 +116,16 @@ impl Shared {
     pub fn record_violation(&self, violation: ViolationRecord) {
         tracing::warn!(%violation, "github-sim: schema violation");
         self.mutate(|s| s.violations.push(violation));
+    }
+
+    /// The REST API path of a request path: the path itself, or what follows the API
+    /// prefix; `None` outside the prefix.
+    pub fn api_path<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.api_prefix.is_empty() {
+            return Some(path);
+        }
+        path.strip_prefix(self.api_prefix.as_str())
+            .filter(|rest| rest.starts_with('/'))
     }
 
     pub fn webhook_url(&self) -> Option<String> {
@@ -225,14 +244,19 @@ async fn dispatch(
         .installation_id()
         .map(|id| InFlightGuard::enter(&shared, id));
 
-    let fault = take_fault(&shared, method.as_str(), &path);
-    let fault_note = fault.as_ref().map(FaultKind::describe);
+    let fault_path = shared.api_path(&path).unwrap_or(&path);
+    let fault = take_fault(&shared, method.as_str(), fault_path);
+    let fault_note = fault.as_ref().map(|(_, kind)| kind.describe());
     let mut response = match fault {
-        Some(FaultKind::Latency(delay)) => {
+        Some((_, FaultKind::Latency(delay))) => {
             tokio::time::sleep(delay).await;
             route(&shared, &parts, body, &caller, remote).await
         }
-        Some(kind) => fault_response(&kind, &caller),
+        Some((id, FaultKind::Hold)) => {
+            wait_until_released(&shared, id).await;
+            route(&shared, &parts, body, &caller, remote).await
+        }
+        Some((_, kind)) => fault_response(&kind, &caller),
         None => route(&shared, &parts, body, &caller, remote).await,
     };
     add_standard_headers(&shared, &caller, response.headers_mut());
@@ -289,12 +313,17 @@ async fn route(
             )
             .await
         }
-        None => rest_call(shared, &parts.method, path, query, &bytes, caller).await,
+        None => match shared.api_path(path) {
+            Some(api_path) => {
+                rest_call(shared, &parts.method, api_path, query, &bytes, caller).await
+            }
+            None => Reply::not_found().into_response(),
+        },
     }
 }
 
 /// Takes one firing of the first fault that matches, if any.
-fn take_fault(shared: &Shared, method: &str, path: &str) -> Option<FaultKind> {
+fn take_fault(shared: &Shared, method: &str, path: &str) -> Option<(FaultId, FaultKind)> {
     let matches = shared.read(|s| s.faults.iter().any(|f| f.matches(method, path)));
     if !matches {
         return None;
@@ -303,8 +332,21 @@ fn take_fault(shared: &Shared, method: &str, path: &str) -> Option<FaultKind> {
         let rule: &mut FaultRule = s.faults.iter_mut().find(|f| f.matches(method, path))?;
         rule.remaining -= 1;
         rule.fired += 1;
-        Some(rule.kind.clone())
+        Some((rule.id, rule.kind.clone()))
     })
+}
+
+/// Waits until fault `id` is released or removed, re-checking on every state change.
+async fn wait_until_released(shared: &Shared, id: FaultId) {
+    let mut changes = shared.subscribe();
+    loop {
+        // Marked seen before checking, so a release after the check wakes us.
+        changes.borrow_and_update();
+        let held = shared.read(|s| s.faults.iter().any(|f| f.id == id && !f.released));
+        if !held || changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn fault_response(kind: &FaultKind, caller: &Caller) -> Response {
@@ -354,7 +396,8 @@ fn fault_response(kind: &FaultKind, caller: &Caller) -> Response {
                 ],
             )
         }
-        FaultKind::Latency(_) => (StatusCode::OK, Value::Null, Vec::new()),
+        // Delays, handled before a response is built.
+        FaultKind::Latency(_) | FaultKind::Hold => (StatusCode::OK, Value::Null, Vec::new()),
     };
     let mut reply = Reply::json(status, json);
     for (name, value) in headers {
