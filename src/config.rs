@@ -83,6 +83,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "Longest wait honoured when GitHub rate-limits a request; a longer one fails the call.",
     ),
     (
+        "BG_AGENT_REQUIRED_PERMISSION",
+        "write",
+        "Least permission on a repository (`read`, `write` or `admin`; maintain counts as write) needed to start tasks there.",
+    ),
+    (
+        "BG_AGENT_TASK_TIMEOUT_SECS",
+        "3600",
+        "Default task timeout; templates may ask for less; never more than 3600.",
+    ),
+    (
         "BG_AGENT_DB_MAX_CONNECTIONS",
         "16",
         "Size of the PostgreSQL connection pool.",
@@ -285,7 +295,14 @@ pub struct Config {
     pub db_max_connections: u32,
     pub intake: IntakeConfig,
     pub worker: WorkerConfig,
+    pub tasks: TaskSettings,
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSettings {
+    pub required_permission: crate::github::Permission,
+    pub default_timeout_secs: u32,
 }
 
 impl Config {
@@ -334,6 +351,23 @@ impl Config {
             poll_interval: Duration::from_millis(vars.positive("BG_AGENT_WORKER_POLL_MS", 1000)?),
             claim_batch: 128,
         };
+        let tasks = TaskSettings {
+            required_permission: match vars.get("BG_AGENT_REQUIRED_PERMISSION").unwrap_or("write") {
+                "read" => crate::github::Permission::Read,
+                "write" => crate::github::Permission::Write,
+                "admin" => crate::github::Permission::Admin,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "BG_AGENT_REQUIRED_PERMISSION",
+                        value: other.into(),
+                        reason: "expected `read`, `write` or `admin`".into(),
+                    });
+                }
+            },
+            default_timeout_secs: vars
+                .positive("BG_AGENT_TASK_TIMEOUT_SECS", crate::task::MAX_TIMEOUT_SECS)?
+                .min(crate::task::MAX_TIMEOUT_SECS),
+        };
         let log_format = match vars.get("BG_AGENT_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -356,6 +390,7 @@ impl Config {
             db_max_connections,
             intake,
             worker,
+            tasks,
             log_format,
         })
     }

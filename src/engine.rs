@@ -2,6 +2,7 @@
 //! reconciler and reporter join it here.
 
 pub mod intake;
+pub mod tasks;
 
 pub use intake::{DeliveryMeta, DeliveryWorker, HandlerError, LoggingHandler, TriggerHandler};
 

@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use bg_agent::app::{Database, RunningServer};
 use bg_agent::config::{Config, LogFormat};
 use bg_agent::engine::LoggingHandler;
+use bg_agent::engine::tasks::TaskIntake;
+use bg_agent::github::{GitHubApp, SystemClock};
 
 // Allocation-heavy request handling (JSON, headers) runs measurably faster than on glibc malloc.
 #[global_allocator]
@@ -144,12 +146,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let server = RunningServer::start(
-        &config,
-        database.store.clone(),
-        Arc::new(LoggingHandler),
-        listener,
-    )?;
+    // Without App credentials the server still takes deliveries (and can be tried with
+    // `webhook send`), but cannot act on GitHub.
+    let server = match config.github_app() {
+        Ok(github) => {
+            let github = GitHubApp::new(github, Arc::new(SystemClock))
+                .context("configuring the GitHub App client")?;
+            let intake = TaskIntake::new(database.store.clone(), github, config.tasks.into());
+            RunningServer::start(&config, database.store.clone(), Arc::new(intake), listener)?
+        }
+        Err(error @ bg_agent::config::ConfigError::Missing { .. }) => {
+            let missing = error;
+            tracing::warn!(%missing, "not acting on GitHub: deliveries are stored and decoded only");
+            RunningServer::start(
+                &config,
+                database.store.clone(),
+                Arc::new(LoggingHandler),
+                listener,
+            )?
+        }
+        // Credentials given but unusable (unreadable key file, ...): refuse to start.
+        Err(error) => return Err(error.into()),
+    };
     tracing::info!(addr = %server.addr, "bg-agent listening; POST /webhook, GET /healthz, GET /readyz");
 
     let signal = shutdown_signal().await;

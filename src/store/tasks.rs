@@ -10,7 +10,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{Store, StoreError};
-use crate::task::{IllegalTransition, Phase, Recipe, TaskState, TemplateSource};
+use crate::task::{IllegalTransition, Phase, Recipe, TaskState, Template, TemplateSource};
 
 /// What started a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,7 @@ pub struct TaskRecord {
     pub retry_of: Option<i64>,
     pub timeout_secs: i32,
     pub error: Option<String>,
+    pub tracking_comment_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -132,7 +133,7 @@ pub struct TaskEvent {
 
 const TASK_COLUMNS: &str = "id, installation_id, repository_id, repository, issue_number,
     creator_login, creator_id, template, instructions, state, phase, progress, attempt,
-    retry_of, timeout_secs, error, created_at, started_at, finished_at";
+    retry_of, timeout_secs, error, tracking_comment_id, created_at, started_at, finished_at";
 
 /// How many queued candidates one dispatch pass looks at before giving up.
 const DISPATCH_CANDIDATES: i64 = 32;
@@ -161,6 +162,7 @@ fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
         retry_of: row.try_get("retry_of")?,
         timeout_secs: row.try_get("timeout_secs")?,
         error: row.try_get("error")?,
+        tracking_comment_id: row.try_get("tracking_comment_id")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -464,6 +466,111 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+
+    /// A user's latest tasks in a repository, newest first.
+    pub async fn tasks_of(
+        &self,
+        creator_id: i64,
+        repository_id: i64,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE creator_id = $1 AND repository_id = $2
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(creator_id)
+        .bind(repository_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(decode_task).collect::<Result<_, _>>()?)
+    }
+
+    /// Remembers the tracking comment, so a retried delivery edits it instead of posting
+    /// another. `false` if the task already had one.
+    pub async fn set_tracking_comment(&self, id: i64, comment_id: i64) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE tasks SET tracking_comment_id = $2, updated_at = now()
+             WHERE id = $1 AND tracking_comment_id IS NULL",
+        )
+        .bind(id)
+        .bind(comment_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Audits a request that made no task (no permission, limits, bad arguments).
+    pub async fn record_refusal(
+        &self,
+        repository_id: i64,
+        actor: Actor<'_>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refusals (repository_id, actor, reason, delivery_guid)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(repository_id)
+        .bind(actor.name)
+        .bind(reason)
+        .bind(actor.delivery_guid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn refusals(&self, repository_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT actor, reason FROM refusals WHERE repository_id = $1 ORDER BY id",
+        )
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores (or replaces) a template; it must already be valid.
+    pub async fn save_template(&self, template: &Template) -> Result<(), StoreError> {
+        let definition =
+            serde_json::to_value(template).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query(
+            "INSERT INTO templates (name, definition) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET definition = $2, updated_at = now()",
+        )
+        .bind(&template.name)
+        .bind(definition)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The database's templates. One that no longer decodes or validates (written by an
+    /// older version) is skipped with a warning rather than hiding all the others.
+    pub async fn database_templates(&self) -> Result<Vec<Template>, StoreError> {
+        let rows: Vec<(String, serde_json::Value)> =
+            sqlx::query_as("SELECT name, definition FROM templates ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, definition)| {
+                let template = serde_json::from_value::<Template>(definition)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| t.validate().map(|()| t).map_err(|e| e.to_string()));
+                match template {
+                    Ok(mut template) => {
+                        template.source = TemplateSource::Database;
+                        Some(template)
+                    }
+                    Err(error) => {
+                        tracing::warn!(template = %name, %error, "stored template is unusable");
+                        None
+                    }
+                }
+            })
+            .collect())
     }
 
     /// (installation, repository) of every task occupying an executor.

@@ -177,17 +177,26 @@ impl TestApp {
         guid: &str,
         done: impl Fn(&DeliveryRecord) -> bool,
     ) -> DeliveryRecord {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let record = self.db.store().delivery(guid).await.unwrap();
-            if let Some(record) = record.filter(&done) {
-                return record;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "delivery {guid} did not reach the expected state in 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_for_delivery(self.db.store(), guid, done).await
+    }
+}
+
+/// Waits (bounded) until the stored delivery satisfies `done`, and returns it.
+pub async fn wait_for_delivery(
+    store: &bg_agent::store::Store,
+    guid: &str,
+    done: impl Fn(&DeliveryRecord) -> bool,
+) -> DeliveryRecord {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let record = store.delivery(guid).await.unwrap();
+        if let Some(record) = record.filter(&done) {
+            return record;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery {guid} did not reach the expected state in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
