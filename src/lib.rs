@@ -9,6 +9,7 @@ pub mod app;
 pub mod command;
 pub mod config;
 pub mod engine;
+pub mod executor;
 pub mod github;
 pub mod github_sim;
 pub mod openapi;

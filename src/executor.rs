@@ -1,0 +1,74 @@
+//! Where a task's runner runs. The engine launches, observes and cancels executions
+//! through [`Executor`]; `local` runs the runner as a child process (the embedded
+//! default), and the Kubernetes executor (a later issue) runs it as a Job.
+
+pub mod local;
+
+use std::future::Future;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+pub use local::LocalExecutor;
+
+/// What a runner is given. Secrets travel in the environment, never in argv (which any
+/// user on the machine can read in `/proc`).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub task_id: i64,
+    /// Where the runner reports (`POST {callback_url}/internal/tasks/{id}/events`).
+    pub callback_url: String,
+    /// Authenticates the runner's reports; the server keeps only its hash.
+    pub task_secret: SecretString,
+    /// Installation token narrowed to the task's repository, `contents: write` only.
+    pub runner_token: SecretString,
+    /// The execution is killed after this long.
+    pub timeout: Duration,
+    /// Further, non-secret settings for the runner (repository, branch, recipe...).
+    pub env: Vec<(String, String)>,
+}
+
+/// Identifies one execution, as stored with the task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecutionId(pub String);
+
+/// What an execution is doing, as far as the executor can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    Running,
+    /// Ended by itself; `code` is `None` when a signal ended it.
+    Exited {
+        code: Option<i32>,
+    },
+    /// Killed because it ran past its timeout.
+    TimedOut,
+    /// Stopped by [`Executor::cancel`].
+    Cancelled,
+    /// The executor knows nothing of it (e.g. the server restarted): it is lost.
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("cannot prepare a workspace: {0}")]
+    Workspace(std::io::Error),
+    #[error("cannot start the runner {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("cannot stop execution {0}: {1}")]
+    Signal(String, String),
+}
+
+pub trait Executor: Send + Sync + 'static {
+    fn launch(
+        &self,
+        launch: Launch,
+    ) -> impl Future<Output = Result<ExecutionId, ExecutorError>> + Send;
+
+    /// Stops the execution (and everything it started). Idempotent.
+    fn cancel(&self, id: &ExecutionId) -> impl Future<Output = Result<(), ExecutorError>> + Send;
+
+    fn observe(&self, id: &ExecutionId) -> impl Future<Output = Observed> + Send;
+}
