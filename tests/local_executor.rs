@@ -152,7 +152,7 @@ async fn cancel_stops_the_runner_and_everything_it_started() {
     executor.cancel(&id).await.unwrap();
     assert_eq!(executor.observe(&id).await, Observed::Cancelled);
     assert!(
-        !alive(grandchild),
+        dies(grandchild).await,
         "the runner's children are killed with it"
     );
     executor.cancel(&id).await.unwrap(); // idempotent
