@@ -3,6 +3,7 @@
 //! Nothing here knows about SQL, HTTP, GitHub or processes; the engine drives it.
 
 pub mod repo_config;
+pub mod report;
 pub mod template;
 
 use std::fmt;

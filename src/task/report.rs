@@ -1,0 +1,137 @@
+//! What a runner is told and what it tells the server: the task spec it receives in its
+//! environment and the events it posts to `POST /internal/tasks/{id}/events`. Both sides
+//! (the server's engine and `bg-agent runner`) share these types, so the protocol has one
+//! definition.
+
+use std::collections::BTreeMap;
+
+use super::{Phase, Recipe};
+
+/// Environment variable holding the [`TaskSpec`] as JSON (not secret).
+pub const SPEC_ENV: &str = "BG_AGENT_TASK_SPEC";
+/// Environment variables the executor sets; the secrets are never passed in argv.
+pub const TASK_ID_ENV: &str = "BG_AGENT_TASK_ID";
+pub const CALLBACK_URL_ENV: &str = "BG_AGENT_CALLBACK_URL";
+pub const TASK_SECRET_ENV: &str = "BG_AGENT_TASK_SECRET";
+pub const RUNNER_TOKEN_ENV: &str = "BG_AGENT_RUNNER_TOKEN";
+
+/// At most this many log lines per task are kept; later ones are counted, not stored.
+pub const MAX_LOG_LINES: usize = 2000;
+/// Each validation command's output tail, in characters.
+pub const OUTPUT_TAIL_CHARS: usize = 4000;
+
+/// Everything the runner needs to know about its task, apart from the secrets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSpec {
+    pub task_id: i64,
+    /// `owner/name`.
+    pub repository: String,
+    /// HTTPS clone URL; the runner authenticates as `x-access-token:<runner token>`.
+    pub clone_url: String,
+    pub default_branch: String,
+    /// The branch to push, `bg-agent/<task-id>-<slug>`.
+    pub branch: String,
+    pub recipe: Recipe,
+    /// The template's bound parameters (for `npm_upgrade`: `package` and `version`).
+    pub params: BTreeMap<String, String>,
+    /// Rendered instructions; a coding agent reads them on stdin.
+    pub instructions: String,
+    /// The program (argv) the `agent` recipe runs; `None` when none is configured.
+    pub agent_command: Option<Vec<String>>,
+    /// Commit identity: the App's bot user.
+    pub author_name: String,
+    pub author_email: String,
+    /// First line of the commit message; it names the task.
+    pub commit_title: String,
+    /// npm registry for the `npm_upgrade` recipe (`None`: npm's default).
+    pub npm_registry: Option<String>,
+}
+
+/// One report from the runner. `seq` starts at 1 and grows by one per report; the server
+/// applies each sequence number once, so a report retried after a lost answer is harmless.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunnerReport {
+    pub seq: u64,
+    pub event: RunnerEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerEvent {
+    /// Entering a phase, or progress within it (0–100 overall).
+    Phase { phase: Phase, progress: Option<u8> },
+    /// Output lines, already redacted by the runner (the server redacts again).
+    Log { lines: Vec<String> },
+    /// One validation command finished.
+    Validation(ValidationResult),
+    /// The run is over; nothing follows.
+    Finished(RunOutcome),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationResult {
+    /// The command as a person would type it.
+    pub command: String,
+    /// `None` when a signal ended it (or it could not start).
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The last [`OUTPUT_TAIL_CHARS`] characters of stdout and stderr, interleaved.
+    pub output_tail: String,
+}
+
+impl ValidationResult {
+    pub fn passed(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Changed, validated, committed and pushed to the spec's branch.
+    Pushed {
+        branch: String,
+        commit: String,
+        changed_files: Vec<String>,
+    },
+    /// The repository already was as asked: nothing to commit, no PR.
+    NoChanges,
+    /// Something failed; nothing was pushed. `failing_command` names the validation
+    /// command that failed, if that was the cause.
+    Failed {
+        error: String,
+        failing_command: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_have_a_stable_wire_form() {
+        let report = RunnerReport {
+            seq: 3,
+            event: RunnerEvent::Phase {
+                phase: Phase::Validating,
+                progress: Some(72),
+            },
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"seq": 3, "event": {"type": "phase", "phase": "validating", "progress": 72}})
+        );
+        let finished = RunnerEvent::Finished(RunOutcome::Failed {
+            error: "npm test failed".into(),
+            failing_command: Some("npm test".into()),
+        });
+        let json = serde_json::to_value(&finished).unwrap();
+        assert_eq!(json["type"], "finished");
+        assert_eq!(json["result"], "failed");
+        assert_eq!(
+            serde_json::from_value::<RunnerEvent>(json).unwrap(),
+            finished
+        );
+    }
+}
