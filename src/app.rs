@@ -11,9 +11,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::engine::{DeliveryWorker, Shutdown, ShutdownTrigger, TriggerHandler};
+use crate::engine::report::{Reporter, ReporterSettings};
+use crate::engine::supervise::{Supervisor, SupervisorSettings};
+use crate::engine::tasks::TaskIntake;
+use crate::engine::{DeliveryWorker, Shutdown, ShutdownTrigger, Signal, TriggerHandler};
+use crate::executor::{Executor, LocalExecutor};
+use crate::github::GitHubApp;
 use crate::store::Store;
 use crate::store::embedded::{Durability, EmbeddedPostgres};
+use crate::store::tasks::Caps;
 use crate::webhook::DecodeContext;
 use crate::webhook::intake::IntakeWriter;
 
@@ -71,12 +77,26 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Serves on `listener` until stopped.
+    /// Serves on `listener` until stopped: webhook intake and its workers, with no task
+    /// engine behind them.
     pub fn start<H: TriggerHandler>(
         config: &Config,
         store: Store,
         handler: Arc<H>,
         listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(config, store, handler, listener, Signal::new(), Vec::new())
+    }
+
+    /// As [`Self::start`], with background loops (the task engine's) that run until the
+    /// same shutdown, and the signal runner reports wake them with.
+    pub fn start_with<H: TriggerHandler>(
+        config: &Config,
+        store: Store,
+        handler: Arc<H>,
+        listener: TcpListener,
+        signal: Signal,
+        background: Vec<BackgroundLoop>,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let (trigger, shutdown) = Shutdown::new();
@@ -89,7 +109,17 @@ impl RunningServer {
         let workers: Vec<_> = (0..config.worker.workers)
             .map(|_| tokio::spawn(worker.clone().run(fresh.clone(), shutdown.clone())))
             .collect();
-        let router = crate::web::router(store, Arc::new(config.webhook_secrets.clone()), writer);
+        let loops: Vec<_> = background
+            .into_iter()
+            .map(|spawn| spawn(shutdown.clone()))
+            .collect();
+        let router = crate::web::router(
+            store,
+            Arc::new(config.webhook_secrets.clone()),
+            writer,
+            signal,
+            config.run.public_url.clone(),
+        );
         let mut server_shutdown = shutdown.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -103,6 +133,9 @@ impl RunningServer {
             }
             for handle in workers {
                 handle.await.context("delivery worker panicked")?;
+            }
+            for handle in loops {
+                handle.await.context("a background loop panicked")?;
             }
             Ok(())
         });
@@ -127,4 +160,99 @@ impl RunningServer {
     pub fn shutdown_trigger(&self) -> &ShutdownTrigger {
         &self.shutdown
     }
+}
+
+/// A loop started with the server and stopped with it.
+pub type BackgroundLoop = Box<dyn FnOnce(Shutdown) -> JoinHandle<()> + Send>;
+
+/// How the task engine runs, beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The program whose `runner` subcommand runs tasks (normally this binary).
+    pub runner_program: std::path::PathBuf,
+    /// How often the engine looks again without a wake-up.
+    pub poll: std::time::Duration,
+    /// Progress-only check-run updates go out at most this often per task.
+    pub report_throttle: std::time::Duration,
+}
+
+impl EngineOptions {
+    pub fn new(runner_program: std::path::PathBuf) -> Self {
+        Self {
+            runner_program,
+            poll: std::time::Duration::from_secs(2),
+            report_throttle: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// The whole app with a GitHub App behind it: intake turns triggers into tasks, the
+/// supervisor runs them on the local executor, the reporter shows them on GitHub.
+pub fn start_app(
+    config: &Config,
+    store: Store,
+    github: GitHubApp,
+    listener: TcpListener,
+    options: &EngineOptions,
+) -> anyhow::Result<RunningServer> {
+    let executor = Arc::new(LocalExecutor::new(
+        options.runner_program.clone(),
+        vec!["runner".to_owned()],
+        config.data_dir.join("workspaces"),
+    ));
+    start_app_on(config, store, github, listener, options, executor)
+}
+
+/// [`start_app`] on any executor.
+pub fn start_app_on<E: Executor>(
+    config: &Config,
+    store: Store,
+    github: GitHubApp,
+    listener: TcpListener,
+    options: &EngineOptions,
+    executor: Arc<E>,
+) -> anyhow::Result<RunningServer> {
+    let signal = Signal::new();
+    let intake = TaskIntake::new(store.clone(), github.clone(), config.tasks.into())
+        .with_signal(signal.clone())
+        .with_public_url(&config.run.public_url);
+    let supervisor = Supervisor::new(
+        store.clone(),
+        github.clone(),
+        executor,
+        SupervisorSettings {
+            caps: Caps {
+                per_installation: config.tasks.max_per_installation,
+                global: config.tasks.max_global,
+            },
+            public_url: config.run.public_url.clone(),
+            agent_command: config.run.agent_command.clone(),
+            npm_registry: config.run.npm_registry.clone(),
+            app_slug: config.app_slug.clone(),
+            poll: options.poll,
+        },
+        signal.clone(),
+    );
+    let reporter = Reporter::new(
+        store.clone(),
+        github,
+        ReporterSettings {
+            public_url: config.run.public_url.clone(),
+            throttle: options.report_throttle,
+            poll: options.poll,
+        },
+        signal.clone(),
+    );
+    let background: Vec<BackgroundLoop> = vec![
+        Box::new(move |shutdown| tokio::spawn(supervisor.run(shutdown))),
+        Box::new(move |shutdown| tokio::spawn(reporter.run(shutdown))),
+    ];
+    RunningServer::start_with(
+        config,
+        store,
+        Arc::new(intake),
+        listener,
+        signal,
+        background,
+    )
 }

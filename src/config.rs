@@ -93,6 +93,31 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "Default task timeout; templates may ask for less; never more than 3600.",
     ),
     (
+        "BG_AGENT_PUBLIC_URL",
+        "http://BG_AGENT_LISTEN",
+        "The server's base URL as runners and people reach it: runners report to it, and check runs and comments link to its task pages.",
+    ),
+    (
+        "BG_AGENT_MAX_TASKS_PER_INSTALLATION",
+        "10",
+        "At most this many tasks run at once per installation; more wait, queued.",
+    ),
+    (
+        "BG_AGENT_MAX_TASKS",
+        "20",
+        "At most this many tasks run at once in all.",
+    ),
+    (
+        "BG_AGENT_AGENT_COMMAND",
+        "(none)",
+        "The coding agent for free-text tasks: a command line (split into argv, no shell) that reads the instructions on stdin in the repository's checkout. Unset: free-text tasks fail with a clear error.",
+    ),
+    (
+        "BG_AGENT_NPM_REGISTRY",
+        "(npm's default)",
+        "npm registry the `upgrade` recipe resolves versions from.",
+    ),
+    (
         "BG_AGENT_DB_MAX_CONNECTIONS",
         "16",
         "Size of the PostgreSQL connection pool.",
@@ -296,6 +321,7 @@ pub struct Config {
     pub intake: IntakeConfig,
     pub worker: WorkerConfig,
     pub tasks: TaskSettings,
+    pub run: RunSettings,
     pub log_format: LogFormat,
 }
 
@@ -303,6 +329,17 @@ pub struct Config {
 pub struct TaskSettings {
     pub required_permission: crate::github::Permission,
     pub default_timeout_secs: u32,
+    pub max_per_installation: u32,
+    pub max_global: u32,
+}
+
+/// How tasks are run, beyond the limits.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Base URL of this server for runners and links, without a trailing slash.
+    pub public_url: String,
+    pub agent_command: Option<Vec<String>>,
+    pub npm_registry: Option<String>,
 }
 
 impl Config {
@@ -367,6 +404,30 @@ impl Config {
             default_timeout_secs: vars
                 .positive("BG_AGENT_TASK_TIMEOUT_SECS", crate::task::MAX_TIMEOUT_SECS)?
                 .min(crate::task::MAX_TIMEOUT_SECS),
+            max_per_installation: vars.positive("BG_AGENT_MAX_TASKS_PER_INSTALLATION", 10)?,
+            max_global: vars.positive("BG_AGENT_MAX_TASKS", 20)?,
+        };
+        let agent_command = match vars.get("BG_AGENT_AGENT_COMMAND") {
+            None => None,
+            Some(line) => match crate::task::repo_config::split_words(line) {
+                Some(argv) if !argv.is_empty() => Some(argv),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "BG_AGENT_AGENT_COMMAND",
+                        value: line.into(),
+                        reason: "expected a command line (quotes must be closed)".into(),
+                    });
+                }
+            },
+        };
+        let run = RunSettings {
+            public_url: vars
+                .get("BG_AGENT_PUBLIC_URL")
+                .map_or_else(|| format!("http://{listen}"), str::to_owned)
+                .trim_end_matches('/')
+                .to_owned(),
+            agent_command,
+            npm_registry: vars.get("BG_AGENT_NPM_REGISTRY").map(str::to_owned),
         };
         let log_format = match vars.get("BG_AGENT_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -391,6 +452,7 @@ impl Config {
             intake,
             worker,
             tasks,
+            run,
             log_format,
         })
     }

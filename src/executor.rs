@@ -71,4 +71,18 @@ pub trait Executor: Send + Sync + 'static {
     fn cancel(&self, id: &ExecutionId) -> impl Future<Output = Result<(), ExecutorError>> + Send;
 
     fn observe(&self, id: &ExecutionId) -> impl Future<Output = Observed> + Send;
+
+    /// Resolves once the execution is no longer running, saying how it ended. Executors
+    /// that cannot be told poll [`Executor::observe`].
+    fn wait(&self, id: &ExecutionId) -> impl Future<Output = Observed> + Send {
+        async move {
+            loop {
+                let observed = self.observe(id).await;
+                if observed != Observed::Running {
+                    return observed;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }

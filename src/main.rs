@@ -6,10 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use bg_agent::app::{Database, RunningServer};
+use bg_agent::app::{Database, EngineOptions, RunningServer, start_app};
 use bg_agent::config::{Config, LogFormat};
 use bg_agent::engine::LoggingHandler;
-use bg_agent::engine::tasks::TaskIntake;
 use bg_agent::github::{GitHubApp, SystemClock};
 
 // Allocation-heavy request handling (JSON, headers) runs measurably faster than on glibc malloc.
@@ -152,11 +151,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(github) => {
             let github = GitHubApp::new(github, Arc::new(SystemClock))
                 .context("configuring the GitHub App client")?;
-            let intake = TaskIntake::new(database.store.clone(), github, config.tasks.into());
-            RunningServer::start(&config, database.store.clone(), Arc::new(intake), listener)?
+            let runner = std::env::current_exe().context("cannot find this program")?;
+            start_app(
+                &config,
+                database.store.clone(),
+                github,
+                listener,
+                &EngineOptions::new(runner),
+            )?
         }
-        Err(error @ bg_agent::config::ConfigError::Missing { .. }) => {
-            let missing = error;
+        Err(missing @ bg_agent::config::ConfigError::Missing { .. }) => {
             tracing::warn!(%missing, "not acting on GitHub: deliveries are stored and decoded only");
             RunningServer::start(
                 &config,

@@ -1,6 +1,7 @@
 //! Every SQL statement the app runs. Schema and invariants live in `migrations/`.
 
 pub mod embedded;
+pub mod runs;
 pub mod tasks;
 pub mod testing;
 

@@ -2,6 +2,8 @@
 //! moves through, the limits policy, and templates (parameters, validation, rendering).
 //! Nothing here knows about SQL, HTTP, GitHub or processes; the engine drives it.
 
+pub mod record;
+pub mod render;
 pub mod repo_config;
 pub mod report;
 pub mod template;
@@ -9,6 +11,7 @@ pub mod template;
 use std::fmt;
 use std::str::FromStr;
 
+pub use record::TaskRecord;
 pub use repo_config::{RepoConfig, RepoConfigError, ValidationCommand};
 pub use template::{
     ParamError, ParamKind, Parameter, Recipe, Template, TemplateError, TemplateSource,
@@ -241,6 +244,23 @@ pub fn effective_timeout_secs(template: Option<u32>, configured_default: u32) ->
     template
         .unwrap_or(configured_default)
         .clamp(60, MAX_TIMEOUT_SECS)
+}
+
+/// A one-line summary of free-text instructions: their first non-empty line, cut to 60
+/// characters.
+pub fn free_text_summary(instructions: &str) -> String {
+    const MAX: usize = 60;
+    let line = instructions
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("run");
+    if line.chars().count() > MAX {
+        let cut: String = line.chars().take(MAX - 1).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        line.to_owned()
+    }
 }
 
 /// The branch a task pushes: `bg-agent/<task-id>-<slug>`, where the slug is made of the

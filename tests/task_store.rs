@@ -37,6 +37,7 @@ fn new_task(key: &str, creator_id: i64, repository_id: i64) -> NewTask {
         ]),
         recipe: Recipe::NpmUpgrade,
         instructions: "Upgrade lodash".into(),
+        summary: "upgrade lodash 4.17.21".into(),
         timeout_secs: 3600,
         retry_of: None,
     }

@@ -2,8 +2,9 @@
 //! creates the task (once per trigger) and acknowledges it on GitHub (👀 on the command,
 //! one tracking comment). Refusals get a short comment and are audited.
 //!
-//! Still to come with the executor: retry and cancel (commands and check-run buttons);
-//! those triggers are logged and left alone here.
+//! Retry (`/bg-agent retry`, the check run's Re-run and Retry button) makes a new
+//! attempt linked to the old task; cancel drops a queued task at once and asks the
+//! supervisor to stop a running one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -17,9 +18,13 @@ use crate::store::{Store, StoreError};
 use crate::task::template::unknown_template_reply;
 use crate::task::{RepoConfig, Template, TemplateSource, builtin_templates};
 use crate::webhook::Trigger;
-use crate::webhook::trigger::{CommandTrigger, LabelTrigger, ParsedCommand, RepoRef};
+use crate::webhook::trigger::{
+    CheckRunAction, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
+};
 
-use super::{DeliveryMeta, HandlerError, TriggerHandler};
+use super::{DeliveryMeta, HandlerError, Signal, TriggerHandler};
+use crate::store::runs::CancelRequested;
+use crate::task::render::{self, RenderContext};
 
 /// How long a looked-up permission is trusted: short, so a revoked collaborator is
 /// refused within a minute, but a burst of commands costs one call.
@@ -47,6 +52,8 @@ pub struct TaskIntake {
     github: GitHubApp,
     policy: TaskPolicy,
     permissions: Mutex<HashMap<(i64, String), (Permission, Instant)>>,
+    signal: Signal,
+    public_url: String,
 }
 
 /// Where a request came from and where to answer it.
@@ -94,7 +101,21 @@ impl TaskIntake {
             github,
             policy,
             permissions: Mutex::new(HashMap::new()),
+            signal: Signal::new(),
+            public_url: "http://127.0.0.1:3000".to_owned(),
         }
+    }
+
+    /// Wakes the engine when a task is created or asked to stop.
+    pub fn with_signal(mut self, signal: Signal) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// Where task pages are, for links in comments.
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = public_url.trim_end_matches('/').to_owned();
+        self
     }
 
     fn client(&self, origin: &Origin<'_>) -> Result<InstallationClient, HandlerError> {
@@ -259,9 +280,23 @@ impl TaskIntake {
                 );
                 self.create(origin, request).await
             }
-            Command::Retry { .. } | Command::Cancel { .. } => {
-                tracing::info!(command = ?command.kind(), "retry and cancel arrive with the executor");
-                Ok(())
+            Command::Retry { task } => {
+                let Some(task) = self.target(origin, *task, "retry").await? else {
+                    return Ok(());
+                };
+                self.retry(
+                    origin,
+                    &task,
+                    TaskTrigger::RetryCommand,
+                    Some(trigger.comment_id),
+                )
+                .await
+            }
+            Command::Cancel { task } => {
+                let Some(task) = self.target(origin, *task, "cancel").await? else {
+                    return Ok(());
+                };
+                self.cancel(origin, &task, Some(trigger.comment_id)).await
             }
         }
     }
@@ -394,12 +429,14 @@ impl TaskIntake {
             params: request.params,
             recipe: request.recipe,
             instructions: request.instructions,
+            summary: request.summary,
             timeout_secs: request.timeout_secs,
-            retry_of: None,
+            retry_of: request.retry_of,
         };
         let task = match self.store.create_task(&new).await.map_err(store_error)? {
             CreatedTask::Created(task) => {
-                tracing::info!(task = task.id, "task created");
+                tracing::info!(task = task.id, attempt = task.attempt, "task created");
+                self.signal.wake();
                 task
             }
             // A redelivery, or this delivery again after a failed acknowledgement: finish
@@ -443,7 +480,17 @@ impl TaskIntake {
                 .queue_position(task.id)
                 .await
                 .map_err(store_error)?;
-            let body = tracking_comment(task, position);
+            let page_url = render::page_url(&self.public_url, task.id);
+            let body = render::tracking_comment(
+                task,
+                &RenderContext {
+                    page_url: &page_url,
+                    now: chrono::Utc::now(),
+                    validations: &[],
+                    log_tail: &[],
+                    queue_position: position,
+                },
+            );
             let comment = client
                 .create_issue_comment(&repo, number(origin.issue_number)?, &body)
                 .await
@@ -459,7 +506,167 @@ impl TaskIntake {
     }
 }
 
+impl TaskIntake {
+    /// The task a retry or cancel is about: the one named, or else the sender's latest in
+    /// this repository. `None` once the problem has been answered.
+    async fn target(
+        &self,
+        origin: &Origin<'_>,
+        id: Option<i64>,
+        verb: &str,
+    ) -> Result<Option<TaskRecord>, HandlerError> {
+        let task = match id {
+            Some(id) => self
+                .store
+                .task(id)
+                .await
+                .map_err(store_error)?
+                .filter(|t| t.repository_id == origin.repository.id),
+            None => self
+                .store
+                .tasks_of(origin.sender.id, origin.repository.id, 1)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .next(),
+        };
+        if task.is_none() {
+            let what = id.map_or("you have no task".to_owned(), |id| {
+                format!("there is no task #{id}")
+            });
+            self.reply(
+                origin,
+                &format!("**bg-agent:** nothing to {verb}: {what} in this repository."),
+            )
+            .await?;
+        }
+        Ok(task)
+    }
+
+    /// A new attempt of `task`, asked for by the sender: same request, attempt + 1,
+    /// linked by `retry_of`. Each task is retried at most once (the idempotency key), so
+    /// a double click or a redelivery makes one new attempt.
+    async fn retry(
+        &self,
+        origin: &Origin<'_>,
+        task: &TaskRecord,
+        trigger: TaskTrigger,
+        comment_id: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        if !task.state.is_retryable() {
+            return self
+                .reply(
+                    origin,
+                    &format!(
+                        "**bg-agent:** task #{} is {}; only failed, cancelled or timed-out tasks can be retried.",
+                        task.id, task.state
+                    ),
+                )
+                .await;
+        }
+        let request = TaskRequest {
+            retry_of: Some((task.id, task.attempt)),
+            key: format!("retry:{}", task.id),
+            trigger,
+            comment_id,
+            template: task.template.clone().zip(task.template_source),
+            params: task.params.clone(),
+            recipe: task.recipe,
+            instructions: task.instructions.clone(),
+            summary: task.summary.clone(),
+            timeout_secs: u32::try_from(task.timeout_secs).unwrap_or(crate::task::MAX_TIMEOUT_SECS),
+        };
+        self.create(origin, request).await
+    }
+
+    async fn cancel(
+        &self,
+        origin: &Origin<'_>,
+        task: &TaskRecord,
+        comment_id: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        match self
+            .store
+            .request_cancel(task.id, origin.actor())
+            .await
+            .map_err(store_error)?
+        {
+            Some(CancelRequested::Cancelled(_)) | Some(CancelRequested::Stopping(_)) => {
+                tracing::info!(task = task.id, by = %origin.sender.login, "cancel requested");
+                self.signal.wake();
+                if let Some(comment_id) = comment_id {
+                    self.client(origin)?
+                        .add_comment_reaction(&origin.repo(), number(comment_id)?, Reaction::Eyes)
+                        .await
+                        .map_err(github_error)?;
+                }
+                Ok(())
+            }
+            Some(CancelRequested::AlreadyEnded(task)) => {
+                self.reply(
+                    origin,
+                    &format!(
+                        "**bg-agent:** task #{} already ended ({}).",
+                        task.id, task.state
+                    ),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The check run's Re-run, Retry and Cancel: the task is the run's `external_id`.
+    async fn check_run(
+        &self,
+        meta: &DeliveryMeta,
+        run: &CheckRunTrigger,
+        action: CheckRunAction,
+        trigger: TaskTrigger,
+    ) -> Result<(), HandlerError> {
+        let by_external_id = run
+            .external_id
+            .as_deref()
+            .and_then(|id| id.parse::<i64>().ok());
+        let task = match by_external_id {
+            Some(id) => self.store.task(id).await.map_err(store_error)?,
+            None => self
+                .store
+                .task_by_check_run(run.check_run_id)
+                .await
+                .map_err(store_error)?,
+        }
+        .filter(|t| t.repository_id == run.repository.id);
+        let Some(task) = task else {
+            tracing::info!(
+                check_run = run.check_run_id,
+                "check run of no task of ours; ignored"
+            );
+            return Ok(());
+        };
+        let Some(issue_number) = task.issue_number else {
+            tracing::info!(task = task.id, "task has no issue to answer on; ignored");
+            return Ok(());
+        };
+        let origin = Origin {
+            meta,
+            installation_id: run.installation_id,
+            repository: &run.repository,
+            issue_number: i64::from(issue_number),
+            sender: &run.sender,
+        };
+        if !self.authorise(&origin).await? {
+            return Ok(());
+        }
+        match action {
+            CheckRunAction::Retry => self.retry(&origin, &task, trigger, None).await,
+            CheckRunAction::Cancel => self.cancel(&origin, &task, None).await,
+        }
+    }
+}
+
 struct TaskRequest {
+    retry_of: Option<(i64, i32)>,
     key: String,
     trigger: TaskTrigger,
     comment_id: Option<i64>,
@@ -467,6 +674,7 @@ struct TaskRequest {
     params: BTreeMap<String, String>,
     recipe: crate::task::Recipe,
     instructions: String,
+    summary: String,
     timeout_secs: u32,
 }
 
@@ -478,12 +686,14 @@ impl TaskRequest {
     fn free_text(origin: RequestOrigin, instructions: String, default_timeout_secs: u32) -> Self {
         let (key, trigger, comment_id) = origin;
         Self {
+            retry_of: None,
             key,
             trigger,
             comment_id,
             template: None,
             params: BTreeMap::new(),
             recipe: crate::task::Recipe::Agent,
+            summary: crate::task::free_text_summary(&instructions),
             instructions,
             timeout_secs: default_timeout_secs,
         }
@@ -498,10 +708,12 @@ impl TaskRequest {
     ) -> Self {
         let (key, trigger, comment_id) = origin;
         Self {
+            retry_of: None,
             key,
             trigger,
             comment_id,
             template: Some((template.name.clone(), template.source)),
+            summary: template.summary(&params),
             params,
             recipe: template.recipe,
             instructions,
@@ -511,24 +723,6 @@ impl TaskRequest {
             ),
         }
     }
-}
-
-/// The tracking comment's first version; the reporter edits it as the task moves.
-fn tracking_comment(task: &TaskRecord, queue_position: Option<i64>) -> String {
-    let what = task.template.as_deref().unwrap_or("run");
-    let mut body = format!(
-        "**bg-agent** task #{} (`{what}`) — **{}**",
-        task.id, task.state
-    );
-    if let Some(position) = queue_position {
-        let _ = write!(body, ", position {position} in this repository's queue");
-    }
-    let _ = write!(
-        body,
-        "\n\nRequested by @{}. Attempt {}. I will update this comment as it runs.",
-        task.creator_login, task.attempt
-    );
-    body
 }
 
 impl TriggerHandler for TaskIntake {
@@ -548,12 +742,15 @@ impl TriggerHandler for TaskIntake {
                 issue_number: l.issue_number,
                 sender: &l.sender,
             },
-            Trigger::CheckRunRerequested(_) | Trigger::CheckRunAction { .. } => {
-                tracing::info!(
-                    kind = trigger.kind(),
-                    "check-run retry/cancel arrive with the executor"
-                );
-                return Ok(());
+            Trigger::CheckRunRerequested(run) => {
+                return self
+                    .check_run(meta, run, CheckRunAction::Retry, TaskTrigger::Rerun)
+                    .await;
+            }
+            Trigger::CheckRunAction { check_run, action } => {
+                return self
+                    .check_run(meta, check_run, *action, TaskTrigger::RetryButton)
+                    .await;
             }
             Trigger::Installation(_) | Trigger::Ping { .. } => return Ok(()),
         };

@@ -14,6 +14,8 @@ use secrecy::ExposeSecret;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
+use crate::task::report::redact;
+
 use super::{ExecutionId, Executor, ExecutorError, Launch, Observed};
 
 /// How long a cancelled runner gets to stop on SIGTERM before SIGKILL.
@@ -66,30 +68,6 @@ fn signal_group(pgid: Pid, signal: Signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => {
             tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "cannot signal the runner")
-        }
-    }
-}
-
-/// Replaces every occurrence of the secrets in a line of runner output.
-fn redact(line: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(line.to_owned(), |line, secret| {
-            line.replace(secret.as_str(), "[REDACTED]")
-        })
-}
-
-impl LocalExecutor {
-    /// Waits until the execution has ended and says how.
-    pub async fn wait(&self, id: &ExecutionId) -> Observed {
-        let state = self.executions().get(id).map(|e| e.state.clone());
-        let Some(mut state) = state else {
-            return Observed::Unknown;
-        };
-        match state.wait_for(|s| *s != Observed::Running).await {
-            Ok(observed) => *observed,
-            Err(_) => Observed::Unknown,
         }
     }
 }
@@ -224,18 +202,15 @@ impl Executor for LocalExecutor {
             .get(id)
             .map_or(Observed::Unknown, |e| *e.state.borrow())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn secrets_are_redacted_from_output() {
-        let secrets = vec!["ghs_abc".to_owned(), String::new()];
-        assert_eq!(
-            redact("cloning with ghs_abc and ghs_abc", &secrets),
-            "cloning with [REDACTED] and [REDACTED]"
-        );
+    async fn wait(&self, id: &ExecutionId) -> Observed {
+        let state = self.executions().get(id).map(|e| e.state.clone());
+        let Some(mut state) = state else {
+            return Observed::Unknown;
+        };
+        match state.wait_for(|s| *s != Observed::Running).await {
+            Ok(observed) => *observed,
+            Err(_) => Observed::Unknown,
+        }
     }
 }

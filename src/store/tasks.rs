@@ -10,7 +10,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{Store, StoreError};
-use crate::task::{IllegalTransition, Phase, Recipe, TaskState, Template, TemplateSource};
+pub use crate::task::TaskRecord;
+use crate::task::{IllegalTransition, Recipe, TaskState, Template, TemplateSource};
 
 /// What started a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,32 +56,10 @@ pub struct NewTask {
     pub params: BTreeMap<String, String>,
     pub recipe: Recipe,
     pub instructions: String,
+    /// One line for titles, e.g. `upgrade lodash 4.17.21`.
+    pub summary: String,
     pub timeout_secs: u32,
     pub retry_of: Option<(i64, i32)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskRecord {
-    pub id: i64,
-    pub installation_id: i64,
-    pub repository_id: i64,
-    pub repository: String,
-    pub issue_number: Option<i32>,
-    pub creator_login: String,
-    pub creator_id: i64,
-    pub template: Option<String>,
-    pub instructions: String,
-    pub state: TaskState,
-    pub phase: Phase,
-    pub progress: i16,
-    pub attempt: i32,
-    pub retry_of: Option<i64>,
-    pub timeout_secs: i32,
-    pub error: Option<String>,
-    pub tracking_comment_id: Option<i64>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,20 +110,26 @@ pub struct TaskEvent {
     pub at: DateTime<Utc>,
 }
 
-const TASK_COLUMNS: &str = "id, installation_id, repository_id, repository, issue_number,
-    creator_login, creator_id, template, instructions, state, phase, progress, attempt,
-    retry_of, timeout_secs, error, tracking_comment_id, created_at, started_at, finished_at";
+pub(super) const TASK_COLUMNS: &str = "id, installation_id, repository_id, repository,
+    issue_number, creator_login, creator_id, template, instructions, state, phase, progress,
+    attempt, retry_of, timeout_secs, error, tracking_comment_id, created_at, started_at,
+    finished_at, comment_id, trigger, params, recipe, check_run_id, pr_check_run_id,
+    base_branch, head_sha, branch, commit_sha, pr_number, pr_url, changed, changed_files,
+    failing_command, execution_id, cancel_requested_by, log_lines, version, summary,
+    template_source";
 
 /// How many queued candidates one dispatch pass looks at before giving up.
 const DISPATCH_CANDIDATES: i64 = 32;
 
-fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
+pub(super) fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
     let text = |name: &str| row.try_get::<String, _>(name);
     let bad = |what: &str, value: String| {
         sqlx::Error::Decode(format!("unknown task {what} {value:?}").into())
     };
     let state = text("state")?;
     let phase = text("phase")?;
+    let recipe = text("recipe")?;
+    let json = |name: &str| row.try_get::<serde_json::Value, _>(name);
     Ok(TaskRecord {
         id: row.try_get("id")?,
         installation_id: row.try_get("installation_id")?,
@@ -166,14 +151,52 @@ fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        comment_id: row.try_get("comment_id")?,
+        trigger: text("trigger")?,
+        params: serde_json::from_value(json("params")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        recipe: recipe.parse().map_err(|_| bad("recipe", recipe.clone()))?,
+        check_run_id: row.try_get("check_run_id")?,
+        pr_check_run_id: row.try_get("pr_check_run_id")?,
+        base_branch: row.try_get("base_branch")?,
+        head_sha: row.try_get("head_sha")?,
+        branch: row.try_get("branch")?,
+        commit_sha: row.try_get("commit_sha")?,
+        pr_number: row.try_get("pr_number")?,
+        pr_url: row.try_get("pr_url")?,
+        changed: row.try_get("changed")?,
+        changed_files: serde_json::from_value(json("changed_files")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        failing_command: row.try_get("failing_command")?,
+        execution_id: row.try_get("execution_id")?,
+        cancel_requested_by: row.try_get("cancel_requested_by")?,
+        log_lines: row.try_get("log_lines")?,
+        version: row.try_get("version")?,
+        summary: text("summary")?,
+        template_source: match row.try_get::<Option<String>, _>("template_source")? {
+            None => None,
+            Some(source) => {
+                Some(source_from_str(&source).ok_or_else(|| bad("template source", source))?)
+            }
+        },
     })
 }
 
-fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
+pub(super) fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
     match error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => db.constraint(),
         _ => None,
     }
+}
+
+fn source_from_str(source: &str) -> Option<TemplateSource> {
+    [
+        TemplateSource::BuiltIn,
+        TemplateSource::Database,
+        TemplateSource::Repository,
+    ]
+    .into_iter()
+    .find(|s| source_str(*s) == source)
 }
 
 fn source_str(source: TemplateSource) -> &'static str {
@@ -184,7 +207,7 @@ fn source_str(source: TemplateSource) -> &'static str {
     }
 }
 
-async fn append_event(
+pub(super) async fn append_event(
     tx: &mut Transaction<'_, Postgres>,
     task: i64,
     actor: Actor<'_>,
@@ -206,6 +229,39 @@ async fn append_event(
     Ok(())
 }
 
+/// The transition itself, inside the caller's transaction; `None` if the task is no
+/// longer in `from`. The caller has checked that the life cycle allows it.
+pub(super) async fn transition_in(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    (from, to): (TaskState, TaskState),
+    actor: Actor<'_>,
+    error: Option<&str>,
+) -> Result<Option<TaskRecord>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "UPDATE tasks SET state = $3, updated_at = now(), version = version + 1,
+             error = COALESCE($4, error),
+             runner_secret_hash = CASE WHEN $5 THEN NULL ELSE runner_secret_hash END,
+             phase = CASE WHEN $5 THEN 'finished' ELSE phase END,
+             finished_at = CASE WHEN $5 THEN now() END,
+             installation_slot = CASE WHEN $3 IN ('starting', 'running') THEN installation_slot END,
+             global_slot = CASE WHEN $3 IN ('starting', 'running') THEN global_slot END
+         WHERE id = $1 AND state = $2
+         RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(error)
+    .bind(to.is_terminal())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let task = decode_task(&row)?;
+    append_event(tx, id, actor, "transition", (Some(from), Some(to))).await?;
+    Ok(Some(task))
+}
+
 impl Store {
     /// Creates a queued task, or finds the one this trigger already created, or reports
     /// the creator's active task. Counts the template's use in the same transaction.
@@ -217,8 +273,9 @@ impl Store {
             "INSERT INTO tasks (installation_id, repository_id, repository, issue_number,
                  comment_id, delivery_guid, trigger, idempotency_key, creator_login,
                  creator_id, template, params, recipe, instructions, timeout_secs, attempt,
-                 retry_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                 retry_of, summary, template_source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {TASK_COLUMNS}"
         ))
@@ -239,6 +296,8 @@ impl Store {
         .bind(i32::try_from(new.timeout_secs).unwrap_or(i32::MAX))
         .bind(new.retry_of.map_or(1, |(_, attempt)| attempt + 1))
         .bind(new.retry_of.map(|(id, _)| id))
+        .bind(&new.summary)
+        .bind(new.template.as_ref().map(|(_, source)| source_str(*source)))
         .fetch_optional(&mut *tx)
         .await;
         let row = match inserted {
@@ -281,7 +340,8 @@ impl Store {
             "created"
         };
         append_event(&mut tx, task.id, actor, action, (None, Some(task.state))).await?;
-        if let Some((name, source)) = &new.template {
+        // A retry is the same use again, not a new one.
+        if let (Some((name, source)), None) = (&new.template, new.retry_of) {
             sqlx::query(
                 "INSERT INTO template_usage (repository_id, name, source, uses, last_used_at)
                  VALUES ($1, $2, $3, 1, now())
@@ -319,25 +379,10 @@ impl Store {
     ) -> Result<TaskRecord, TransitionError> {
         from.transition(to)?;
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let row = sqlx::query(&format!(
-            "UPDATE tasks SET state = $3, updated_at = now(),
-                 error = COALESCE($4, error),
-                 phase = CASE WHEN $5 THEN 'finished' ELSE phase END,
-                 finished_at = CASE WHEN $5 THEN now() END,
-                 installation_slot = CASE WHEN $3 IN ('starting', 'running') THEN installation_slot END,
-                 global_slot = CASE WHEN $3 IN ('starting', 'running') THEN global_slot END
-             WHERE id = $1 AND state = $2
-             RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(error)
-        .bind(to.is_terminal())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        let Some(row) = row else {
+        let moved = transition_in(&mut tx, id, (from, to), actor, error)
+            .await
+            .map_err(StoreError::from)?;
+        let Some(task) = moved else {
             drop(tx);
             let actual = self.task(id).await?.map(|t| t.state);
             return Err(TransitionError::Stale {
@@ -346,10 +391,6 @@ impl Store {
                 actual,
             });
         };
-        let task = decode_task(&row).map_err(StoreError::from)?;
-        append_event(&mut tx, id, actor, "transition", (Some(from), Some(to)))
-            .await
-            .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(task)
     }
@@ -400,6 +441,7 @@ impl Store {
             let Some(slot) = slot else { continue };
             let started = sqlx::query(&format!(
                 "UPDATE tasks SET state = 'starting', phase = 'starting', progress = 5,
+                     version = version + 1,
                      installation_slot = $2, global_slot = $3, started_at = now(),
                      updated_at = now()
                  WHERE id = $1 AND state = 'queued'

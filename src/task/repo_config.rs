@@ -158,7 +158,7 @@ impl RepoConfig {
 }
 
 /// Splits on whitespace; quotes group words and are removed. `None` on an unclosed quote.
-fn split_words(line: &str) -> Option<Vec<String>> {
+pub fn split_words(line: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut current: Option<String> = None;
     let mut quote: Option<char> = None;

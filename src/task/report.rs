@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Phase, Recipe};
+use super::{Phase, Recipe, TaskState};
 
 /// Environment variable holding the [`TaskSpec`] as JSON (not secret).
 pub const SPEC_ENV: &str = "BG_AGENT_TASK_SPEC";
@@ -104,9 +104,81 @@ pub enum RunOutcome {
     },
 }
 
+impl RunOutcome {
+    /// The state a task ends in with this outcome.
+    pub fn final_state(&self) -> TaskState {
+        match self {
+            RunOutcome::Pushed { .. } | RunOutcome::NoChanges => TaskState::Succeeded,
+            RunOutcome::Failed { .. } => TaskState::Failed,
+        }
+    }
+}
+
+/// Replaces the given secrets, and anything shaped like a GitHub token or a credential
+/// in a URL or header, in one line of output. Runner and server both apply it: a token
+/// must not reach a log even if one side forgot.
+pub fn redact<S: AsRef<str>>(line: &str, secrets: &[S]) -> String {
+    static PATTERNS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        // ghp_/gho_/ghu_/ghs_/ghr_ tokens, fine-grained PATs, `user:secret@` in URLs and
+        // `Authorization:` header values.
+        regex::Regex::new(
+            r"(?i)\b(gh[opusr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,})|(://[^/\s:@]+:)[^@\s/]+@|(authorization:\s*(?:basic|bearer|token)\s+)\S+",
+        )
+        .unwrap_or_else(|_| unreachable!("the redaction pattern is a valid constant"))
+    });
+    let mut line = secrets
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|s| s.len() >= 4)
+        .fold(line.to_owned(), |line, secret| {
+            line.replace(secret, REDACTED)
+        });
+    if PATTERNS.is_match(&line) {
+        line = PATTERNS
+            .replace_all(&line, |caps: &regex::Captures<'_>| {
+                if let Some(prefix) = caps.get(2) {
+                    format!("{}{REDACTED}@", prefix.as_str())
+                } else if let Some(prefix) = caps.get(3) {
+                    format!("{}{REDACTED}", prefix.as_str())
+                } else {
+                    REDACTED.to_owned()
+                }
+            })
+            .into_owned();
+    }
+    line
+}
+
+pub const REDACTED: &str = "[REDACTED]";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_covers_given_secrets_and_token_shapes() {
+        const NONE: &[&str] = &[];
+        assert_eq!(
+            redact(
+                "cloning with s3cr3t-value and s3cr3t-value",
+                &["s3cr3t-value", ""]
+            ),
+            "cloning with [REDACTED] and [REDACTED]"
+        );
+        assert_eq!(
+            redact("token ghs_16C7e42F292c6912E7710c838347Ae178B4a here", NONE),
+            "token [REDACTED] here"
+        );
+        assert_eq!(
+            redact("fatal: https://x-access-token:abc.def@github.com/a/b", NONE),
+            "fatal: https://x-access-token:[REDACTED]@github.com/a/b"
+        );
+        assert_eq!(
+            redact("Authorization: Basic eC1hY2Nlc3M=", NONE),
+            "Authorization: Basic [REDACTED]"
+        );
+        assert_eq!(redact("npm test passed", NONE), "npm test passed");
+    }
 
     #[test]
     fn reports_have_a_stable_wire_form() {

@@ -32,6 +32,16 @@ impl Recipe {
     }
 }
 
+impl std::str::FromStr for Recipe {
+    type Err = super::UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Recipe::NpmUpgrade, Recipe::Agent]
+            .into_iter()
+            .find(|recipe| recipe.as_str() == s)
+            .ok_or_else(|| super::UnknownState(s.to_owned()))
+    }
+}
+
 /// Where a template was declared; a repository's own shadows the database's, which
 /// shadow the built-ins.
 #[derive(

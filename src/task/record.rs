@@ -1,0 +1,58 @@
+//! A task as stored: what was asked, by whom, and how far it got.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{Phase, Recipe, TaskState, TemplateSource};
+
+/// One task, as the store reads it back. Plain data: the store fills it, the engine and
+/// the renderers read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: i64,
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub repository: String,
+    pub issue_number: Option<i32>,
+    pub creator_login: String,
+    pub creator_id: i64,
+    pub template: Option<String>,
+    pub instructions: String,
+    pub state: TaskState,
+    pub phase: Phase,
+    pub progress: i16,
+    pub attempt: i32,
+    pub retry_of: Option<i64>,
+    pub timeout_secs: i32,
+    pub error: Option<String>,
+    pub tracking_comment_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub comment_id: Option<i64>,
+    pub trigger: String,
+    pub params: BTreeMap<String, String>,
+    pub recipe: Recipe,
+    pub check_run_id: Option<i64>,
+    pub pr_check_run_id: Option<i64>,
+    /// The default branch and its head commit, recorded with the check run.
+    pub base_branch: Option<String>,
+    pub head_sha: Option<String>,
+    pub branch: Option<String>,
+    pub commit_sha: Option<String>,
+    pub pr_number: Option<i32>,
+    pub pr_url: Option<String>,
+    /// `Some(false)`: the run needed no change.
+    pub changed: Option<bool>,
+    pub changed_files: Vec<String>,
+    pub failing_command: Option<String>,
+    pub execution_id: Option<String>,
+    pub cancel_requested_by: Option<String>,
+    pub log_lines: i32,
+    /// Bumped by every change GitHub should see.
+    pub version: i64,
+    /// One line for titles, e.g. `upgrade lodash 4.17.21`.
+    pub summary: String,
+    pub template_source: Option<TemplateSource>,
+}
