@@ -18,6 +18,10 @@
 //! - **git for real.** Each repository is a bare repository served by
 //!   `git http-backend`; the REST API reads branches and files from it.
 //!
+//! It also serves a tiny npm registry at `{base}/npm/` ([`RunningSim::npm_registry_url`],
+//! [`RunningSim::add_npm_package`]; `lodash` 4.17.20 and 4.17.21 from the start), so npm
+//! commands in tests need no network.
+//!
 //! Tests read what happened from [`RunningSim::snapshot`] /
 //! [`RunningSim::wait_for`], inject failures with [`RunningSim::inject_fault`],
 //! and play users with [`RunningSim::comment`], [`RunningSim::label_issue`]...
@@ -30,6 +34,7 @@ mod control;
 mod faults;
 mod git;
 mod hooks;
+mod npm;
 mod render;
 mod rest;
 mod server;
@@ -94,6 +99,8 @@ pub mod world {
         ("src/index.js", b"const _ = require('lodash');\nmodule.exports = (xs) => _.uniq(xs);\n"),
     ];
     pub const GADGETS_FILES: &[(&str, &[u8])] = &[("README.md", b"# gadgets\n")];
+    /// Versions of `lodash` (tiny fakes) the sim's npm registry serves from the start.
+    pub const NPM_LODASH_VERSIONS: &[&str] = &["4.17.20", "4.17.21"];
 }
 
 /// Why the simulator could not do what was asked.
@@ -259,6 +266,12 @@ impl GitHubSim {
             config.webhook_secret.clone().into_bytes(),
             config.panic_on_violations,
         ));
+        for version in world::NPM_LODASH_VERSIONS {
+            shared
+                .npm
+                .publish("lodash", version)
+                .map_err(|e| SimError::Invalid(e.to_string()))?;
+        }
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app =
             server::router(Arc::clone(&shared)).into_make_service_with_connect_info::<SocketAddr>();
@@ -349,6 +362,20 @@ impl RunningSim {
         permissions: Option<Permissions>,
     ) -> Result<String, SimError> {
         mint_token(&self.shared, installation_id, repository_ids, permissions)
+    }
+
+    /// The sim's npm registry (`{base}/npm/`), for `npm_config_registry`.
+    pub fn npm_registry_url(&self) -> String {
+        format!("{}/npm/", self.shared.base_url)
+    }
+
+    /// Publishes a tiny fake `name@version` (a `package.json` and an `index.js`) to the
+    /// sim's npm registry.
+    pub fn add_npm_package(&self, name: &str, version: &str) -> Result<(), SimError> {
+        self.shared
+            .npm
+            .publish(name, version)
+            .map_err(|e| SimError::Invalid(e.to_string()))
     }
 
     /// Lifetime of tokens minted from now on.

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod github;
 pub mod github_sim;
 pub mod openapi;
+pub mod runner;
 pub mod store;
 pub mod task;
 pub mod web;

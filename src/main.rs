@@ -34,6 +34,9 @@ enum Commands {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Run one task in the current directory (started by an executor; reads its environment).
+    #[command(hide = true)]
+    Runner,
     /// Local development tools.
     Dev {
         #[command(subcommand)]
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Serve => serve(config).await,
             Commands::Migrate => migrate(config).await,
+            Commands::Runner => bg_agent::runner::run_from_env().await,
             Commands::Webhook {
                 command:
                     WebhookCommand::Send {

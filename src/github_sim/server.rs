@@ -48,6 +48,7 @@ pub(crate) struct Shared {
     pub webhook_secret: Vec<u8>,
     pub http: reqwest::Client,
     pub next_fault_id: AtomicU64,
+    pub npm: super::npm::NpmRegistry,
     /// Standalone mode logs violations instead of failing a test.
     pub panic_on_violations: bool,
 }
@@ -81,6 +82,7 @@ impl Shared {
                 .build()
                 .unwrap_or_default(),
             next_fault_id: AtomicU64::new(1),
+            npm: Default::default(),
             panic_on_violations,
         }
     }
@@ -221,6 +223,7 @@ impl Drop for InFlightGuard {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .nest("/_sim", super::control::router())
+        .nest("/npm", super::npm::router())
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
