@@ -224,6 +224,7 @@ pub fn start_app_on<E: Executor>(
             caps: Caps {
                 per_installation: config.tasks.max_per_installation,
                 global: config.tasks.max_global,
+                check_run_wait: std::time::Duration::from_secs(30),
             },
             public_url: config.run.public_url.clone(),
             agent_command: config.run.agent_command.clone(),

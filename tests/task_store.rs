@@ -16,6 +16,7 @@ const ENGINE: Actor<'static> = Actor {
 const CAPS: Caps = Caps {
     per_installation: 10,
     global: 100,
+    check_run_wait: std::time::Duration::ZERO,
 };
 
 fn new_task(key: &str, creator_id: i64, repository_id: i64) -> NewTask {
@@ -195,6 +196,7 @@ async fn installation_and_global_caps_hold() {
     let caps = Caps {
         per_installation: 2,
         global: 3,
+        check_run_wait: std::time::Duration::ZERO,
     };
     assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
     assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
@@ -228,6 +230,7 @@ async fn two_replicas_dispatching_at_once_never_break_the_limits() {
     let caps = Caps {
         per_installation: 3,
         global: 5,
+        check_run_wait: std::time::Duration::ZERO,
     };
     // 40 tasks by 40 users over 8 repositories in 2 installations.
     for i in 0..40i64 {

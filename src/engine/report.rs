@@ -248,6 +248,8 @@ impl Reporter {
                 self.store
                     .set_check_run(task.id, id, &branch, &head_sha)
                     .await?;
+                // The supervisor starts a task once GitHub shows it queued.
+                self.signal.wake();
             }
         }
         Ok(())

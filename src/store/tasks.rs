@@ -98,6 +98,9 @@ pub struct Actor<'a> {
 pub struct Caps {
     pub per_installation: u32,
     pub global: u32,
+    /// A task starts once its check run exists (so GitHub shows it queued first), or
+    /// after this long without one (reporting to GitHub must not block work forever).
+    pub check_run_wait: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,6 +411,8 @@ impl Store {
         let candidates: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT id, installation_id FROM tasks q
              WHERE state = 'queued'
+               AND (check_run_id IS NOT NULL
+                    OR created_at <= now() - make_interval(secs => $2 / 1000.0))
                AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.repository_id = q.repository_id
                                  AND r.state IN ('starting', 'running'))
              ORDER BY created_at, id
@@ -415,6 +420,7 @@ impl Store {
              FOR UPDATE SKIP LOCKED",
         )
         .bind(DISPATCH_CANDIDATES)
+        .bind(caps.check_run_wait.as_secs_f64() * 1000.0)
         .fetch_all(&mut *tx)
         .await?;
         let global_slot: Option<i32> = sqlx::query_scalar(
@@ -523,6 +529,22 @@ impl Store {
              ORDER BY id DESC LIMIT $3"
         ))
         .bind(creator_id)
+        .bind(repository_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(decode_task).collect::<Result<_, _>>()?)
+    }
+
+    /// A repository's latest tasks, newest first.
+    pub async fn repository_tasks(
+        &self,
+        repository_id: i64,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE repository_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
         .bind(repository_id)
         .bind(limit)
         .fetch_all(&self.pool)
