@@ -369,6 +369,40 @@ impl RunningSim {
         format!("{}/npm/", self.shared.base_url)
     }
 
+    /// Runs `npm install --package-lock-only` for `package_json` against this registry
+    /// and returns the `package-lock.json` (its URLs name this sim's port, so a lockfile
+    /// cannot be a checked-in fixture). Needs `npm` on `PATH`; no network.
+    pub async fn npm_lockfile(&self, package_json: &str) -> Result<String, SimError> {
+        let io = |e: std::io::Error| SimError::Invalid(format!("npm: {e}"));
+        let dir = tempfile::tempdir().map_err(io)?;
+        std::fs::write(dir.path().join("package.json"), package_json).map_err(io)?;
+        let output = tokio::process::Command::new("npm")
+            .args([
+                "install",
+                "--package-lock-only",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+            ])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("npm_config_registry", self.npm_registry_url())
+            .env("npm_config_cache", dir.path().join(".npm-cache"))
+            .env("npm_config_update_notifier", "false")
+            .output()
+            .await
+            .map_err(io)?;
+        if !output.status.success() {
+            return Err(SimError::Invalid(format!(
+                "npm install --package-lock-only failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        std::fs::read_to_string(dir.path().join("package-lock.json")).map_err(io)
+    }
+
     /// Publishes a tiny fake `name@version` (a `package.json` and an `index.js`) to the
     /// sim's npm registry.
     pub fn add_npm_package(&self, name: &str, version: &str) -> Result<(), SimError> {

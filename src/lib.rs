@@ -8,6 +8,7 @@
 pub mod app;
 pub mod command;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod executor;
 pub mod github;

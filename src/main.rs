@@ -29,6 +29,9 @@ enum Commands {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Try it all on this machine: a fake GitHub with a sample npm repository, a comment
+    /// asking for an upgrade, and the task followed to its pull request.
+    Demo,
     /// Developer tools for webhooks.
     Webhook {
         #[command(subcommand)]
@@ -99,6 +102,12 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Serve => serve(config).await,
             Commands::Migrate => migrate(config).await,
+            Commands::Demo => {
+                bg_agent::demo::run(config, async {
+                    shutdown_signal().await;
+                })
+                .await
+            }
             Commands::Runner => bg_agent::runner::run_from_env().await,
             Commands::Webhook {
                 command:

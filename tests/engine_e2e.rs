@@ -35,36 +35,6 @@ const PASSING_TEST: &str = "console.log('widgets tests passed');\n";
 /// Fails once package.json asks for lodash 4.17.21.
 const PICKY_TEST: &str = "const v = require('./package.json').dependencies.lodash;\nif (v.includes('4.17.21')) { console.error('lodash ' + v + ' breaks the widgets'); process.exit(1); }\nconsole.log('ok');\n";
 
-/// `package-lock.json` for `package_json`, resolved against the sim's registry.
-async fn lockfile(sim: &RunningSim, package_json: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("package.json"), package_json).unwrap();
-    let output = tokio::process::Command::new("npm")
-        .args([
-            "install",
-            "--package-lock-only",
-            "--ignore-scripts",
-            "--no-audit",
-            "--no-fund",
-        ])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("npm_config_registry", sim.npm_registry_url())
-        .env("npm_config_cache", dir.path().join(".npm-cache"))
-        .env("npm_config_update_notifier", "false")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "npm failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::read_to_string(dir.path().join("package-lock.json")).unwrap()
-}
-
 struct Harness {
     sim: RunningSim,
     db: TestDb,
@@ -99,7 +69,7 @@ impl Harness {
         .await
         .unwrap();
         let package = package_json("4.17.20");
-        let lock = lockfile(&sim, &package).await;
+        let lock = sim.npm_lockfile(&package).await.unwrap();
         let mut files: Vec<(&str, String)> = vec![
             ("package.json", package),
             ("package-lock.json", lock),

@@ -127,7 +127,7 @@ async fn an_upgrade_command_by_a_writer_becomes_one_acknowledged_task() {
     let replies = h.replies();
     assert_eq!(replies.len(), 1, "one tracking comment: {replies:?}");
     assert!(
-        replies[0].contains("(`upgrade`) — **queued**"),
+        replies[0].contains("— `upgrade lodash 4.17.21` — **queued**"),
         "{}",
         replies[0]
     );
@@ -193,7 +193,10 @@ async fn a_reader_is_refused_with_a_comment_and_no_task() {
     h.comment("maintainer", "/bg-agent run tidy the README")
         .await;
     let replies = h.replies();
-    assert!(replies[1].contains("(`run`) — **queued**"), "{replies:?}");
+    assert!(
+        replies[1].contains("— `tidy the README` — **queued**"),
+        "{replies:?}"
+    );
     h.stop().await;
 }
 

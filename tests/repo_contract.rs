@@ -11,7 +11,7 @@ fn readme_opens_with_the_run_and_test_commands() {
     let readme = read("README.md");
     let head: String = readme.lines().take(30).collect::<Vec<_>>().join("\n");
     assert!(
-        head.contains("cargo run --release -- serve"),
+        head.contains("    cargo run --release -- demo"),
         "run command near the top"
     );
     assert!(head.contains("    cargo test"), "test command near the top");

@@ -107,19 +107,14 @@ async fn callback(task_id: i64, fail_once: &[u64]) -> Callback {
 struct World {
     sim: RunningSim,
     installation: u64,
-    _scratch: tempfile::TempDir,
-    scratch: PathBuf,
 }
 
 async fn world() -> World {
     let sim = GitHubSim::start(SimConfig::default()).await.unwrap();
     let seeded = sim.seed_world().await.unwrap();
-    let scratch = tempfile::tempdir().unwrap();
     World {
         installation: seeded.installation_id,
         sim,
-        scratch: scratch.path().to_path_buf(),
-        _scratch: scratch,
     }
 }
 
@@ -133,36 +128,8 @@ impl World {
             .unwrap()
     }
 
-    /// `package-lock.json` for `package_json`, resolved against the sim's registry now
-    /// (its URLs name the sim's port, so it cannot be a checked-in fixture).
     async fn lockfile(&self, package_json: &str) -> String {
-        let dir = self.scratch.join(format!("lock-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("package.json"), package_json).unwrap();
-        let output = tokio::process::Command::new("npm")
-            .args([
-                "install",
-                "--package-lock-only",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-            ])
-            .current_dir(&dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &dir)
-            .env("npm_config_registry", self.sim.npm_registry_url())
-            .env("npm_config_cache", dir.join(".npm-cache"))
-            .env("npm_config_update_notifier", "false")
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "npm failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::fs::read_to_string(dir.join("package-lock.json")).unwrap()
+        self.sim.npm_lockfile(package_json).await.unwrap()
     }
 
     /// A token like the server's: this repository only, `contents: write` only.

@@ -1,0 +1,195 @@
+//! Delivery → launch latency: how long from the fake GitHub sending a signed
+//! `/bg-agent upgrade` comment until (a) the runner process is started and (b) the
+//! check run shows `in_progress` on GitHub — over many tasks, with the real server, the
+//! real database, the local executor running the real `bg-agent runner`, and the fake
+//! GitHub on loopback. The baseline measured in the same run is the delivery itself
+//! (webhook POST → `202`).
+//!
+//!     cargo bench --bench launch              # TASKS=200 RATE=20 by default
+//!     TASKS=500 RATE=25 cargo bench --bench launch
+//!
+//! Each task gets its own repository and requester (the limits allow one active task per
+//! repository and per user) and a tiny npm project without a lockfile or tests, so a run
+//! is a clone, an edit, a commit and a push. Uses `DATABASE_URL` if set, else a
+//! throwaway embedded PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bg_agent::app::{EngineOptions, start_app};
+use bg_agent::config::{Config, WebhookSecrets};
+use bg_agent::github::{GitHubApp, GitHubConfig, SystemClock};
+use bg_agent::github_sim::{GitHubSim, Role, SimConfig, world};
+use bg_agent::store::testing::TestDb;
+
+const SECRET: &str = "bench-secret";
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{name:<40} n={:<5} p50={:>8.1} ms  p99={:>8.1} ms  max={:>8.1} ms",
+        values.len(),
+        percentile(&values, 50.0),
+        percentile(&values, 99.0),
+        values.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; nothing else is taken from argv.
+    let tasks = env_number("TASKS", 200);
+    let rate = env_number("RATE", 20).max(1);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(tasks, rate))
+}
+
+async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
+    let sim = GitHubSim::start(SimConfig {
+        webhook_secret: SECRET.into(),
+        panic_on_violations: false,
+        ..SimConfig::default()
+    })
+    .await?;
+    let seeded = sim.seed_world().await?;
+    let package = "{\n  \"name\": \"svc\",\n  \"version\": \"1.0.0\",\n  \"dependencies\": {\n    \"lodash\": \"4.17.20\"\n  }\n}\n";
+    let mut targets = Vec::with_capacity(tasks);
+    for i in 0..tasks {
+        let name = format!("svc-{i}");
+        let repo = sim
+            .add_repository(
+                seeded.installation_id,
+                world::ORG,
+                &name,
+                &[("package.json", package.as_bytes())],
+            )
+            .await?;
+        let user = format!("dev-{i}");
+        sim.add_user(&user);
+        sim.set_permission(&repo.full_name(), &user, Some(Role::Write))?;
+        let issue = sim.create_issue(&repo.full_name(), "Upgrade lodash", "please", &user)?;
+        targets.push((repo.full_name(), issue, user));
+    }
+
+    let db = TestDb::new().await;
+    let data = tempfile::tempdir()?;
+    let mut config = Config::from_vars(&std::collections::HashMap::new())?;
+    config.webhook_secrets = WebhookSecrets::new([SECRET]);
+    config.app_id = Some(sim.app_id());
+    config.app_slug = sim.app_slug();
+    config.data_dir = data.path().to_owned();
+    config.tasks.max_per_installation = u32::try_from(tasks).unwrap_or(u32::MAX);
+    config.tasks.max_global = u32::try_from(tasks).unwrap_or(u32::MAX);
+    config.run.npm_registry = Some(sim.npm_registry_url());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    config.run.public_url = format!("http://{}", listener.local_addr()?);
+    let github = GitHubApp::new(
+        GitHubConfig::new(
+            sim.base_url(),
+            sim.app_id(),
+            sim.app_private_key_pem().into(),
+        ),
+        Arc::new(SystemClock),
+    )?;
+    let runner = std::path::PathBuf::from(env!("CARGO_BIN_EXE_bg-agent"));
+    let server = start_app(
+        &config,
+        db.store().clone(),
+        github,
+        listener,
+        &EngineOptions::new(runner),
+    )?;
+    sim.set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
+
+    println!("delivery → launch: {tasks} tasks, {rate} comments/s, loopback");
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = tokio::time::Instant::now();
+    let mut deliveries = Vec::with_capacity(tasks);
+    let sim = Arc::new(sim);
+    let mut sends = tokio::task::JoinSet::new();
+    for (i, (repo, issue, user)) in targets.iter().cloned().enumerate() {
+        tokio::time::sleep_until(started + interval * u32::try_from(i).unwrap_or(0)).await;
+        let sim = Arc::clone(&sim);
+        sends.spawn(async move {
+            sim.comment(&repo, issue, &user, "/bg-agent upgrade lodash 4.17.21")
+                .await
+                .map(|t| (repo, t.delivery))
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        deliveries.push(sent??);
+    }
+    // Wait until every task has ended (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let active = db.store().executing_tasks().await?.len();
+        let all: usize = sim.read(|s| {
+            s.check_runs
+                .iter()
+                .filter(|r| r.name == "bg-agent" && r.status == "completed")
+                .count()
+        });
+        if (active == 0 && all >= tasks) || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut ack = Vec::new();
+    let mut to_launch = Vec::new();
+    let mut to_in_progress = Vec::new();
+    let mut succeeded = 0;
+    for (repo, delivery) in &deliveries {
+        ack.push(delivery.duration_secs * 1000.0);
+        let repository_id = i64::try_from(sim.read(|s| s.repo(repo).map(|r| r.id)).unwrap_or(0))?;
+        let Some(task) = db.store().repository_tasks(repository_id, 1).await?.pop() else {
+            continue;
+        };
+        if task.state == bg_agent::task::TaskState::Succeeded {
+            succeeded += 1;
+        }
+        let events = db.store().task_events(task.id).await?;
+        if let Some(launched) = events.iter().find(|e| {
+            e.from_state.as_deref() == Some("starting") && e.to_state.as_deref() == Some("running")
+        }) {
+            to_launch.push((launched.at - delivery.delivered_at).as_seconds_f64() * 1000.0);
+        }
+        let in_progress = sim.read(|s| {
+            s.check_runs_in(repo)
+                .into_iter()
+                .find(|r| r.external_id.as_deref() == Some(&task.id.to_string()))
+                .and_then(|r| {
+                    r.history
+                        .iter()
+                        .find(|h| h.status == "in_progress")
+                        .map(|h| h.at)
+                })
+        });
+        if let Some(at) = in_progress {
+            to_in_progress.push((at - delivery.delivered_at).as_seconds_f64() * 1000.0);
+        }
+    }
+    println!("tasks succeeded: {succeeded}/{tasks}");
+    summary("baseline: delivery → 202", ack);
+    summary("delivery → runner started", to_launch);
+    summary("delivery → check run in_progress posted", to_in_progress);
+    server.stop().await?;
+    if let Ok(sim) = Arc::try_unwrap(sim) {
+        sim.stop().await;
+    }
+    Ok(())
+}
