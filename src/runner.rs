@@ -208,6 +208,11 @@ async fn execute(
         env.home.clone().unwrap_or_else(|| workspace.to_path_buf()),
         workspace,
     );
+    // The recipe's lockfile refresh and validation's `npm ci` resolve from one registry.
+    let child_env = match spec.npm_registry.as_deref().filter(|r| !r.is_empty()) {
+        Some(registry) => child_env.with("npm_config_registry", registry),
+        None => child_env,
+    };
     let repo_dir = workspace.join("repo");
 
     reporter.phase(Phase::Cloning, PROGRESS_CLONING).await?;

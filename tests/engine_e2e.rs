@@ -323,6 +323,10 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
     assert!(body.contains(&format!("/tasks/{}", task.id)), "{body}");
     assert!(body.contains("#17"), "{body}");
     assert!(body.contains("| `npm test` | ✅ passed |"), "{body}");
+    assert!(
+        body.contains("| `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed |"),
+        "{body}"
+    );
     assert!(body.contains("@octo-lead"), "{body}");
     assert!(
         h.show(head, "package.json")
@@ -430,9 +434,13 @@ async fn failing_validation_opens_no_pull_request_and_retry_makes_a_linked_attem
     let retry: Vec<&str> = run.actions.iter().map(|a| a.identifier.as_str()).collect();
     assert_eq!(retry, ["retry"]);
     let validations = h.db.store().validations(first.id).await.unwrap();
-    assert_eq!(validations.len(), 1);
-    assert_eq!(validations[0].exit_code, Some(1));
-    assert!(validations[0].output_tail.contains("breaks the widgets"));
+    let commands: Vec<&str> = validations.iter().map(|v| v.command.as_str()).collect();
+    assert_eq!(
+        commands,
+        ["npm ci --ignore-scripts --no-audit --no-fund", "npm test"]
+    );
+    assert_eq!(validations[1].exit_code, Some(1));
+    assert!(validations[1].output_tail.contains("breaks the widgets"));
 
     // Retry from the button.
     let clicked = h

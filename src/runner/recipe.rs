@@ -435,10 +435,6 @@ async fn npm_upgrade(
             .await?;
         return Ok(Applied::Ran);
     }
-    let env = match spec.npm_registry.as_deref().filter(|r| !r.is_empty()) {
-        Some(registry) => env.with("npm_config_registry", registry),
-        None => env.clone(),
-    };
     // Only the lockfile: no node_modules, and no package scripts run during the refresh.
     let argv = [
         "npm",

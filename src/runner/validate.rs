@@ -19,6 +19,10 @@ const DETECTED_SCRIPTS: [(&str, &[&str]); 3] = [
     ("test", &["npm", "test"]),
 ];
 
+/// Before detected scripts run, dependencies are installed exactly as locked (scripts of
+/// dependencies stay off); this also fails when the change left the lockfile out of step.
+const INSTALL: [&str; 5] = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"];
+
 /// The `test` script `npm init` writes: it always fails, and means "no tests".
 const NPM_INIT_TEST: &str = "no test specified";
 
@@ -50,17 +54,32 @@ async fn read_optional(
     }
 }
 
-/// The validation commands for the repository checked out in `repo_dir`.
+/// The validation commands for the repository checked out in `repo_dir`: the declared
+/// ones as they are, or the detected scripts preceded by `npm ci` when there is a
+/// lockfile (scripts such as tests need the dependencies).
 pub async fn commands_for(repo_dir: &Path) -> Result<Vec<ValidationCommand>, ValidateError> {
     if let Some(text) = read_optional(repo_dir, repo_config::PATH).await?
         && let Some(commands) = RepoConfig::parse(&text)?.validation
     {
         return Ok(commands);
     }
-    match read_optional(repo_dir, "package.json").await? {
-        Some(text) => detect_from_package_json(&text),
-        None => Ok(Vec::new()),
+    let Some(text) = read_optional(repo_dir, "package.json").await? else {
+        return Ok(Vec::new());
+    };
+    let mut commands = detect_from_package_json(&text)?;
+    if !commands.is_empty()
+        && tokio::fs::try_exists(repo_dir.join("package-lock.json"))
+            .await
+            .unwrap_or(false)
+    {
+        commands.insert(
+            0,
+            ValidationCommand {
+                argv: INSTALL.iter().map(|a| (*a).to_owned()).collect(),
+            },
+        );
     }
+    Ok(commands)
 }
 
 /// The checks `package.json` scripts offer (`lint`, `format:check`, `test`).
