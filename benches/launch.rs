@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bg_agent::app::{EngineOptions, start_app};
 use bg_agent::config::{Config, WebhookSecrets};
-use bg_agent::github::{GitHubApp, GitHubConfig, SystemClock};
+use bg_agent::github::{GitHubApp, SystemClock};
 use bg_agent::github_sim::{GitHubSim, Role, SimConfig, world};
 use bg_agent::store::testing::TestDb;
 
@@ -97,14 +97,7 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     config.run.npm_registry = Some(sim.npm_registry_url());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     config.run.public_url = format!("http://{}", listener.local_addr()?);
-    let github = GitHubApp::new(
-        GitHubConfig::new(
-            sim.base_url(),
-            sim.app_id(),
-            sim.app_private_key_pem().into(),
-        ),
-        Arc::new(SystemClock),
-    )?;
+    let github = GitHubApp::new(sim.github_config(), Arc::new(SystemClock))?;
     let runner = std::path::PathBuf::from(env!("CARGO_BIN_EXE_bg-agent"));
     let server = start_app(
         &config,

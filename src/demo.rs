@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{Database, EngineOptions, start_app};
 use crate::config::Config;
-use crate::github::{GitHubApp, GitHubConfig, SystemClock};
+use crate::github::{GitHubApp, SystemClock};
 use crate::github_sim::{GitHubSim, RunningSim, SimConfig, world};
 use crate::task::{TaskRecord, TaskState};
 
@@ -61,14 +61,7 @@ pub async fn run(
     config.app_id = Some(sim.app_id());
     config.app_slug = sim.app_slug();
     config.run.npm_registry = Some(sim.npm_registry_url());
-    let github = GitHubApp::new(
-        GitHubConfig::new(
-            sim.base_url(),
-            sim.app_id(),
-            sim.app_private_key_pem().into(),
-        ),
-        Arc::new(SystemClock),
-    )?;
+    let github = GitHubApp::new(sim.github_config(), Arc::new(SystemClock))?;
     let runner = std::env::current_exe().context("cannot find this program")?;
     let server = start_app(
         &config,

@@ -369,6 +369,15 @@ impl RunningSim {
         format!("{}/npm/", self.shared.base_url)
     }
 
+    /// The configuration that points the App client at this sim as its App.
+    pub fn github_config(&self) -> crate::github::GitHubConfig {
+        crate::github::GitHubConfig::new(
+            self.api_url(),
+            self.app_id(),
+            self.app_private_key_pem().into(),
+        )
+    }
+
     /// Runs `npm install --package-lock-only` for `package_json` against this registry
     /// and returns the `package-lock.json` (its URLs name this sim's port, so a lockfile
     /// cannot be a checked-in fixture). Needs `npm` on `PATH`; no network.

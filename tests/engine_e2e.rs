@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bg_agent::app::{EngineOptions, RunningServer, start_app};
 use bg_agent::config::Config;
-use bg_agent::github::{GitHubApp, GitHubConfig, SystemClock};
+use bg_agent::github::{GitHubApp, SystemClock};
 use bg_agent::github_sim::{Fault, FaultKind, GitHubSim, Role, RunningSim, SimConfig, SimState};
 use bg_agent::store::DeliveryState;
 use bg_agent::store::testing::TestDb;
@@ -79,15 +79,7 @@ impl Harness {
         let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
         sim.seed_world_with(&files).await.unwrap();
         let db = TestDb::new().await;
-        let github = GitHubApp::new(
-            GitHubConfig::new(
-                sim.base_url(),
-                sim.app_id(),
-                sim.app_private_key_pem().into(),
-            ),
-            Arc::new(SystemClock),
-        )
-        .unwrap();
+        let github = GitHubApp::new(sim.github_config(), Arc::new(SystemClock)).unwrap();
         let data = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.app_id = Some(sim.app_id());

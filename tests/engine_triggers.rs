@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bg_agent::app::RunningServer;
 use bg_agent::engine::tasks::{TaskIntake, TaskPolicy};
-use bg_agent::github::{GitHubApp, GitHubConfig, Permission, SystemClock};
+use bg_agent::github::{GitHubApp, Permission, SystemClock};
 use bg_agent::github_sim::{GitHubSim, Role, RunningSim, SimConfig, SimState, world};
 use bg_agent::store::testing::TestDb;
 use bg_agent::task::TaskState;
@@ -37,15 +37,7 @@ impl Harness {
         .unwrap();
         sim.seed_world_with(widgets_files).await.unwrap();
         let db = TestDb::new().await;
-        let github = GitHubApp::new(
-            GitHubConfig::new(
-                sim.base_url(),
-                sim.app_id(),
-                sim.app_private_key_pem().into(),
-            ),
-            Arc::new(SystemClock),
-        )
-        .unwrap();
+        let github = GitHubApp::new(sim.github_config(), Arc::new(SystemClock)).unwrap();
         let intake = TaskIntake::new(
             db.store().clone(),
             github,

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::Instrument;
 
 use crate::github::{
@@ -142,21 +141,9 @@ impl Reporter {
         let client = self
             .github
             .installation(id_u64(task.installation_id, "installation")?);
-        let validations = self.store.validations(task.id).await?;
-        let log_tail = self.store.log_tail(task.id, LOG_TAIL).await?;
-        let queue_position = if task.state == TaskState::Queued {
-            self.store.queue_position(task.id).await?
-        } else {
-            None
-        };
+        let details = self.store.task_details(task, LOG_TAIL).await?;
         let page_url = render::page_url(&self.settings.public_url, task.id);
-        let cx = RenderContext {
-            page_url: &page_url,
-            now: Utc::now(),
-            validations: &validations,
-            log_tail: &log_tail,
-            queue_position,
-        };
+        let cx = details.context(&page_url);
         let mut task = task.clone();
         if task.state == TaskState::Succeeded && task.changed == Some(true) && task.branch.is_some()
         {

@@ -24,7 +24,7 @@ use crate::webhook::trigger::{
 
 use super::{DeliveryMeta, HandlerError, Signal, TriggerHandler};
 use crate::store::runs::CancelRequested;
-use crate::task::render::{self, RenderContext};
+use crate::task::render::{self, TaskDetails};
 
 /// How long a looked-up permission is trusted: short, so a revoked collaborator is
 /// refused within a minute, but a burst of commands costs one call.
@@ -481,16 +481,11 @@ impl TaskIntake {
                 .await
                 .map_err(store_error)?;
             let page_url = render::page_url(&self.public_url, task.id);
-            let body = render::tracking_comment(
-                task,
-                &RenderContext {
-                    page_url: &page_url,
-                    now: chrono::Utc::now(),
-                    validations: &[],
-                    log_tail: &[],
-                    queue_position: position,
-                },
-            );
+            let details = TaskDetails {
+                queue_position: position,
+                ..TaskDetails::default()
+            };
+            let body = render::tracking_comment(task, &details.context(&page_url));
             let comment = client
                 .create_issue_comment(&repo, number(origin.issue_number)?, &body)
                 .await

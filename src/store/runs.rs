@@ -10,6 +10,7 @@ use super::tasks::{
     Actor, TASK_COLUMNS, TaskRecord, TransitionError, append_event, decode_task, transition_in,
 };
 use super::{Store, StoreError};
+use crate::task::render::TaskDetails;
 use crate::task::report::{MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult};
 use crate::task::{Phase, TaskState, advance};
 
@@ -570,6 +571,24 @@ impl Store {
                 },
             )
             .collect())
+    }
+
+    /// Validation results, the last `log_lines` log lines and the queue position: what
+    /// the renderers need besides the record.
+    pub async fn task_details(
+        &self,
+        task: &TaskRecord,
+        log_lines: i64,
+    ) -> Result<TaskDetails, StoreError> {
+        Ok(TaskDetails {
+            validations: self.validations(task.id).await?,
+            log_tail: self.log_tail(task.id, log_lines).await?,
+            queue_position: if task.state == TaskState::Queued {
+                self.queue_position(task.id).await?
+            } else {
+                None
+            },
+        })
     }
 
     /// The last `n` log lines, oldest first.

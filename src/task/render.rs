@@ -29,6 +29,26 @@ pub struct RenderContext<'a> {
     pub queue_position: Option<i64>,
 }
 
+/// What the renderers read about a task besides its record (the store loads it).
+#[derive(Debug, Clone, Default)]
+pub struct TaskDetails {
+    pub validations: Vec<ValidationResult>,
+    pub log_tail: Vec<String>,
+    pub queue_position: Option<i64>,
+}
+
+impl TaskDetails {
+    pub fn context<'a>(&'a self, page_url: &'a str) -> RenderContext<'a> {
+        RenderContext {
+            page_url,
+            now: Utc::now(),
+            validations: &self.validations,
+            log_tail: &self.log_tail,
+            queue_position: self.queue_position,
+        }
+    }
+}
+
 /// The task's page: `{base}/tasks/{id}`.
 pub fn page_url(public_url: &str, task_id: i64) -> String {
     format!("{}/tasks/{task_id}", public_url.trim_end_matches('/'))
@@ -55,6 +75,16 @@ pub fn elapsed(task: &TaskRecord, now: DateTime<Utc>) -> String {
     } else {
         format!("{secs} s")
     }
+}
+
+/// `Phase **validating** ▓▓▓▓▓▓▓░░░ 72 % · 1 min 05 s elapsed`
+fn running_line(task: &TaskRecord, now: DateTime<Utc>) -> String {
+    format!(
+        "Phase **{}** {} · {} elapsed",
+        task.phase,
+        progress_bar(task.progress),
+        elapsed(task, now)
+    )
 }
 
 fn state_word(task: &TaskRecord) -> &'static str {
@@ -95,13 +125,7 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
             }
         }
         TaskState::Starting | TaskState::Running => {
-            let _ = write!(
-                body,
-                "\n\nPhase **{}** {} · {} elapsed",
-                task.phase,
-                progress_bar(task.progress),
-                elapsed(task, cx.now)
-            );
+            let _ = write!(body, "\n\n{}", running_line(task, cx.now));
         }
         _ => {
             let _ = write!(body, " after {}", elapsed(task, cx.now));
@@ -189,13 +213,7 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
             }
         }
         TaskState::Starting | TaskState::Running => {
-            let _ = write!(
-                summary,
-                "\n\nPhase **{}** {} · {} elapsed",
-                task.phase,
-                progress_bar(task.progress),
-                elapsed(task, cx.now)
-            );
+            let _ = write!(summary, "\n\n{}", running_line(task, cx.now));
         }
         _ => {
             let _ = write!(summary, "\n\nFinished after {}.", elapsed(task, cx.now));

@@ -4,10 +4,9 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use chrono::Utc;
 
 use crate::store::Store;
-use crate::task::render::{self, RenderContext};
+use crate::task::render;
 
 const PAGE_LOG_LINES: i64 = 200;
 
@@ -22,23 +21,14 @@ pub async fn task_page(State(state): State<PagesState>, Path(id): Path<i64>) -> 
         let Some(task) = state.store.task(id).await? else {
             return Ok(None);
         };
-        let validations = state.store.validations(id).await?;
-        let log_tail = state.store.log_tail(id, PAGE_LOG_LINES).await?;
-        let position = state.store.queue_position(id).await?;
-        Ok::<_, crate::store::StoreError>(Some((task, validations, log_tail, position)))
+        let details = state.store.task_details(&task, PAGE_LOG_LINES).await?;
+        Ok::<_, crate::store::StoreError>(Some((task, details)))
     }
     .await;
     match loaded {
-        Ok(Some((task, validations, log_tail, queue_position))) => {
+        Ok(Some((task, details))) => {
             let page_url = render::page_url(&state.public_url, id);
-            let cx = RenderContext {
-                page_url: &page_url,
-                now: Utc::now(),
-                validations: &validations,
-                log_tail: &log_tail,
-                queue_position,
-            };
-            Html(render::task_page(&task, &cx)).into_response()
+            Html(render::task_page(&task, &details.context(&page_url))).into_response()
         }
         Ok(None) => (
             StatusCode::NOT_FOUND,
