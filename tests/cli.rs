@@ -217,3 +217,81 @@ async fn github_sim_delivers_a_comment_to_serve() {
     assert!(terminate(&mut sim).await.success());
     assert!(terminate(&mut server).await.success());
 }
+
+/// The README's run command: the demo comments on the sample issue, follows the task to
+/// its pull request, prints it, keeps running, and stops cleanly on Ctrl-C.
+#[tokio::test]
+async fn the_demo_follows_a_task_to_its_pull_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // The embedded cluster runs as the postgres user when we are root.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out_path = dir.path().join("demo.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut demo = bg_agent()
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .env("BG_AGENT_LISTEN", &listen)
+        .env("BG_AGENT_DATA_DIR", dir.path().join("data"))
+        .stdout(out)
+        .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let printed = loop {
+        let printed = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if printed.contains("Ctrl-C") {
+            break printed;
+        }
+        assert!(
+            demo.try_wait().unwrap().is_none(),
+            "exited early:\n{printed}"
+        );
+        assert!(Instant::now() < deadline, "no pull request yet:\n{printed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        printed.contains("/bg-agent upgrade lodash 4.17.21"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("http://{listen}/tasks/1")),
+        "{printed}"
+    );
+    assert!(printed.contains("validating"), "{printed}");
+    assert!(printed.contains("pull request    http://"), "{printed}");
+    assert!(
+        printed.contains("\"[bg-agent] upgrade lodash 4.17.21\""),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(" INFO "),
+        "logs stay quiet in the demo:\n{printed}"
+    );
+    // Still serving for a look around: the task page answers.
+    let page = reqwest::get(format!("http://{listen}/tasks/1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("succeeded"), "{page}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
