@@ -54,3 +54,6 @@ ALTER TABLE tasks ADD COLUMN summary TEXT NOT NULL DEFAULT '';
 -- Where the template came from, so a retry counts and shows it the same way.
 ALTER TABLE tasks ADD COLUMN template_source TEXT
     CHECK (template_source IN ('built_in', 'database', 'repository'));
+
+-- Where the runner clones from, as the triggering webhook said (saves a look-up at launch).
+ALTER TABLE tasks ADD COLUMN clone_url TEXT;

@@ -49,6 +49,8 @@ async fn start() -> Api {
             summary: "Do it.".into(),
             timeout_secs: 600,
             retry_of: None,
+            base_branch: None,
+            clone_url: None,
         })
         .await
         .unwrap();

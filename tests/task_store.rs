@@ -41,6 +41,8 @@ fn new_task(key: &str, creator_id: i64, repository_id: i64) -> NewTask {
         summary: "upgrade lodash 4.17.21".into(),
         timeout_secs: 3600,
         retry_of: None,
+        base_branch: None,
+        clone_url: None,
     }
 }
 

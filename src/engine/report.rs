@@ -117,17 +117,25 @@ impl Reporter {
             .claim_unreported(BATCH, self.settings.throttle, LEASE)
             .await?;
         let taken = tasks.len();
-        for task in tasks {
+        // Tasks are reported side by side (the client caps requests per installation), so
+        // one slow report does not hold up a new task's check run.
+        let reports = tasks.iter().map(|task| {
             let span = tracing::info_span!("task", task = task.id);
-            match self.report(&task).instrument(span).await {
-                Ok(()) => self.store.mark_reported(&task).await?,
-                Err(e) => {
-                    tracing::warn!(task = task.id, error = %e, "cannot report to GitHub yet; will retry");
-                    self.store
-                        .report_failed(task.id, &e.to_string(), backoff)
-                        .await?;
+            async move {
+                match self.report(task).await {
+                    Ok(()) => self.store.mark_reported(task).await,
+                    Err(e) => {
+                        tracing::warn!(task = task.id, error = %e, "cannot report to GitHub yet; will retry");
+                        self.store
+                            .report_failed(task.id, &e.to_string(), backoff)
+                            .await
+                    }
                 }
             }
+            .instrument(span)
+        });
+        for result in futures_util::future::join_all(reports).await {
+            result?;
         }
         Ok(taken)
     }
@@ -217,8 +225,10 @@ impl Reporter {
                     .await?;
             }
             None => {
-                let repository = client.repository(repo).await?;
-                let branch = repository.default_branch;
+                let branch = match &task.base_branch {
+                    Some(branch) => branch.clone(),
+                    None => client.repository(repo).await?.default_branch,
+                };
                 let head_sha = client.branch_head_sha(repo, &branch).await?;
                 let mut run = NewCheckRun::new(CHECK_RUN_NAME, head_sha.clone());
                 run.details_url = Some(cx.page_url.to_owned());

@@ -277,8 +277,18 @@ impl<E: Executor> Supervisor<E> {
             .map_err(|_| LaunchError::Invalid("bad installation id".into()))?;
         let repository_id = u64::try_from(task.repository_id)
             .map_err(|_| LaunchError::Invalid("bad repository id".into()))?;
-        let client = self.github.installation(installation);
-        let repository = client.repository(&repo_name).await?;
+        // The webhook told us where to clone from; ask GitHub only if it did not.
+        let (clone_url, default_branch) = match (&task.clone_url, &task.base_branch) {
+            (Some(url), Some(branch)) => (url.clone(), branch.clone()),
+            _ => {
+                let repository = self
+                    .github
+                    .installation(installation)
+                    .repository(&repo_name)
+                    .await?;
+                (repository.clone_url, repository.default_branch)
+            }
+        };
         let timeout = Duration::from_secs(u64::try_from(task.timeout_secs).unwrap_or(3600));
         let token = self
             .github
@@ -304,11 +314,8 @@ impl<E: Executor> Supervisor<E> {
         let spec = TaskSpec {
             task_id: task.id,
             repository: task.repository.clone(),
-            clone_url: repository.clone_url.clone(),
-            default_branch: task
-                .base_branch
-                .clone()
-                .unwrap_or(repository.default_branch.clone()),
+            clone_url,
+            default_branch,
             branch,
             recipe: task.recipe,
             params: task.params.clone(),

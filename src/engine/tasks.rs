@@ -432,6 +432,8 @@ impl TaskIntake {
             summary: request.summary,
             timeout_secs: request.timeout_secs,
             retry_of: request.retry_of,
+            base_branch: origin.repository.default_branch.clone(),
+            clone_url: origin.repository.clone_url.clone(),
         };
         let task = match self.store.create_task(&new).await.map_err(store_error)? {
             CreatedTask::Created(task) => {

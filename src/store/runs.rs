@@ -434,7 +434,8 @@ impl Store {
                         OR reported_phase IS DISTINCT FROM phase
                         OR reported_at IS NULL
                         OR reported_at <= now() - make_interval(secs => $2 / 1000.0))
-                 ORDER BY report_due_at
+                 -- A new task's first check run gates its start: it goes first.
+                 ORDER BY check_run_id IS NULL DESC, report_due_at
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED)
              RETURNING {TASK_COLUMNS}"

@@ -60,6 +60,10 @@ pub struct NewTask {
     pub summary: String,
     pub timeout_secs: u32,
     pub retry_of: Option<(i64, i32)>,
+    /// The repository's default branch and clone URL as the webhook showed them, when
+    /// it did (saves GitHub calls on the way to launch).
+    pub base_branch: Option<String>,
+    pub clone_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +123,7 @@ pub(super) const TASK_COLUMNS: &str = "id, installation_id, repository_id, repos
     finished_at, comment_id, trigger, params, recipe, check_run_id, pr_check_run_id,
     base_branch, head_sha, branch, commit_sha, pr_number, pr_url, changed, changed_files,
     failing_command, execution_id, cancel_requested_by, log_lines, version, summary,
-    template_source";
+    template_source, clone_url";
 
 /// How many queued candidates one dispatch pass looks at before giving up.
 const DISPATCH_CANDIDATES: i64 = 32;
@@ -176,6 +180,7 @@ pub(super) fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
         log_lines: row.try_get("log_lines")?,
         version: row.try_get("version")?,
         summary: text("summary")?,
+        clone_url: row.try_get("clone_url")?,
         template_source: match row.try_get::<Option<String>, _>("template_source")? {
             None => None,
             Some(source) => {
@@ -276,9 +281,9 @@ impl Store {
             "INSERT INTO tasks (installation_id, repository_id, repository, issue_number,
                  comment_id, delivery_guid, trigger, idempotency_key, creator_login,
                  creator_id, template, params, recipe, instructions, timeout_secs, attempt,
-                 retry_of, summary, template_source)
+                 retry_of, summary, template_source, base_branch, clone_url)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19)
+                     $18, $19, $20, $21)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {TASK_COLUMNS}"
         ))
@@ -301,6 +306,8 @@ impl Store {
         .bind(new.retry_of.map(|(id, _)| id))
         .bind(&new.summary)
         .bind(new.template.as_ref().map(|(_, source)| source_str(*source)))
+        .bind(&new.base_branch)
+        .bind(&new.clone_url)
         .fetch_optional(&mut *tx)
         .await;
         let row = match inserted {

@@ -55,4 +55,5 @@ pub struct TaskRecord {
     /// One line for titles, e.g. `upgrade lodash 4.17.21`.
     pub summary: String,
     pub template_source: Option<TemplateSource>,
+    pub clone_url: Option<String>,
 }

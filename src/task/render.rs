@@ -484,6 +484,7 @@ mod tests {
             version: 1,
             summary: "upgrade lodash 4.17.21".into(),
             template_source: None,
+            clone_url: None,
         }
     }
 
