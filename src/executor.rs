@@ -72,6 +72,11 @@ pub trait Executor: Send + Sync + 'static {
 
     fn observe(&self, id: &ExecutionId) -> impl Future<Output = Observed> + Send;
 
+    /// The server is stopping. Executions that cannot outlive it (the local executor's
+    /// child processes) are stopped; those that can (Kubernetes Jobs) keep running and are
+    /// found again by the next server's reconciler.
+    fn server_stopping(&self) {}
+
     /// Resolves once the execution is no longer running, saying how it ended. Executors
     /// that cannot be told poll [`Executor::observe`].
     fn wait(&self, id: &ExecutionId) -> impl Future<Output = Observed> + Send {

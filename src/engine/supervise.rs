@@ -97,8 +97,8 @@ impl<E: Executor> Supervisor<E> {
         })
     }
 
-    /// Runs until shutdown. Executions keep running across a graceful stop of this loop
-    /// only as long as the executor does (the local one ends with the process).
+    /// Runs until shutdown, then tells the executor the server is stopping (the local
+    /// executor's runners end with it).
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut wakeups = self.signal.subscribe();
         while !shutdown.is_requested() {
@@ -107,6 +107,7 @@ impl<E: Executor> Supervisor<E> {
             }
             wakeups.next(self.settings.poll, &mut shutdown).await;
         }
+        self.executor.server_stopping();
     }
 
     /// One round: stop what must stop, settle ended executions, start what may start.

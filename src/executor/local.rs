@@ -36,6 +36,7 @@ struct Inner {
 struct Execution {
     state: watch::Receiver<Observed>,
     cancel: Option<oneshot::Sender<()>>,
+    pgid: Option<Pid>,
 }
 
 impl LocalExecutor {
@@ -176,6 +177,7 @@ impl Executor for LocalExecutor {
             Execution {
                 state: state_rx,
                 cancel: Some(cancel_tx),
+                pgid,
             },
         );
         Ok(id)
@@ -201,6 +203,18 @@ impl Executor for LocalExecutor {
         self.executions()
             .get(id)
             .map_or(Observed::Unknown, |e| *e.state.borrow())
+    }
+
+    /// Children of a stopping server would report into nothing and be judged lost by
+    /// the next one anyway: they end now, with everything they started.
+    fn server_stopping(&self) {
+        for execution in self.executions().values() {
+            if *execution.state.borrow() == Observed::Running
+                && let Some(pgid) = execution.pgid
+            {
+                signal_group(pgid, Signal::SIGKILL);
+            }
+        }
     }
 
     async fn wait(&self, id: &ExecutionId) -> Observed {
