@@ -145,6 +145,10 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     let mut ack = Vec::new();
     let mut to_launch = Vec::new();
     let mut to_in_progress = Vec::new();
+    // Where the time goes on the way to launch.
+    let mut to_created = Vec::new();
+    let mut to_check_run = Vec::new();
+    let mut to_dispatched = Vec::new();
     let mut succeeded = 0;
     for (repo, delivery) in &deliveries {
         ack.push(delivery.duration_secs * 1000.0);
@@ -154,6 +158,22 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
         };
         if task.state == bg_agent::task::TaskState::Succeeded {
             succeeded += 1;
+        }
+        let since = |at: chrono::DateTime<chrono::Utc>| {
+            (at - delivery.delivered_at).as_seconds_f64() * 1000.0
+        };
+        to_created.push(since(task.created_at));
+        if let Some(started) = task.started_at {
+            to_dispatched.push(since(started));
+        }
+        let queued_run = sim.read(|s| {
+            s.check_runs_in(repo)
+                .into_iter()
+                .find(|r| r.external_id.as_deref() == Some(&task.id.to_string()))
+                .map(|r| r.created_at)
+        });
+        if let Some(at) = queued_run {
+            to_check_run.push(since(at));
         }
         let events = db.store().task_events(task.id).await?;
         if let Some(launched) = events.iter().find(|e| {
@@ -178,6 +198,9 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     }
     println!("tasks succeeded: {succeeded}/{tasks}");
     summary("baseline: delivery → 202", ack);
+    summary("  delivery → task created", to_created);
+    summary("  delivery → check run created (queued)", to_check_run);
+    summary("  delivery → task dispatched", to_dispatched);
     summary("delivery → runner started", to_launch);
     summary("delivery → check run in_progress posted", to_in_progress);
     server.stop().await?;
