@@ -195,10 +195,7 @@ impl TaskIntake {
     }
 
     /// Templates here, by precedence: the repository's, then the database's, then built-in.
-    async fn templates(
-        &self,
-        origin: &Origin<'_>,
-    ) -> Result<Result<Vec<Template>, String>, HandlerError> {
+    async fn templates(&self, origin: &Origin<'_>) -> Result<Templates, HandlerError> {
         let client = self.client(origin)?;
         let repo = origin.repo();
         let default_branch = match &origin.repository.default_branch {
@@ -243,6 +240,7 @@ impl TaskIntake {
         &self,
         origin: &Origin<'_>,
         trigger: &CommandTrigger,
+        templates: Option<Templates>,
     ) -> Result<(), HandlerError> {
         let command = match &trigger.command {
             ParsedCommand::Invalid { reply, .. } => return self.reply(origin, reply).await,
@@ -265,8 +263,9 @@ impl TaskIntake {
                 positional,
                 named,
             } => {
-                let Some((template, params)) =
-                    self.resolve(origin, name, positional, named).await?
+                let Some((template, params)) = self
+                    .resolve(origin, templates, name, positional, named)
+                    .await?
                 else {
                     return Ok(());
                 };
@@ -301,7 +300,12 @@ impl TaskIntake {
         }
     }
 
-    async fn label(&self, origin: &Origin<'_>, trigger: &LabelTrigger) -> Result<(), HandlerError> {
+    async fn label(
+        &self,
+        origin: &Origin<'_>,
+        trigger: &LabelTrigger,
+        templates: Option<Templates>,
+    ) -> Result<(), HandlerError> {
         let key = format!("label:{}", origin.meta.guid);
         let issue_text = format!("{}\n\n{}", trigger.issue_title, trigger.issue_body);
         let request = match &trigger.template {
@@ -313,8 +317,9 @@ impl TaskIntake {
             Some(name) => {
                 // A label carries no arguments: only templates whose parameters all have
                 // defaults (or are optional) can run from one.
-                let Some((template, params)) =
-                    self.resolve(origin, name, &[], &BTreeMap::new()).await?
+                let Some((template, params)) = self
+                    .resolve(origin, templates, name, &[], &BTreeMap::new())
+                    .await?
                 else {
                     return Ok(());
                 };
@@ -342,11 +347,16 @@ impl TaskIntake {
     async fn resolve(
         &self,
         origin: &Origin<'_>,
+        templates: Option<Templates>,
         name: &str,
         positional: &[String],
         named: &BTreeMap<String, String>,
     ) -> Result<Option<(Template, BTreeMap<String, String>)>, HandlerError> {
-        let templates = match self.templates(origin).await? {
+        let templates = match templates {
+            Some(templates) => templates,
+            None => self.templates(origin).await?,
+        };
+        let templates = match templates {
             Ok(templates) => templates,
             Err(message) => {
                 self.refuse(origin, &format!("**bg-agent:** {message}"))
@@ -662,6 +672,9 @@ impl TaskIntake {
     }
 }
 
+/// The templates usable in a repository, or why its configuration is unusable.
+type Templates = Result<Vec<Template>, String>;
+
 struct TaskRequest {
     retry_of: Option<(i64, i32)>,
     key: String,
@@ -753,12 +766,32 @@ impl TriggerHandler for TaskIntake {
         };
         // Everything, help included, is for people who may use the app: a drive-by
         // commenter cannot make it talk.
-        if !self.authorise(&origin).await? {
+        // A template's look-up (the repository's configuration on GitHub) runs alongside
+        // the permission check: both are round trips on the way to the task.
+        let uses_template = match trigger {
+            Trigger::Command(c) => matches!(
+                &c.command,
+                ParsedCommand::Valid {
+                    command: Command::Template { .. }
+                }
+            ),
+            Trigger::Label(l) => l.template.is_some(),
+            _ => false,
+        };
+        let (allowed, templates) = if uses_template {
+            let (allowed, templates) =
+                tokio::join!(self.authorise(&origin), self.templates(&origin));
+            (allowed, Some(templates))
+        } else {
+            (self.authorise(&origin).await, None)
+        };
+        if !allowed? {
             return Ok(());
         }
+        let templates = templates.transpose()?;
         match trigger {
-            Trigger::Command(command) => self.command(&origin, command).await,
-            Trigger::Label(label) => self.label(&origin, label).await,
+            Trigger::Command(command) => self.command(&origin, command, templates).await,
+            Trigger::Label(label) => self.label(&origin, label, templates).await,
             _ => Ok(()),
         }
     }
