@@ -72,6 +72,13 @@ pub trait Executor: Send + Sync + 'static {
 
     fn observe(&self, id: &ExecutionId) -> impl Future<Output = Observed> + Send;
 
+    /// Whether [`Executor::observe`] sees every replica's executions (Kubernetes Jobs)
+    /// or only this process's own (child processes): then another replica's task is left
+    /// to that replica while it is alive.
+    fn sees_all_executions(&self) -> bool {
+        true
+    }
+
     /// The server is stopping. Executions that cannot outlive it (the local executor's
     /// child processes) are stopped; those that can (Kubernetes Jobs) keep running and are
     /// found again by the next server's reconciler.

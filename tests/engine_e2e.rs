@@ -100,6 +100,14 @@ impl Harness {
     }
 
     async fn start_server(&mut self) {
+        let server = self.replica().await;
+        self.sim
+            .set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
+        self.server = Some(server);
+    }
+
+    /// Another server on the same database and GitHub (webhooks still go to the first).
+    async fn replica(&mut self) -> RunningServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.config.run.public_url = format!("http://{}", listener.local_addr().unwrap());
         let options = EngineOptions {
@@ -107,17 +115,14 @@ impl Harness {
             report_throttle: Duration::from_millis(300),
             ..EngineOptions::new(env!("CARGO_BIN_EXE_bg-agent").into())
         };
-        let server = start_app(
+        start_app(
             &self.config,
             self.db.store().clone(),
             self.github.clone(),
             listener,
             &options,
         )
-        .unwrap();
-        self.sim
-            .set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
-        self.server = Some(server);
+        .unwrap()
     }
 
     async fn stop_server(&mut self) {
@@ -657,5 +662,28 @@ async fn a_task_past_its_timeout_ends_timed_out() {
         h.check_run(task.id).conclusion.as_deref(),
         Some("timed_out")
     );
+    h.stop().await;
+}
+
+/// Two replicas with local executors: neither takes the other's running task for lost
+/// while the other is alive; once it stops, the survivor settles the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_leave_each_others_runs_alone_until_one_stops() {
+    let mut h = Harness::start(slow_validation()).await;
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.tasks()[0].clone();
+    h.wait_task(task.id, |t| t.phase == Phase::Validating).await;
+    let second = h.replica().await;
+    // Nothing may happen: give the second replica's supervisor about ten passes (200 ms
+    // apart) in which it could wrongly judge the first one's runner lost.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = h.db.store().task(task.id).await.unwrap().unwrap();
+    assert_eq!(still.state, TaskState::Running, "{still:?}");
+    // The first replica stops (its runner with it): the second settles the task.
+    h.stop_server().await;
+    let lost = h.wait_reported_end(task.id).await;
+    assert_eq!(lost.state, TaskState::Failed);
+    assert!(lost.error.as_deref().unwrap().contains("lost"), "{lost:?}");
+    second.stop().await.unwrap();
     h.stop().await;
 }

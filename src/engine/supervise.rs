@@ -28,6 +28,9 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(30);
 /// A task left `starting` without an execution (a replica died mid-launch) for this long
 /// is given up as lost.
 const LAUNCH_GRACE: Duration = Duration::from_secs(120);
+/// Another replica unheard of for this long is gone, and so are the runs it launched
+/// (with an executor that only sees its own).
+const INSTANCE_SILENCE: Duration = Duration::from_secs(30);
 /// The runner token must outlive the task by this much (pushing happens at the end).
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
@@ -68,6 +71,8 @@ pub struct Supervisor<E> {
     signal: Signal,
     /// Tasks this process is launching or stopping right now (not to be judged lost).
     busy: Mutex<HashSet<i64>>,
+    /// This server process, as recorded with the tasks it launches.
+    instance: uuid::Uuid,
 }
 
 fn sha256(secret: &str) -> Vec<u8> {
@@ -94,6 +99,7 @@ impl<E: Executor> Supervisor<E> {
             settings,
             signal,
             busy: Mutex::new(HashSet::new()),
+            instance: uuid::Uuid::new_v4(),
         })
     }
 
@@ -108,12 +114,25 @@ impl<E: Executor> Supervisor<E> {
             wakeups.next(self.settings.poll, &mut shutdown).await;
         }
         self.executor.server_stopping();
+        if let Err(e) = self.store.engine_gone(self.instance).await {
+            tracing::warn!(error = %e, "cannot sign off; other replicas will wait out the silence");
+        }
     }
 
     /// One round: stop what must stop, settle ended executions, start what may start.
     pub async fn pass(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.store.engine_heartbeat(self.instance).await?;
+        let own_only = !self.executor.sees_all_executions();
         for task in self.store.executing_tasks().await? {
             if self.is_busy(task.id) {
+                continue;
+            }
+            // Another live replica's child process: only that replica can see it.
+            if own_only
+                && let Some(launcher) = task.launched_by
+                && launcher != self.instance
+                && self.store.engine_alive(launcher, INSTANCE_SILENCE).await?
+            {
                 continue;
             }
             self.supervise(task).await?;
@@ -346,7 +365,7 @@ impl<E: Executor> Supervisor<E> {
             .await?;
         match self
             .store
-            .mark_launched(task.id, &execution.0, SUPERVISOR)
+            .mark_launched(task.id, &execution.0, self.instance, SUPERVISOR)
             .await
         {
             Ok(_) => {}
@@ -354,7 +373,11 @@ impl<E: Executor> Supervisor<E> {
             Err(crate::store::tasks::TransitionError::Stale {
                 actual: Some(TaskState::Running),
                 ..
-            }) => self.store.set_execution(task.id, &execution.0).await?,
+            }) => {
+                self.store
+                    .set_execution(task.id, &execution.0, self.instance)
+                    .await?
+            }
             Err(crate::store::tasks::TransitionError::Stale { actual, .. }) => {
                 // Cancelled (or ended) while launching: stop what was started.
                 tracing::info!(

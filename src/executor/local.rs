@@ -205,6 +205,10 @@ impl Executor for LocalExecutor {
             .map_or(Observed::Unknown, |e| *e.state.borrow())
     }
 
+    fn sees_all_executions(&self) -> bool {
+        false
+    }
+
     /// Children of a stopping server would report into nothing and be judged lost by
     /// the next one anyway: they end now, with everything they started.
     fn server_stopping(&self) {

@@ -72,17 +72,57 @@ impl Store {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// The runner is started: `starting → running`, remembering the execution.
+    /// This server process is alive (the supervisor calls it every pass).
+    pub async fn engine_heartbeat(&self, instance: uuid::Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO engine_instances (id) VALUES ($1)
+             ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+        )
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// This server process is stopping: what it launched is not to be waited for.
+    pub async fn engine_gone(&self, instance: uuid::Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM engine_instances WHERE id = $1")
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the instance that launched a task has been heard from within `within`.
+    pub async fn engine_alive(
+        &self,
+        instance: uuid::Uuid,
+        within: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM engine_instances
+                            WHERE id = $1 AND seen_at > now() - make_interval(secs => $2 / 1000.0))",
+        )
+        .bind(instance)
+        .bind(millis(within))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The runner is started: `starting → running`, remembering the execution and the
+    /// server instance that started it.
     pub async fn mark_launched(
         &self,
         id: i64,
         execution_id: &str,
+        instance: uuid::Uuid,
         actor: Actor<'_>,
     ) -> Result<TaskRecord, TransitionError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        sqlx::query("UPDATE tasks SET execution_id = $2 WHERE id = $1")
+        sqlx::query("UPDATE tasks SET execution_id = $2, launched_by = $3 WHERE id = $1")
             .bind(id)
             .bind(execution_id)
+            .bind(instance)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
@@ -108,10 +148,16 @@ impl Store {
     }
 
     /// Remembers the execution of a task that is already running.
-    pub async fn set_execution(&self, id: i64, execution_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET execution_id = $2 WHERE id = $1")
+    pub async fn set_execution(
+        &self,
+        id: i64,
+        execution_id: &str,
+        instance: uuid::Uuid,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET execution_id = $2, launched_by = $3 WHERE id = $1")
             .bind(id)
             .bind(execution_id)
+            .bind(instance)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -123,7 +123,7 @@ pub(super) const TASK_COLUMNS: &str = "id, installation_id, repository_id, repos
     finished_at, comment_id, trigger, params, recipe, check_run_id, pr_check_run_id,
     base_branch, head_sha, branch, commit_sha, pr_number, pr_url, changed, changed_files,
     failing_command, execution_id, cancel_requested_by, log_lines, version, summary,
-    template_source, clone_url";
+    template_source, clone_url, launched_by";
 
 /// How many queued candidates one dispatch pass looks at before giving up.
 const DISPATCH_CANDIDATES: i64 = 32;
@@ -181,6 +181,7 @@ pub(super) fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
         version: row.try_get("version")?,
         summary: text("summary")?,
         clone_url: row.try_get("clone_url")?,
+        launched_by: row.try_get("launched_by")?,
         template_source: match row.try_get::<Option<String>, _>("template_source")? {
             None => None,
             Some(source) => {

@@ -56,4 +56,6 @@ pub struct TaskRecord {
     pub summary: String,
     pub template_source: Option<TemplateSource>,
     pub clone_url: Option<String>,
+    /// The server instance that launched it (see `Executor::sees_all_executions`).
+    pub launched_by: Option<uuid::Uuid>,
 }

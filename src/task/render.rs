@@ -485,6 +485,7 @@ mod tests {
             summary: "upgrade lodash 4.17.21".into(),
             template_source: None,
             clone_url: None,
+            launched_by: None,
         }
     }
 
