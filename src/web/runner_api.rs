@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tracing::Instrument;
 
 use crate::engine::Signal;
 use crate::store::Store;
@@ -36,7 +37,17 @@ pub async fn receive_report(
     body: Bytes,
 ) -> Response {
     let span = tracing::info_span!("runner_report", task = task_id);
-    let _guard = span.enter();
+    handle_report(state, task_id, headers, body)
+        .instrument(span)
+        .await
+}
+
+async fn handle_report(
+    state: RunnerApiState,
+    task_id: i64,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(secret) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -76,7 +87,6 @@ pub async fn receive_report(
         .store
         .apply_runner_report(task_id, &report, |line| redact(line, &[secret]))
         .await;
-    drop(_guard);
     match applied {
         Ok(ReportApplied::Applied(task)) => {
             if finished {
