@@ -15,10 +15,10 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::task::Phase;
+pub use crate::task::report::Redactor;
 use crate::task::report::{
     CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV, TASK_SECRET_ENV,
     TaskSpec,
@@ -94,37 +94,6 @@ impl RunnerEnv {
             spec_json: std::env::var(SPEC_ENV).ok(),
             home: std::env::var_os("HOME").map(PathBuf::from),
             path: std::env::var_os("PATH"),
-        })
-    }
-}
-
-/// Removes secrets (and the forms they take in HTTP headers) from text.
-#[derive(Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub const MASK: &'static str = "[REDACTED]";
-
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut all = Vec::new();
-        for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
-            all.push(secret.to_owned());
-            all.push(b64.encode(secret));
-            // git's Basic header for the token.
-            all.push(b64.encode(format!("x-access-token:{secret}")));
-        }
-        // Longest first, so a secret inside another's encoding cannot leave a part behind.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        all.dedup();
-        Self { secrets: all }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret, Self::MASK)
         })
     }
 }
@@ -280,6 +249,7 @@ mod tests {
 
     #[test]
     fn redacts_secrets_and_their_header_forms() {
+        use base64::Engine as _;
         let redactor = Redactor::new(["ghs_token", "", "task-secret"]);
         let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:ghs_token");
         let line = format!("Authorization: Basic {basic} ghs_token task-secret");

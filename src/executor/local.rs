@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
-use crate::task::report::redact;
+use crate::task::report::Redactor;
 
 use super::{ExecutionId, Executor, ExecutorError, Launch, Observed};
 
@@ -107,10 +107,10 @@ impl Executor for LocalExecutor {
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
         let id = ExecutionId(format!("local-{}-{}", launch.task_id, uuid::Uuid::new_v4()));
-        let secrets = vec![
-            launch.task_secret.expose_secret().to_owned(),
-            launch.runner_token.expose_secret().to_owned(),
-        ];
+        let redactor = Redactor::new([
+            launch.task_secret.expose_secret(),
+            launch.runner_token.expose_secret(),
+        ]);
         let task_id = launch.task_id;
         for output in [
             child
@@ -125,11 +125,11 @@ impl Executor for LocalExecutor {
         .into_iter()
         .flatten()
         {
-            let secrets = secrets.clone();
+            let redactor = redactor.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(output).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(task = task_id, line = %redact(&line, &secrets), "runner output");
+                    tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
                 }
             });
         }

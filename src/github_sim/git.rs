@@ -163,7 +163,18 @@ impl GitStore {
         args: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<Vec<u8>, GitError> {
-        let (status, stdout, stderr) = self.run(git_dir, args, stdin, &[]).await?;
+        self.output_with(git_dir, args, stdin, &[]).await
+    }
+
+    /// [`Self::output`] with extra environment variables.
+    async fn output_with(
+        &self,
+        git_dir: Option<&Path>,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, &str)],
+    ) -> Result<Vec<u8>, GitError> {
+        let (status, stdout, stderr) = self.run(git_dir, args, stdin, env).await?;
         if status.success() {
             Ok(stdout)
         } else {
@@ -236,33 +247,18 @@ impl GitStore {
         let index_file = git_dir.join("sim-seed-index");
         let index_env = index_file.to_string_lossy().into_owned();
         let env = [("GIT_INDEX_FILE", index_env.as_str())];
-        let (status, _, stderr) = self
-            .run(
-                Some(&git_dir),
-                &["update-index", "-z", "--index-info"],
-                Some(&index_info),
-                &env,
-            )
-            .await?;
-        if !status.success() {
-            return Err(GitError::Failed {
-                args: "update-index --index-info".into(),
-                status: status.to_string(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            });
-        }
-        let (status, tree, stderr) = self
-            .run(Some(&git_dir), &["write-tree"], None, &env)
-            .await?;
+        self.output_with(
+            Some(&git_dir),
+            &["update-index", "-z", "--index-info"],
+            Some(&index_info),
+            &env,
+        )
+        .await?;
+        let tree = self
+            .output_with(Some(&git_dir), &["write-tree"], None, &env)
+            .await;
         let _ = std::fs::remove_file(&index_file);
-        if !status.success() {
-            return Err(GitError::Failed {
-                args: "write-tree".into(),
-                status: status.to_string(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            });
-        }
-        let tree = String::from_utf8_lossy(&tree).trim().to_owned();
+        let tree = String::from_utf8_lossy(&tree?).trim().to_owned();
         // A fixed identity and date: the same seed always gives the same commit.
         let author = [
             ("GIT_AUTHOR_NAME", "octo-lead"),
@@ -272,21 +268,14 @@ impl GitStore {
             ("GIT_COMMITTER_EMAIL", "noreply@github.com"),
             ("GIT_COMMITTER_DATE", "2025-06-01T12:00:00Z"),
         ];
-        let (status, commit, stderr) = self
-            .run(
+        let commit = self
+            .output_with(
                 Some(&git_dir),
                 &["commit-tree", &tree, "-m", "Initial commit"],
                 None,
                 &author,
             )
             .await?;
-        if !status.success() {
-            return Err(GitError::Failed {
-                args: "commit-tree".into(),
-                status: status.to_string(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            });
-        }
         let commit = String::from_utf8_lossy(&commit).trim().to_owned();
         let branch_ref = format!("refs/heads/{default_branch}");
         self.output(Some(&git_dir), &["update-ref", &branch_ref, &commit], None)

@@ -114,28 +114,52 @@ impl RunOutcome {
     }
 }
 
-/// Replaces the given secrets, and anything shaped like a GitHub token or a credential
-/// in a URL or header, in one line of output. Runner and server both apply it: a token
-/// must not reach a log even if one side forgot.
-pub fn redact<S: AsRef<str>>(line: &str, secrets: &[S]) -> String {
-    static PATTERNS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        // ghp_/gho_/ghu_/ghs_/ghr_ tokens, fine-grained PATs, `user:secret@` in URLs and
-        // `Authorization:` header values.
-        regex::Regex::new(
-            r"(?i)\b(gh[opusr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,})|(://[^/\s:@]+:)[^@\s/]+@|(authorization:\s*(?:basic|bearer|token)\s+)\S+",
-        )
-        .unwrap_or_else(|_| unreachable!("the redaction pattern is a valid constant"))
-    });
-    let mut line = secrets
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|s| s.len() >= 4)
-        .fold(line.to_owned(), |line, secret| {
-            line.replace(secret, REDACTED)
+/// Removes secrets from text: the given ones and the forms they take in HTTP headers
+/// (base64, git's `x-access-token:` Basic credentials), and anything shaped like a
+/// GitHub token or a credential in a URL or header. Runner and server both apply it: a
+/// token must not reach a log even if one side forgot.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut all = Vec::new();
+        for secret in secrets {
+            let secret = secret.as_ref();
+            if secret.is_empty() {
+                continue;
+            }
+            all.push(secret.to_owned());
+            all.push(b64.encode(secret));
+            all.push(b64.encode(format!("x-access-token:{secret}")));
+        }
+        // Longest first, so a secret inside another's encoding cannot leave a part behind.
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        all.dedup();
+        Self { secrets: all }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        static PATTERNS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            // ghp_/gho_/ghu_/ghs_/ghr_ tokens, fine-grained PATs, `user:secret@` in URLs
+            // and `Authorization:` header values.
+            regex::Regex::new(
+                r"(?i)\b(gh[opusr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,})|(://[^/\s:@]+:)[^@\s/]+@|(authorization:\s*(?:basic|bearer|token)\s+)\S+",
+            )
+            .unwrap_or_else(|_| unreachable!("the redaction pattern is a valid constant"))
         });
-    if PATTERNS.is_match(&line) {
-        line = PATTERNS
-            .replace_all(&line, |caps: &regex::Captures<'_>| {
+        let text = self.secrets.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret, REDACTED)
+        });
+        if !PATTERNS.is_match(&text) {
+            return text;
+        }
+        PATTERNS
+            .replace_all(&text, |caps: &regex::Captures<'_>| {
                 if let Some(prefix) = caps.get(2) {
                     format!("{}{REDACTED}@", prefix.as_str())
                 } else if let Some(prefix) = caps.get(3) {
@@ -144,9 +168,8 @@ pub fn redact<S: AsRef<str>>(line: &str, secrets: &[S]) -> String {
                     REDACTED.to_owned()
                 }
             })
-            .into_owned();
+            .into_owned()
     }
-    line
 }
 
 pub const REDACTED: &str = "[REDACTED]";
@@ -157,27 +180,25 @@ mod tests {
 
     #[test]
     fn redaction_covers_given_secrets_and_token_shapes() {
-        const NONE: &[&str] = &[];
+        let none = Redactor::default();
         assert_eq!(
-            redact(
-                "cloning with s3cr3t-value and s3cr3t-value",
-                &["s3cr3t-value", ""]
-            ),
+            Redactor::new(["s3cr3t-value", ""])
+                .redact("cloning with s3cr3t-value and s3cr3t-value"),
             "cloning with [REDACTED] and [REDACTED]"
         );
         assert_eq!(
-            redact("token ghs_16C7e42F292c6912E7710c838347Ae178B4a here", NONE),
+            none.redact("token ghs_16C7e42F292c6912E7710c838347Ae178B4a here"),
             "token [REDACTED] here"
         );
         assert_eq!(
-            redact("fatal: https://x-access-token:abc.def@github.com/a/b", NONE),
+            none.redact("fatal: https://x-access-token:abc.def@github.com/a/b"),
             "fatal: https://x-access-token:[REDACTED]@github.com/a/b"
         );
         assert_eq!(
-            redact("Authorization: Basic eC1hY2Nlc3M=", NONE),
+            none.redact("Authorization: Basic eC1hY2Nlc3M="),
             "Authorization: Basic [REDACTED]"
         );
-        assert_eq!(redact("npm test passed", NONE), "npm test passed");
+        assert_eq!(none.redact("npm test passed"), "npm test passed");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::engine::Signal;
 use crate::store::Store;
 use crate::store::runs::ReportApplied;
-use crate::task::report::{RunnerEvent, RunnerReport, redact};
+use crate::task::report::{Redactor, RunnerEvent, RunnerReport};
 
 /// Largest report accepted (a batch of log lines, a validation output tail).
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
@@ -83,9 +83,10 @@ async fn handle_report(
         }
     };
     let finished = matches!(report.event, RunnerEvent::Finished(_));
+    let redactor = Redactor::new([secret]);
     let applied = state
         .store
-        .apply_runner_report(task_id, &report, |line| redact(line, &[secret]))
+        .apply_runner_report(task_id, &report, |line| redactor.redact(line))
         .await;
     match applied {
         Ok(ReportApplied::Applied(task)) => {
