@@ -122,16 +122,20 @@ impl<E: Executor> Supervisor<E> {
     /// One round: stop what must stop, settle ended executions, start what may start.
     pub async fn pass(self: &Arc<Self>) -> Result<(), StoreError> {
         self.store.engine_heartbeat(self.instance).await?;
-        let own_only = !self.executor.sees_all_executions();
+        // With an executor that sees only its own runs, another live replica's tasks are
+        // that replica's to judge (one look-up per pass).
+        let live_elsewhere = if self.executor.sees_all_executions() {
+            None
+        } else {
+            Some(self.store.live_engines(INSTANCE_SILENCE).await?)
+        };
         for task in self.store.executing_tasks().await? {
             if self.is_busy(task.id) {
                 continue;
             }
-            // Another live replica's child process: only that replica can see it.
-            if own_only
-                && let Some(launcher) = task.launched_by
+            if let (Some(live), Some(launcher)) = (&live_elsewhere, task.launched_by)
                 && launcher != self.instance
-                && self.store.engine_alive(launcher, INSTANCE_SILENCE).await?
+                && live.contains(&launcher)
             {
                 continue;
             }

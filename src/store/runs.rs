@@ -93,20 +93,19 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the instance that launched a task has been heard from within `within`.
-    pub async fn engine_alive(
+    /// The server instances heard from within `within`.
+    pub async fn live_engines(
         &self,
-        instance: uuid::Uuid,
         within: Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM engine_instances
-                            WHERE id = $1 AND seen_at > now() - make_interval(secs => $2 / 1000.0))",
+    ) -> Result<std::collections::HashSet<uuid::Uuid>, StoreError> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM engine_instances
+             WHERE seen_at > now() - make_interval(secs => $1 / 1000.0)",
         )
-        .bind(instance)
         .bind(millis(within))
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().collect())
     }
 
     /// The runner is started: `starting → running`, remembering the execution and the
