@@ -466,6 +466,20 @@ async fn failing_validation_opens_no_pull_request_and_retry_makes_a_linked_attem
         .unwrap();
     h.processed(&again.delivery.guid).await;
     assert_eq!(h.tasks().len(), 2);
+    // GitHub's own "Re-run" on the second attempt's check run makes attempt 3.
+    let rerun = h
+        .sim
+        .rerequest_check_run(h.check_run(second.id).id, LEAD)
+        .await
+        .unwrap();
+    h.processed(&rerun.delivery.guid).await;
+    let tasks = h.tasks();
+    assert_eq!(tasks.len(), 3, "{tasks:#?}");
+    assert_eq!(tasks[2].retry_of, Some(second.id));
+    assert_eq!(tasks[2].attempt, 3);
+    assert_eq!(tasks[2].trigger, "rerun");
+    let third = h.wait_reported_end(tasks[2].id).await;
+    assert_eq!(third.state, TaskState::Failed);
     h.stop().await;
 }
 
