@@ -20,6 +20,7 @@ use bg_agent::app::{EngineOptions, start_app};
 use bg_agent::config::{Config, WebhookSecrets};
 use bg_agent::github::{GitHubApp, SystemClock};
 use bg_agent::github_sim::{GitHubSim, Role, SimConfig, world};
+use bg_agent::store::Store;
 use bg_agent::store::testing::TestDb;
 
 const SECRET: &str = "bench-secret";
@@ -50,10 +51,41 @@ fn summary(name: &str, mut values: Vec<f64>) {
     );
 }
 
+/// `/repos/acme/svc-17/issues/3/comments?x=1` → `/repos/{o}/{r}/issues/{n}/comments`.
+fn route_shape(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    let repos = segments.first().is_some_and(|s| s.is_empty())
+        && segments.get(1).is_some_and(|s| *s == "repos");
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match (i, s) {
+            (2, _) if repos => "{o}".to_owned(),
+            (3, _) if repos => "{r}".to_owned(),
+            (1, s) if !repos && !s.is_empty() && *s != "app" && *s != "installation" => {
+                "{o}".to_owned()
+            }
+            (2, s) if !repos && s.ends_with(".git") => "{r}.git".to_owned(),
+            (_, s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => "{n}".to_owned(),
+            (_, s) => (*s).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else is taken from argv.
     let tasks = env_number("TASKS", 200);
     let rate = env_number("RATE", 20).max(1);
+    // RUST_LOG=bg_agent=debug shows where a slow task spent its time (on stderr).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(tasks, rate))
 }
@@ -88,6 +120,8 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     let db = TestDb::new().await;
     let data = tempfile::tempdir()?;
     let mut config = Config::from_vars(&std::collections::HashMap::new())?;
+    // The server's pool is sized as in production (`BG_AGENT_DB_MAX_CONNECTIONS`).
+    let store = Store::connect(db.connect_options(), config.db_max_connections).await?;
     config.webhook_secrets = WebhookSecrets::new([SECRET]);
     config.app_id = Some(sim.app_id());
     config.app_slug = sim.app_slug();
@@ -101,7 +135,7 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     let runner = std::path::PathBuf::from(env!("CARGO_BIN_EXE_bg-agent"));
     let server = start_app(
         &config,
-        db.store().clone(),
+        store.clone(),
         github,
         listener,
         &EngineOptions::new(runner),
@@ -150,6 +184,7 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     let mut to_check_run = Vec::new();
     let mut to_dispatched = Vec::new();
     let mut succeeded = 0;
+    let mut slowest = Vec::new();
     for (repo, delivery) in &deliveries {
         ack.push(delivery.duration_secs * 1000.0);
         let repository_id = i64::try_from(sim.read(|s| s.repo(repo).map(|r| r.id)).unwrap_or(0))?;
@@ -179,7 +214,18 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
         if let Some(launched) = events.iter().find(|e| {
             e.from_state.as_deref() == Some("starting") && e.to_state.as_deref() == Some("running")
         }) {
-            to_launch.push((launched.at - delivery.delivered_at).as_seconds_f64() * 1000.0);
+            let launch = since(launched.at);
+            to_launch.push(launch);
+            slowest.push((
+                launch,
+                format!(
+                    "task {}: created {:.0}, check run {:.0}, dispatched {:.0}, launched {launch:.0} ms",
+                    task.id,
+                    since(task.created_at),
+                    queued_run.map(since).unwrap_or(f64::NAN),
+                    task.started_at.map(since).unwrap_or(f64::NAN),
+                ),
+            ));
         }
         let in_progress = sim.read(|s| {
             s.check_runs_in(repo)
@@ -203,6 +249,26 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     summary("  delivery → task dispatched", to_dispatched);
     summary("delivery → runner started", to_launch);
     summary("delivery → check run in_progress posted", to_in_progress);
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("slowest launches:");
+    for (_, line) in slowest.iter().take(3) {
+        println!("  {line}");
+    }
+    println!("fake GitHub answer times by endpoint (GitHub's side of the path):");
+    let mut by_route: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    sim.read(|s| {
+        for r in &s.requests {
+            by_route
+                .entry(format!("{} {}", r.method, route_shape(&r.path)))
+                .or_default()
+                .push(r.duration_secs * 1000.0);
+        }
+    });
+    for (route, times) in by_route {
+        if times.len() >= tasks / 2 {
+            summary(&format!("  {route}"), times);
+        }
+    }
     server.stop().await?;
     if let Ok(sim) = Arc::try_unwrap(sim) {
         sim.stop().await;

@@ -39,6 +39,18 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// The process's nice value (field 19 of /proc/PID/stat).
+fn niceness(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[16].parse().unwrap()
+}
+
 /// SIGKILL is delivered asynchronously: give the kernel a moment (bounded) to finish it.
 async fn dies(pid: i32) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -134,7 +146,7 @@ async fn cancel_stops_the_runner_and_everything_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_path_buf();
     let executor = executor(
-        r#"sleep 1000 & echo $! > "$OUT/grandchild"; wait"#,
+        r#"echo $$ > "$OUT/runner"; sleep 1000 & echo $! > "$OUT/grandchild"; wait"#,
         &dir.path().join("workspaces"),
     );
     let id = executor
@@ -148,6 +160,12 @@ async fn cancel_stops_the_runner_and_everything_it_started() {
         .unwrap();
     assert!(alive(grandchild));
     assert_eq!(executor.observe(&id).await, Observed::Running);
+    let runner: i32 = wait_for_file(&out.join("runner"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(niceness(runner), 10, "runners yield the CPU to the server");
 
     executor.cancel(&id).await.unwrap();
     assert_eq!(executor.observe(&id).await, Observed::Cancelled);

@@ -22,8 +22,10 @@ use super::{Shutdown, Signal};
 
 /// The label put on every pull request the app opens.
 pub const PR_LABEL: &str = "bg-agent";
-/// How many tasks one pass takes.
-const BATCH: i64 = 16;
+/// How many tasks are reported at once.
+const IN_FLIGHT: usize = 16;
+/// How long reports under way may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A claimed task is left alone by other reporters this long.
 const LEASE: Duration = Duration::from_secs(60);
 const LOG_TAIL: i64 = 40;
@@ -95,49 +97,71 @@ impl Reporter {
         })
     }
 
+    /// Works until shutdown. Reports run side by side and each is claimed as soon as a
+    /// place is free, so a new task's check run never waits behind a slow report (a pull
+    /// request being opened, say); the client caps requests per installation.
     pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut wakeups = self.signal.subscribe();
+        let mut reports = tokio::task::JoinSet::new();
+        // Throttled tasks become due without a wake-up: look again soon.
+        let poll = self.settings.poll.min(self.settings.throttle);
         while !shutdown.is_requested() {
-            match self.pass().await {
-                // A full batch: there may be more at once.
-                Ok(n) if n as i64 == BATCH => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reporter pass failed; trying again"),
-            }
-            // Throttled tasks become due without a wake-up: look again soon.
-            let poll = self.settings.poll.min(self.settings.throttle);
-            wakeups.next(poll, &mut shutdown).await;
-        }
-    }
-
-    /// Reports every due task once; returns how many were taken.
-    pub async fn pass(&self) -> Result<usize, StoreError> {
-        let tasks = self
-            .store
-            .claim_unreported(BATCH, self.settings.throttle, LEASE)
-            .await?;
-        let taken = tasks.len();
-        // Tasks are reported side by side (the client caps requests per installation), so
-        // one slow report does not hold up a new task's check run.
-        let reports = tasks.iter().map(|task| {
-            let span = tracing::info_span!("task", task = task.id);
-            async move {
-                match self.report(task).await {
-                    Ok(()) => self.store.mark_reported(task).await,
+            let free = IN_FLIGHT.saturating_sub(reports.len());
+            if free > 0 {
+                let limit = i64::try_from(free).unwrap_or(1);
+                match self
+                    .store
+                    .claim_unreported(limit, self.settings.throttle, LEASE)
+                    .await
+                {
+                    Ok(tasks) => {
+                        for task in tasks {
+                            let span = tracing::info_span!("task", task = task.id);
+                            let this = Arc::clone(&self);
+                            reports.spawn(
+                                async move { this.report_one(&task).await }.instrument(span),
+                            );
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(task = task.id, error = %e, "cannot report to GitHub yet; will retry");
-                        self.store
-                            .report_failed(task.id, &e.to_string(), backoff)
-                            .await
+                        tracing::warn!(error = %e, "reporter cannot claim tasks; trying again")
                     }
                 }
             }
-            .instrument(span)
-        });
-        for result in futures_util::future::join_all(reports).await {
-            result?;
+            // A finished report frees a place: look again then too.
+            tokio::select! {
+                () = wakeups.next(poll, &mut shutdown) => {}
+                Some(_) = reports.join_next(), if !reports.is_empty() => {}
+            }
         }
-        Ok(taken)
+        // Reports under way get a moment to finish; any cut short is retried by the next
+        // reporter once its lease runs out.
+        let drain = async { while reports.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("reports still under way at shutdown; they will be retried");
+        }
+    }
+
+    /// Brings GitHub up to one claimed task and records how that went.
+    async fn report_one(&self, task: &TaskRecord) {
+        let recorded = match self.report(task).await {
+            Ok(()) => self.store.mark_reported(task).await,
+            Err(e) => {
+                tracing::warn!(task = task.id, error = %e, "cannot report to GitHub yet; will retry");
+                self.store
+                    .report_failed(task.id, &e.to_string(), backoff)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease keeps others away meanwhile; the report is made again after it.
+            tracing::warn!(task = task.id, error = %e, "cannot record the report");
+        }
+        if task.state == TaskState::Queued {
+            // The supervisor picks queued tasks with SKIP LOCKED, so it passed this one
+            // over while the report held its row: have it look again.
+            self.signal.wake();
+        }
     }
 
     async fn report(&self, task: &TaskRecord) -> Result<(), ReportError> {

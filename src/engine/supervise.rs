@@ -31,6 +31,7 @@ const LAUNCH_GRACE: Duration = Duration::from_secs(120);
 /// Another replica unheard of for this long is gone, and so are the runs it launched
 /// (with an executor that only sees its own).
 const INSTANCE_SILENCE: Duration = Duration::from_secs(30);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// The runner token must outlive the task by this much (pushing happens at the end).
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
@@ -73,6 +74,8 @@ pub struct Supervisor<E> {
     busy: Mutex<HashSet<i64>>,
     /// This server process, as recorded with the tasks it launches.
     instance: uuid::Uuid,
+    /// When this process last told the database it is alive.
+    last_heartbeat: Mutex<Option<std::time::Instant>>,
 }
 
 fn sha256(secret: &str) -> Vec<u8> {
@@ -100,6 +103,7 @@ impl<E: Executor> Supervisor<E> {
             signal,
             busy: Mutex::new(HashSet::new()),
             instance: uuid::Uuid::new_v4(),
+            last_heartbeat: Mutex::new(None),
         })
     }
 
@@ -121,7 +125,7 @@ impl<E: Executor> Supervisor<E> {
 
     /// One round: stop what must stop, settle ended executions, start what may start.
     pub async fn pass(self: &Arc<Self>) -> Result<(), StoreError> {
-        self.store.engine_heartbeat(self.instance).await?;
+        self.heartbeat().await?;
         // With an executor that sees only its own runs, another live replica's tasks are
         // that replica's to judge (one look-up per pass).
         let live_elsewhere = if self.executor.sees_all_executions() {
@@ -157,6 +161,23 @@ impl<E: Executor> Supervisor<E> {
                 }
                 .instrument(span),
             );
+        }
+        Ok(())
+    }
+
+    /// Passes come as often as tasks change; the heartbeat needs to be far rarer than
+    /// the silence after which other replicas give up on this one.
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        let due = self
+            .last_heartbeat
+            .lock()
+            .map(|last| last.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY))
+            .unwrap_or(true);
+        if due {
+            self.store.engine_heartbeat(self.instance).await?;
+            if let Ok(mut last) = self.last_heartbeat.lock() {
+                *last = Some(std::time::Instant::now());
+            }
         }
         Ok(())
     }

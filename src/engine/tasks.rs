@@ -508,6 +508,9 @@ impl TaskIntake {
                 .set_tracking_comment(task.id, id)
                 .await
                 .map_err(store_error)?;
+            // The reporter and the supervisor claim tasks with SKIP LOCKED: one that looked
+            // while this update held the row passed the task over; have them look again.
+            self.signal.wake();
         }
         Ok(())
     }

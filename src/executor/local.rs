@@ -63,6 +63,20 @@ impl LocalExecutor {
     }
 }
 
+/// Runners are background work sharing the host with the server: at this niceness they
+/// (and the git and npm processes they start, which inherit it) yield the CPU to webhook
+/// intake and task launches when the machine is busy.
+const RUNNER_NICENESS: i32 = 10;
+
+fn lower_priority(pid: u32) {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let result = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, pid, RUNNER_NICENESS) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(pid, %error, "cannot lower the runner's priority");
+    }
+}
+
 /// Signals the whole process group; a group that is already gone is not an error.
 fn signal_group(pgid: Pid, signal: Signal) {
     match killpg(pgid, signal) {
@@ -102,6 +116,9 @@ impl Executor for LocalExecutor {
             program: self.inner.program.display().to_string(),
             source,
         })?;
+        if let Some(pid) = child.id() {
+            lower_priority(pid);
+        }
         let pgid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())

@@ -234,6 +234,7 @@ async fn dispatch(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
@@ -268,6 +269,7 @@ async fn dispatch(
     shared.mutate(|s| {
         s.requests.push(RequestRecord {
             at: Utc::now(),
+            duration_secs: received.elapsed().as_secs_f64(),
             method: method.to_string(),
             path: path_and_query,
             status,

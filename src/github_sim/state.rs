@@ -381,7 +381,10 @@ pub enum Credential {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
+    /// When the answer was sent.
     pub at: DateTime<Utc>,
+    /// How long the sim took to answer.
+    pub duration_secs: f64,
     pub method: String,
     /// Path and query, as requested.
     pub path: String,

@@ -61,9 +61,9 @@ impl FreshDeliveries {
         Self(Arc::new(Mutex::new(rx)))
     }
 
-    /// Waits for fresh deliveries and moves up to `max` into `buf`, gathering for at most
-    /// `window` after the first arrives: processing is asynchronous anyway, and one
-    /// transaction for many deliveries costs the database far less than one each.
+    /// Waits for fresh deliveries and moves up to `max` into `buf`. When several are
+    /// waiting already, gathers more for at most `window`: one transaction for many
+    /// deliveries costs the database far less than one each.
     /// Returns 0 once closed.
     ///
     /// Cancel-safe: what was received is already in `buf` (which the caller keeps), and
@@ -77,6 +77,12 @@ impl FreshDeliveries {
         let mut queue = self.0.lock().await;
         if buf.is_empty() && queue.recv_many(buf, max).await == 0 {
             return 0;
+        }
+        if buf.len() == 1 {
+            // A delivery arriving alone is a quiet moment: it goes at once, since waiting
+            // for company would only delay its task. Under load, deliveries queue up while
+            // the previous batch is processed and arrive together.
+            return 1;
         }
         let deadline = tokio::time::Instant::now() + window;
         while buf.len() < max {
