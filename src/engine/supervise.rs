@@ -31,6 +31,7 @@ const LAUNCH_GRACE: Duration = Duration::from_secs(120);
 /// Another replica unheard of for this long is gone, and so are the runs it launched
 /// (with an executor that only sees its own).
 const INSTANCE_SILENCE: Duration = Duration::from_secs(30);
+/// How often a live process renews its heartbeat: well inside `INSTANCE_SILENCE`.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// The runner token must outlive the task by this much (pushing happens at the end).
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
