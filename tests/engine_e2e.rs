@@ -16,7 +16,7 @@ use bg_agent::github_sim::{Fault, FaultKind, GitHubSim, Role, RunningSim, SimCon
 use bg_agent::store::DeliveryState;
 use bg_agent::store::testing::TestDb;
 use bg_agent::task::{Phase, TaskRecord, TaskState};
-use common::{SECRET, test_config, wait_for_delivery};
+use common::{SECRET, package_json, passing_test, picky_test, test_config, wait_for_delivery};
 
 const WIDGETS: &str = "acme/widgets";
 const WIDGETS_ID: i64 = 700001;
@@ -24,16 +24,8 @@ const ISSUE: u64 = 17;
 const LEAD: &str = "octo-lead";
 /// Long enough for a clone, npm and a push on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(120);
-
-fn package_json(lodash: &str) -> String {
-    format!(
-        "{{\n  \"name\": \"widgets\",\n  \"version\": \"1.0.0\",\n  \"private\": true,\n  \"scripts\": {{\n    \"test\": \"node test.js\"\n  }},\n  \"dependencies\": {{\n    \"lodash\": \"{lodash}\"\n  }}\n}}\n"
-    )
-}
-
-const PASSING_TEST: &str = "console.log('widgets tests passed');\n";
-/// Fails once package.json asks for lodash 4.17.21.
-const PICKY_TEST: &str = "const v = require('./package.json').dependencies.lodash;\nif (v.includes('4.17.21')) { console.error('lodash ' + v + ' breaks the widgets'); process.exit(1); }\nconsole.log('ok');\n";
+/// The npm project in every test repository.
+const PROJECT: &str = "widgets";
 
 struct Harness {
     sim: RunningSim,
@@ -45,7 +37,7 @@ struct Harness {
 }
 
 struct Setup<'a> {
-    test_js: &'a str,
+    test_js: String,
     extra_files: Vec<(&'a str, String)>,
     agent_command: Option<Vec<String>>,
 }
@@ -53,7 +45,7 @@ struct Setup<'a> {
 impl Default for Setup<'_> {
     fn default() -> Self {
         Self {
-            test_js: PASSING_TEST,
+            test_js: passing_test(PROJECT),
             extra_files: Vec::new(),
             agent_command: None,
         }
@@ -68,12 +60,12 @@ impl Harness {
         })
         .await
         .unwrap();
-        let package = package_json("4.17.20");
+        let package = package_json(PROJECT, "4.17.20", "node test.js");
         let lock = sim.npm_lockfile(&package).await.unwrap();
         let mut files: Vec<(&str, String)> = vec![
             ("package.json", package),
             ("package-lock.json", lock),
-            ("test.js", setup.test_js.to_owned()),
+            ("test.js", setup.test_js.clone()),
         ];
         files.extend(setup.extra_files);
         let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
@@ -403,7 +395,7 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_validation_opens_no_pull_request_and_retry_makes_a_linked_attempt() {
     let h = Harness::start(Setup {
-        test_js: PICKY_TEST,
+        test_js: picky_test(PROJECT),
         ..Setup::default()
     })
     .await;

@@ -3,6 +3,8 @@
 //! GitHub's real git repositories and its npm registry, reporting to a stand-in for the
 //! server's `POST /internal/tasks/{id}/events`.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -169,15 +171,12 @@ fn upgrade(spec: &mut TaskSpec, package: &str, version: &str) {
     ]);
 }
 
-fn package_json(lodash: &str, test: &str) -> String {
-    format!(
-        "{{\n  \"name\": \"shop\",\n  \"version\": \"1.0.0\",\n  \"private\": true,\n  \"scripts\": {{\n    \"test\": \"{test}\"\n  }},\n  \"dependencies\": {{\n    \"lodash\": \"{lodash}\"\n  }}\n}}\n"
-    )
-}
+/// The npm project in the test repositories.
+const PROJECT: &str = "shop";
 
-/// Passes unless package.json asks for lodash 4.17.21.
-const PICKY_TEST: &str = "const v = require('./package.json').dependencies.lodash;\nif (v.includes('4.17.21')) { console.error('lodash ' + v + ' breaks the shop'); process.exit(1); }\nconsole.log('shop tests passed with lodash ' + v);\n";
-const PASSING_TEST: &str = "console.log('shop tests passed');\n";
+fn package_json(lodash: &str, test: &str) -> String {
+    common::package_json(PROJECT, lodash, test)
+}
 
 // ---- running the runner ----
 
@@ -337,7 +336,7 @@ async fn an_npm_upgrade_is_validated_committed_and_pushed() {
             &[
                 ("package.json", manifest.clone()),
                 ("package-lock.json", lock),
-                ("test.js", PASSING_TEST.into()),
+                ("test.js", common::passing_test(PROJECT)),
             ],
         )
         .await;
@@ -439,7 +438,7 @@ async fn failing_tests_after_the_change_mean_no_push() {
             &[
                 ("package.json", manifest),
                 ("package-lock.json", lock),
-                ("test.js", PICKY_TEST.into()),
+                ("test.js", common::picky_test(PROJECT)),
             ],
         )
         .await;
@@ -488,7 +487,7 @@ async fn a_dependency_already_at_the_version_needs_no_change() {
             &[
                 ("package.json", manifest),
                 ("package-lock.json", lock),
-                ("test.js", PASSING_TEST.into()),
+                ("test.js", common::passing_test(PROJECT)),
             ],
         )
         .await;

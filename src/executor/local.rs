@@ -116,11 +116,11 @@ impl Executor for LocalExecutor {
             program: self.inner.program.display().to_string(),
             source,
         })?;
-        if let Some(pid) = child.id() {
+        let pid = child.id();
+        if let Some(pid) = pid {
             lower_priority(pid);
         }
-        let pgid = child
-            .id()
+        let pgid = pid
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
         let id = ExecutionId(format!("local-{}-{}", launch.task_id, uuid::Uuid::new_v4()));

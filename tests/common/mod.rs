@@ -26,6 +26,25 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
+/// A small npm project's `package.json`: `lodash` at `lodash`, and `npm test` runs `test`.
+pub fn package_json(name: &str, lodash: &str, test: &str) -> String {
+    format!(
+        "{{\n  \"name\": \"{name}\",\n  \"version\": \"1.0.0\",\n  \"private\": true,\n  \"scripts\": {{\n    \"test\": \"{test}\"\n  }},\n  \"dependencies\": {{\n    \"lodash\": \"{lodash}\"\n  }}\n}}\n"
+    )
+}
+
+/// That project's `test.js` when its tests pass.
+pub fn passing_test(name: &str) -> String {
+    format!("console.log('{name} tests passed');\n")
+}
+
+/// A `test.js` that fails once `package.json` asks for lodash 4.17.21.
+pub fn picky_test(name: &str) -> String {
+    format!(
+        "const v = require('./package.json').dependencies.lodash;\nif (v.includes('4.17.21')) {{ console.error('lodash ' + v + ' breaks the {name}'); process.exit(1); }}\nconsole.log('{name} tests passed with lodash ' + v);\n"
+    )
+}
+
 /// What the recording handler answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandlerMode {
