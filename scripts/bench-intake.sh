@@ -5,7 +5,7 @@
 # acknowledged is in PostgreSQL, and that bg-agent served more requests per second at a
 # lower p99. Exit status 1 if either check fails.
 #
-# Usage: scripts/bench-intake.sh            (DURATION=10s CONNECTIONS=32 THREADS=2 ROUNDS=2)
+# Usage: scripts/bench-intake.sh            (DURATION=10s CONNECTIONS=32 THREADS=2 ROUNDS=3)
 # Needs: wrk (apt-get install wrk), node + npm, PostgreSQL at DATABASE_URL or its server
 # programs installed (an embedded cluster is used when DATABASE_URL is unset).
 set -euo pipefail
@@ -15,7 +15,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 BG_PORT=${BG_PORT:-39310}
 PROBOT_PORT=${PROBOT_PORT:-39311}
 SECRET=bench-secret
@@ -41,6 +41,9 @@ trap cleanup EXIT
 echo "== building"
 cargo build --release --quiet
 (cd scripts/bench/probot-app && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# The build leaves hundreds of MB of dirty pages; written back during a round, they would
+# slow every fsync (bg-agent's commits), which is noise from the build, not the server.
+sync
 
 # A database of its own, on the given server or on an embedded cluster.
 if [[ -n "${DATABASE_URL:-}" ]]; then

@@ -129,7 +129,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "BG_AGENT_INTAKE_WRITERS",
-        "4",
+        "2",
         "Intake writer tasks; each commits one batch at a time.",
     ),
     (
@@ -381,7 +381,7 @@ impl Config {
         let db_max_connections = vars.positive("BG_AGENT_DB_MAX_CONNECTIONS", 16)?;
         let intake = IntakeConfig {
             batch_max: vars.positive("BG_AGENT_INTAKE_BATCH", 256)?,
-            writers: vars.positive("BG_AGENT_INTAKE_WRITERS", 4)?,
+            writers: vars.positive("BG_AGENT_INTAKE_WRITERS", 2)?,
         };
         let worker = WorkerConfig {
             workers: vars.parsed("BG_AGENT_WORKERS", Some(2))?,

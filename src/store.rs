@@ -171,11 +171,21 @@ impl Store {
         Ok(guids.iter().map(|g| fresh.remove(g)).collect())
     }
 
+    /// A claim's transaction. Its commit need not wait for the WAL flush: a claim lost in
+    /// a crash only means its deliveries are processed again (handlers are idempotent).
+    /// Stored deliveries, by contrast, are committed synchronously before GitHub gets its
+    /// 202. Both statements go in one round trip.
+    async fn begin_claim(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+    }
+
     /// Claims up to `limit` pending deliveries that are due, oldest first. The rows stay
     /// locked (other workers skip them) until the claim is committed or dropped; a crash
     /// rolls back, so the deliveries are claimed again.
     pub async fn claim_deliveries(&self, limit: i64) -> Result<DeliveryClaim, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_claim().await?;
         let rows = sqlx::query(
             "SELECT guid, event, body, attempts, received_at
              FROM deliveries
@@ -209,7 +219,7 @@ impl Store {
         &self,
         fresh: Vec<ClaimedDelivery>,
     ) -> Result<DeliveryClaim, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_claim().await?;
         let guids: Vec<&str> = fresh.iter().map(|d| d.guid.as_str()).collect();
         // The state is checked here rather than in SQL: a `state` condition lets the
         // planner combine the pending index into a much slower bitmap scan.
@@ -563,12 +573,6 @@ impl DeliveryClaim {
             delays.push(delay);
         }
         if !guids.is_empty() {
-            // Outcomes need not wait for the WAL flush: one lost in a crash only means the
-            // delivery is processed again (handlers are idempotent). Stored deliveries, by
-            // contrast, are committed synchronously before GitHub gets its 202.
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *self.tx)
-                .await?;
             sqlx::query(
                 "UPDATE deliveries AS d
                  SET state = u.state, reason = u.reason,

@@ -32,6 +32,9 @@ async fn embedded_cluster_keeps_data_across_restarts_and_stops_cleanly() {
     // Tuned for a write-heavy inbox (see EmbeddedPostgres::start).
     assert_eq!(store.setting("max_wal_size").await.unwrap(), "4GB");
     assert_ne!(store.setting("wal_compression").await.unwrap(), "off");
+    assert_eq!(store.setting("wal_init_zero").await.unwrap(), "off");
+    assert_eq!(store.setting("backend_flush_after").await.unwrap(), "256kB");
+    assert_eq!(store.setting("bgwriter_delay").await.unwrap(), "10ms");
     store.close().await;
     server.stop().await;
     assert!(
