@@ -153,12 +153,15 @@ async fn write_batches(
                 return;
             }
         }
-        let deliveries: Vec<NewDelivery> = jobs.iter().map(|j| j.delivery.clone()).collect();
+        // Taken apart rather than cloned: the batch is bound for the database, the replies
+        // for the waiting requests.
+        let (deliveries, replies): (Vec<NewDelivery>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.delivery, job.reply)).unzip();
         let result = store.insert_deliveries(&deliveries, LOCAL_GRACE).await;
         match result {
             Ok(is_new) => {
-                for ((job, new), delivery) in jobs.drain(..).zip(is_new).zip(deliveries) {
-                    let _ = job.reply.send(Ok(new));
+                for ((reply, new), delivery) in replies.into_iter().zip(is_new).zip(deliveries) {
+                    let _ = reply.send(Ok(new));
                     if new {
                         let handed = fresh.try_send(ClaimedDelivery {
                             guid: delivery.guid,
@@ -174,10 +177,10 @@ async fn write_batches(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = jobs.len(), "storing deliveries failed");
+                tracing::error!(error = %e, batch = replies.len(), "storing deliveries failed");
                 let e = Arc::new(e);
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
