@@ -174,10 +174,19 @@ impl Store {
     /// A claim's transaction. Its commit need not wait for the WAL flush: a claim lost in
     /// a crash only means its deliveries are processed again (handlers are idempotent).
     /// Stored deliveries, by contrast, are committed synchronously before GitHub gets its
-    /// 202. Both statements go in one round trip.
+    /// 202.
+    ///
+    /// Its statements are planned for the table as it is at each run: a plan cached while
+    /// the inbox was nearly empty (a fresh install, before autovacuum has analyzed it) is a
+    /// sequential scan, kept until the next ANALYZE, and every claim would then read the
+    /// whole inbox while it grows by thousands of rows a second. Planning a claim costs
+    /// far less than that. All three statements go in one round trip.
     async fn begin_claim(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .begin_with(
+                "BEGIN; SET LOCAL synchronous_commit = off; \
+                 SET LOCAL plan_cache_mode = force_custom_plan",
+            )
             .await
     }
 
@@ -598,5 +607,94 @@ impl DeliveryClaim {
         }
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliveries(prefix: &str, n: usize) -> Vec<NewDelivery> {
+        (0..n)
+            .map(|i| NewDelivery {
+                guid: format!("{prefix}-{i}"),
+                event: "ping".into(),
+                body: bytes::Bytes::from_static(b"{}"),
+            })
+            .collect()
+    }
+
+    async fn claim_and_finish(store: &Store, fresh: &[NewDelivery]) {
+        let fresh = fresh
+            .iter()
+            .map(|d| ClaimedDelivery {
+                guid: d.guid.clone(),
+                event: d.event.clone(),
+                body: d.body.clone(),
+                attempts: 0,
+                received_at: chrono::Utc::now(),
+            })
+            .collect();
+        let mut claim = store.claim_fresh_deliveries(fresh).await.unwrap();
+        let guids: Vec<String> = claim.deliveries().iter().map(|d| d.guid.clone()).collect();
+        for guid in guids {
+            let facts = DeliveryFacts {
+                action: None,
+                installation_id: None,
+            };
+            claim.finish(&guid, facts, DeliveryOutcome::Processed);
+        }
+        claim.commit().await.unwrap();
+    }
+
+    /// PostgreSQL switches a prepared statement to a cached generic plan after five runs.
+    /// Built on a near-empty inbox that plan scans the whole table; the claims must not
+    /// keep it as the inbox grows.
+    #[tokio::test]
+    async fn claims_are_planned_for_the_inbox_as_it_is_now() {
+        let db = testing::TestDb::new().await;
+        // One connection: every statement below is prepared and cached in one session.
+        let store = Store::connect(db.connect_options(), 1).await.unwrap();
+        for round in 0..8 {
+            let batch = deliveries(&format!("small-{round}"), 1);
+            store
+                .insert_deliveries(&batch, Duration::ZERO)
+                .await
+                .unwrap();
+            claim_and_finish(&store, &batch).await;
+            store
+                .claim_deliveries(10)
+                .await
+                .unwrap()
+                .commit()
+                .await
+                .unwrap();
+        }
+        let many = deliveries("many", 5000);
+        store
+            .insert_deliveries(&many, Duration::ZERO)
+            .await
+            .unwrap();
+        claim_and_finish(&store, &many[..50]).await;
+        assert_eq!(store.delivery_counts().await.unwrap().processed, 58);
+
+        let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements
+             WHERE (statement LIKE '%FOR UPDATE SKIP LOCKED%'
+                    OR statement LIKE 'UPDATE deliveries AS d%')
+               AND statement NOT LIKE '%pg_prepared_statements%'",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            plans.len(),
+            3,
+            "fresh claim, due claim, outcome update: {plans:?}"
+        );
+        for (statement, generic, custom) in plans {
+            assert_eq!(generic, 0, "ran on a cached generic plan: {statement}");
+            assert!(custom >= 8, "planned {custom} times only: {statement}");
+        }
     }
 }
