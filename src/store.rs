@@ -66,6 +66,20 @@ pub struct ClaimedDelivery {
     pub received_at: DateTime<Utc>,
 }
 
+/// A delivery just stored, handed to this process's workers in memory. Its attempts and
+/// receipt time are provisional: [`Store::claim_fresh_deliveries`] takes them from the row.
+impl From<NewDelivery> for ClaimedDelivery {
+    fn from(delivery: NewDelivery) -> Self {
+        Self {
+            guid: delivery.guid,
+            event: delivery.event,
+            body: delivery.body,
+            attempts: 0,
+            received_at: Utc::now(),
+        }
+    }
+}
+
 /// What is stored about a delivery, for status pages and tests.
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
@@ -625,16 +639,7 @@ mod tests {
     }
 
     async fn claim_and_finish(store: &Store, fresh: &[NewDelivery]) {
-        let fresh = fresh
-            .iter()
-            .map(|d| ClaimedDelivery {
-                guid: d.guid.clone(),
-                event: d.event.clone(),
-                body: d.body.clone(),
-                attempts: 0,
-                received_at: chrono::Utc::now(),
-            })
-            .collect();
+        let fresh = fresh.iter().cloned().map(ClaimedDelivery::from).collect();
         let mut claim = store.claim_fresh_deliveries(fresh).await.unwrap();
         let guids: Vec<String> = claim.deliveries().iter().map(|d| d.guid.clone()).collect();
         for guid in guids {

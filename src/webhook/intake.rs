@@ -163,13 +163,7 @@ async fn write_batches(
                 for ((reply, new), delivery) in replies.into_iter().zip(is_new).zip(deliveries) {
                     let _ = reply.send(Ok(new));
                     if new {
-                        let handed = fresh.try_send(ClaimedDelivery {
-                            guid: delivery.guid,
-                            event: delivery.event,
-                            body: delivery.body,
-                            attempts: 0,
-                            received_at: chrono::Utc::now(),
-                        });
+                        let handed = fresh.try_send(ClaimedDelivery::from(delivery));
                         if handed.is_err() {
                             tracing::debug!("workers are busy; the delivery waits for a poll");
                         }
