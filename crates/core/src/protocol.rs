@@ -1,0 +1,230 @@
+//! What a runner is told and what it tells the server: the task spec it receives in its
+//! environment and the events it posts to `POST /internal/tasks/{id}/events`. Both sides
+//! (the server's engine and `bg-agent runner`) share these types, so the protocol has one
+//! definition.
+
+use std::collections::BTreeMap;
+
+use crate::task::{Phase, Recipe, TaskState};
+
+/// Environment variable holding the [`TaskSpec`] as JSON (not secret).
+pub const SPEC_ENV: &str = "BG_AGENT_TASK_SPEC";
+/// Environment variables the executor sets; the secrets are never passed in argv.
+pub const TASK_ID_ENV: &str = "BG_AGENT_TASK_ID";
+pub const CALLBACK_URL_ENV: &str = "BG_AGENT_CALLBACK_URL";
+pub const TASK_SECRET_ENV: &str = "BG_AGENT_TASK_SECRET";
+pub const RUNNER_TOKEN_ENV: &str = "BG_AGENT_RUNNER_TOKEN";
+
+/// At most this many log lines per task are kept; later ones are counted, not stored.
+pub const MAX_LOG_LINES: usize = 2000;
+/// Each validation command's output tail, in characters.
+pub const OUTPUT_TAIL_CHARS: usize = 4000;
+
+/// Everything the runner needs to know about its task, apart from the secrets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSpec {
+    pub task_id: i64,
+    /// `owner/name`.
+    pub repository: String,
+    /// HTTPS clone URL; the runner authenticates as `x-access-token:<runner token>`.
+    pub clone_url: String,
+    pub default_branch: String,
+    /// The branch to push, `bg-agent/<task-id>-<slug>`.
+    pub branch: String,
+    pub recipe: Recipe,
+    /// The template's bound parameters (for `npm_upgrade`: `package` and `version`).
+    pub params: BTreeMap<String, String>,
+    /// Rendered instructions; a coding agent reads them on stdin.
+    pub instructions: String,
+    /// The program (argv) the `agent` recipe runs; `None` when none is configured.
+    pub agent_command: Option<Vec<String>>,
+    /// Commit identity: the App's bot user.
+    pub author_name: String,
+    pub author_email: String,
+    /// First line of the commit message; it names the task.
+    pub commit_title: String,
+    /// npm registry for the `npm_upgrade` recipe (`None`: npm's default).
+    pub npm_registry: Option<String>,
+}
+
+/// One report from the runner. `seq` starts at 1 and grows by one per report; the server
+/// applies each sequence number once, so a report retried after a lost answer is harmless.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunnerReport {
+    pub seq: u64,
+    pub event: RunnerEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerEvent {
+    /// Entering a phase, or progress within it (0–100 overall).
+    Phase { phase: Phase, progress: Option<u8> },
+    /// Output lines, already redacted by the runner (the server redacts again).
+    Log { lines: Vec<String> },
+    /// One validation command finished.
+    Validation(ValidationResult),
+    /// The run is over; nothing follows.
+    Finished(RunOutcome),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationResult {
+    /// The command as a person would type it.
+    pub command: String,
+    /// `None` when a signal ended it (or it could not start).
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The last [`OUTPUT_TAIL_CHARS`] characters of stdout and stderr, interleaved.
+    pub output_tail: String,
+}
+
+impl ValidationResult {
+    pub fn passed(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Changed, validated, committed and pushed to the spec's branch.
+    Pushed {
+        branch: String,
+        commit: String,
+        changed_files: Vec<String>,
+    },
+    /// The repository already was as asked: nothing to commit, no PR.
+    NoChanges,
+    /// Something failed; nothing was pushed. `failing_command` names the validation
+    /// command that failed, if that was the cause.
+    Failed {
+        error: String,
+        failing_command: Option<String>,
+    },
+}
+
+impl RunOutcome {
+    /// The state a task ends in with this outcome.
+    pub fn final_state(&self) -> TaskState {
+        match self {
+            RunOutcome::Pushed { .. } | RunOutcome::NoChanges => TaskState::Succeeded,
+            RunOutcome::Failed { .. } => TaskState::Failed,
+        }
+    }
+}
+
+/// Removes secrets from text: the given ones and the forms they take in HTTP headers
+/// (base64, git's `x-access-token:` Basic credentials), and anything shaped like a
+/// GitHub token or a credential in a URL or header. Runner and server both apply it: a
+/// token must not reach a log even if one side forgot.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut all = Vec::new();
+        for secret in secrets {
+            let secret = secret.as_ref();
+            if secret.is_empty() {
+                continue;
+            }
+            all.push(secret.to_owned());
+            all.push(b64.encode(secret));
+            all.push(b64.encode(format!("x-access-token:{secret}")));
+        }
+        // Longest first, so a secret inside another's encoding cannot leave a part behind.
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        all.dedup();
+        Self { secrets: all }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        static PATTERNS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            // ghp_/gho_/ghu_/ghs_/ghr_ tokens, fine-grained PATs, `user:secret@` in URLs
+            // and `Authorization:` header values.
+            regex::Regex::new(
+                r"(?i)\b(gh[opusr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,})|(://[^/\s:@]+:)[^@\s/]+@|(authorization:\s*(?:basic|bearer|token)\s+)\S+",
+            )
+            .unwrap_or_else(|_| unreachable!("the redaction pattern is a valid constant"))
+        });
+        let text = self.secrets.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret, REDACTED)
+        });
+        if !PATTERNS.is_match(&text) {
+            return text;
+        }
+        PATTERNS
+            .replace_all(&text, |caps: &regex::Captures<'_>| {
+                if let Some(prefix) = caps.get(2) {
+                    format!("{}{REDACTED}@", prefix.as_str())
+                } else if let Some(prefix) = caps.get(3) {
+                    format!("{}{REDACTED}", prefix.as_str())
+                } else {
+                    REDACTED.to_owned()
+                }
+            })
+            .into_owned()
+    }
+}
+
+pub const REDACTED: &str = "[REDACTED]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_covers_given_secrets_and_token_shapes() {
+        let none = Redactor::default();
+        assert_eq!(
+            Redactor::new(["s3cr3t-value", ""])
+                .redact("cloning with s3cr3t-value and s3cr3t-value"),
+            "cloning with [REDACTED] and [REDACTED]"
+        );
+        assert_eq!(
+            none.redact("token ghs_16C7e42F292c6912E7710c838347Ae178B4a here"),
+            "token [REDACTED] here"
+        );
+        assert_eq!(
+            none.redact("fatal: https://x-access-token:abc.def@github.com/a/b"),
+            "fatal: https://x-access-token:[REDACTED]@github.com/a/b"
+        );
+        assert_eq!(
+            none.redact("Authorization: Basic eC1hY2Nlc3M="),
+            "Authorization: Basic [REDACTED]"
+        );
+        assert_eq!(none.redact("npm test passed"), "npm test passed");
+    }
+
+    #[test]
+    fn reports_have_a_stable_wire_form() {
+        let report = RunnerReport {
+            seq: 3,
+            event: RunnerEvent::Phase {
+                phase: Phase::Validating,
+                progress: Some(72),
+            },
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"seq": 3, "event": {"type": "phase", "phase": "validating", "progress": 72}})
+        );
+        let finished = RunnerEvent::Finished(RunOutcome::Failed {
+            error: "npm test failed".into(),
+            failing_command: Some("npm test".into()),
+        });
+        let json = serde_json::to_value(&finished).unwrap();
+        assert_eq!(json["type"], "finished");
+        assert_eq!(json["result"], "failed");
+        assert_eq!(
+            serde_json::from_value::<RunnerEvent>(json).unwrap(),
+            finished
+        );
+    }
+}

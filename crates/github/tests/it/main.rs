@@ -1,0 +1,3 @@
+//! The GitHub App client against the fake GitHub, through the real octocrab client.
+
+mod client;

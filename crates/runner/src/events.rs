@@ -1,0 +1,444 @@
+//! Reports to the server: `POST {callback}/internal/tasks/{id}/events` with the task's
+//! bearer secret, one [`RunnerReport`] per request, `seq` = 1, 2, 3... in order.
+//!
+//! A background task owns the HTTP client so that log lines from child processes can be
+//! batched (a report per [`BATCH_LINES`] lines or per [`BATCH_DELAY`], whichever comes
+//! first) while the run goes on; every other event first flushes the pending lines, so the
+//! server sees things in the order they happened.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Redactor;
+use bg_agent_core::protocol::{
+    MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult,
+};
+use bg_agent_core::task::Phase;
+
+/// Lines per log report.
+pub const BATCH_LINES: usize = 20;
+/// Longest a line waits before it is sent.
+pub const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// A single line is cut to this many characters (minified bundles print megabyte lines).
+pub const MAX_LINE_CHARS: usize = 2000;
+/// Total time spent retrying one report before giving up on it.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the callback URL is not usable: {0}")]
+    BadUrl(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("the reporter stopped")]
+    Closed,
+    #[error("the final report was not accepted: {0}")]
+    NotDelivered(String),
+}
+
+enum Message {
+    Log(String),
+    Event(RunnerEvent),
+    Finish(RunOutcome, oneshot::Sender<Result<(), ReportError>>),
+}
+
+/// A handle on the reporting task. Cloning is cheap; [`Reporter::finish`] ends it.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::Sender<Message>,
+    redactor: Redactor,
+}
+
+impl Reporter {
+    /// Starts reporting for task `task_id` to the server at `callback_url`.
+    pub fn start(
+        callback_url: &str,
+        task_id: i64,
+        secret: SecretString,
+        redactor: Redactor,
+    ) -> Result<Self, ReportError> {
+        let url = events_url(callback_url, task_id)?;
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ReportError::Client(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(256);
+        let sender = Sender {
+            client,
+            url,
+            secret,
+            redactor: redactor.clone(),
+            seq: 0,
+            degraded: false,
+        };
+        tokio::spawn(run(rx, sender, redactor.clone()));
+        Ok(Self { tx, redactor })
+    }
+
+    async fn send(&self, message: Message) -> Result<(), ReportError> {
+        self.tx.send(message).await.map_err(|_| ReportError::Closed)
+    }
+
+    /// One line of output (redacted here; cut if very long).
+    pub async fn log(&self, line: impl AsRef<str>) -> Result<(), ReportError> {
+        self.send(Message::Log(clip(&self.redactor.redact(line.as_ref()))))
+            .await
+    }
+
+    pub async fn phase(&self, phase: Phase, progress: u8) -> Result<(), ReportError> {
+        self.send(Message::Event(RunnerEvent::Phase {
+            phase,
+            progress: Some(progress.min(100)),
+        }))
+        .await
+    }
+
+    pub async fn validation(&self, result: ValidationResult) -> Result<(), ReportError> {
+        self.send(Message::Event(RunnerEvent::Validation(result)))
+            .await
+    }
+
+    /// Sends the pending lines and the final outcome, and waits until the server has it.
+    pub async fn finish(self, outcome: RunOutcome) -> Result<(), ReportError> {
+        let (ack, done) = oneshot::channel();
+        self.send(Message::Finish(outcome, ack)).await?;
+        done.await.map_err(|_| ReportError::Closed)?
+    }
+}
+
+fn events_url(callback_url: &str, task_id: i64) -> Result<reqwest::Url, ReportError> {
+    let url = format!(
+        "{}/internal/tasks/{task_id}/events",
+        callback_url.trim().trim_end_matches('/')
+    );
+    let url = reqwest::Url::parse(&url).map_err(|e| ReportError::BadUrl(e.to_string()))?;
+    // This build's HTTP client has no TLS: the server is reached inside the cluster (or on
+    // loopback), and an https URL would only fail later, after the retries.
+    if url.scheme() != "http" {
+        return Err(ReportError::BadUrl(format!(
+            "only http:// callback URLs are supported, not {}://",
+            url.scheme()
+        )));
+    }
+    Ok(url)
+}
+
+fn clip(line: &str) -> String {
+    match line.char_indices().nth(MAX_LINE_CHARS) {
+        Some((cut, _)) => format!("{}… [line cut]", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+/// Redacts every string an event carries (lines were redacted already; this catches
+/// error messages and output tails).
+fn redact_event(event: RunnerEvent, redactor: &Redactor) -> RunnerEvent {
+    match event {
+        RunnerEvent::Log { lines } => RunnerEvent::Log {
+            lines: lines.iter().map(|l| redactor.redact(l)).collect(),
+        },
+        RunnerEvent::Validation(result) => RunnerEvent::Validation(ValidationResult {
+            command: redactor.redact(&result.command),
+            output_tail: redactor.redact(&result.output_tail),
+            ..result
+        }),
+        RunnerEvent::Finished(RunOutcome::Failed {
+            error,
+            failing_command,
+        }) => RunnerEvent::Finished(RunOutcome::Failed {
+            error: redactor.redact(&error),
+            failing_command: failing_command.map(|c| redactor.redact(&c)),
+        }),
+        other => other,
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Redactor) {
+    let mut pending: Vec<String> = Vec::new();
+    let mut flush_at: Option<Instant> = None;
+    let mut accepted = 0usize;
+    let mut dropped = 0usize;
+    loop {
+        let message = tokio::select! {
+            message = rx.recv() => message,
+            () = sleep_until(flush_at), if flush_at.is_some() => {
+                sender.flush(&mut pending).await;
+                flush_at = None;
+                continue;
+            }
+        };
+        match message {
+            Some(Message::Log(line)) => {
+                eprintln!("{line}");
+                if accepted >= MAX_LOG_LINES {
+                    dropped += 1;
+                    continue;
+                }
+                accepted += 1;
+                pending.push(line);
+                if pending.len() == 1 {
+                    flush_at = Some(Instant::now() + BATCH_DELAY);
+                }
+                if pending.len() >= BATCH_LINES {
+                    sender.flush(&mut pending).await;
+                    flush_at = None;
+                }
+            }
+            Some(Message::Event(event)) => {
+                sender.flush(&mut pending).await;
+                flush_at = None;
+                let event = redact_event(event, &redactor);
+                let _ = sender.post(event, true).await;
+            }
+            Some(Message::Finish(outcome, ack)) => {
+                sender.flush(&mut pending).await;
+                if dropped > 0 {
+                    eprintln!(
+                        "bg-agent runner: {dropped} log lines over the limit of {MAX_LOG_LINES} were not reported"
+                    );
+                }
+                let event = redact_event(RunnerEvent::Finished(outcome), &redactor);
+                let _ = ack.send(sender.post(event, true).await);
+                return;
+            }
+            // Every handle is gone without a final report: send what is left.
+            None => {
+                sender.flush(&mut pending).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Sender {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    secret: SecretString,
+    redactor: Redactor,
+    seq: u64,
+    /// Set once a report could not be delivered within its budget: later log reports get
+    /// a single attempt, so an unreachable server does not stall the run for minutes.
+    degraded: bool,
+}
+
+enum Attempt {
+    Delivered,
+    Transient(String),
+    Rejected(String),
+}
+
+impl Sender {
+    async fn flush(&mut self, pending: &mut Vec<String>) {
+        if pending.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(pending);
+        let important = !self.degraded;
+        let _ = self.post(RunnerEvent::Log { lines }, important).await;
+    }
+
+    /// Sends one report with the next sequence number, retrying transient failures
+    /// (`retry`) within the budget. A rejected (4xx) report is given up: sending it again
+    /// would not change the answer.
+    async fn post(&mut self, event: RunnerEvent, retry: bool) -> Result<(), ReportError> {
+        self.seq += 1;
+        let report = RunnerReport {
+            seq: self.seq,
+            event,
+        };
+        let deadline = Instant::now() + RETRY_BUDGET;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let error = match self.attempt(&report).await {
+                Attempt::Delivered => return Ok(()),
+                Attempt::Rejected(why) => {
+                    eprintln!("bg-agent runner: report {} rejected: {why}", report.seq);
+                    return Err(ReportError::NotDelivered(why));
+                }
+                Attempt::Transient(why) => why,
+            };
+            if !retry || Instant::now() + backoff > deadline {
+                eprintln!(
+                    "bg-agent runner: report {} not delivered: {error}",
+                    report.seq
+                );
+                self.degraded = true;
+                return Err(ReportError::NotDelivered(error));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn attempt(&self, report: &RunnerReport) -> Attempt {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .bearer_auth(self.secret.expose_secret())
+            .json(report)
+            .send()
+            .await;
+        match response {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Attempt::Delivered;
+                }
+                let body = response.text().await.unwrap_or_default();
+                let why = self.redactor.redact(&format!(
+                    "{status}: {}",
+                    body.chars().take(200).collect::<String>()
+                ));
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Attempt::Transient(why)
+                } else {
+                    Attempt::Rejected(why)
+                }
+            }
+            // Connection refused or reset, timeouts: the server may be restarting.
+            Err(e) => Attempt::Transient(self.redactor.redact(&e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn the_events_url_is_under_the_callback() {
+        assert_eq!(
+            events_url("http://127.0.0.1:3000/", 42).unwrap().as_str(),
+            "http://127.0.0.1:3000/internal/tasks/42/events"
+        );
+        assert_eq!(
+            events_url("http://bg-agent.ns.svc:3000", 7)
+                .unwrap()
+                .as_str(),
+            "http://bg-agent.ns.svc:3000/internal/tasks/7/events"
+        );
+        assert!(events_url("not a url", 1).is_err());
+        assert!(events_url("https://example.com", 1).is_err());
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let line = "x".repeat(MAX_LINE_CHARS + 10);
+        let clipped = clip(&line);
+        assert!(clipped.starts_with(&"x".repeat(MAX_LINE_CHARS)));
+        assert!(clipped.ends_with("[line cut]"));
+        assert_eq!(clip("short"), "short");
+    }
+
+    /// Records every report received; answers 400 to `reject`.
+    async fn endpoint(reject: u64) -> (String, Arc<Mutex<Vec<RunnerReport>>>) {
+        let received: Arc<Mutex<Vec<RunnerReport>>> = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/internal/tasks/{id}/events",
+                axum::routing::post(
+                    move |axum::extract::State(received): axum::extract::State<
+                        Arc<Mutex<Vec<RunnerReport>>>,
+                    >,
+                          headers: axum::http::HeaderMap,
+                          axum::Json(report): axum::Json<RunnerReport>| async move {
+                        assert_eq!(headers["authorization"], "Bearer s3cret");
+                        let seq = report.seq;
+                        received.lock().unwrap().push(report);
+                        if seq == reject {
+                            axum::http::StatusCode::BAD_REQUEST
+                        } else {
+                            axum::http::StatusCode::OK
+                        }
+                    },
+                ),
+            )
+            .with_state(Arc::clone(&received));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, received)
+    }
+
+    #[tokio::test]
+    async fn logs_are_batched_capped_redacted_and_in_order() {
+        let (url, received) = endpoint(3).await;
+        let reporter = Reporter::start(
+            &url,
+            5,
+            SecretString::from("s3cret"),
+            Redactor::new(["s3cret", "tok"]),
+        )
+        .unwrap();
+        reporter.phase(Phase::Cloning, 10).await.unwrap();
+        for i in 0..MAX_LOG_LINES + 50 {
+            reporter.log(format!("line {i} tok")).await.unwrap();
+        }
+        reporter.finish(RunOutcome::NoChanges).await.unwrap();
+
+        let received = received.lock().unwrap().clone();
+        // Each report once, in order; the rejected one (400) was not retried.
+        let seqs: Vec<u64> = received.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        let mut lines = Vec::new();
+        for report in &received {
+            if let RunnerEvent::Log { lines: batch } = &report.event {
+                assert!(!batch.is_empty() && batch.len() <= BATCH_LINES);
+                lines.extend(batch.iter().cloned());
+            }
+        }
+        let expected: Vec<String> = (0..MAX_LOG_LINES)
+            .map(|i| format!("line {i} [REDACTED]"))
+            .collect();
+        assert_eq!(lines, expected);
+        assert_eq!(
+            received.last().map(|r| &r.event),
+            Some(&RunnerEvent::Finished(RunOutcome::NoChanges))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_final_report_is_an_error() {
+        let (url, _received) = endpoint(1).await;
+        let reporter =
+            Reporter::start(&url, 5, SecretString::from("s3cret"), Redactor::default()).unwrap();
+        assert!(matches!(
+            reporter.finish(RunOutcome::NoChanges).await,
+            Err(ReportError::NotDelivered(_))
+        ));
+    }
+
+    #[test]
+    fn events_are_redacted() {
+        let redactor = Redactor::new(["tok"]);
+        let event = redact_event(
+            RunnerEvent::Finished(RunOutcome::Failed {
+                error: "git said tok".into(),
+                failing_command: None,
+            }),
+            &redactor,
+        );
+        assert_eq!(
+            event,
+            RunnerEvent::Finished(RunOutcome::Failed {
+                error: "git said [REDACTED]".into(),
+                failing_command: None,
+            })
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! `bg-agent runner`: what runs inside a task's workspace (a Job, or the local executor's
+//! child process). It reads its task from the environment, clones the one repository it
+//! may touch, applies the recipe, runs the repository's validation, and only if every
+//! check passes commits and pushes the task's branch. Everything it does is reported to
+//! the server as sequenced events (`bg_agent_core::protocol`); the server opens the PR.
+//!
+//! Secrets (the scoped runner token, the per-task secret) never appear in argv, in a URL,
+//! in a child's environment other than git's, or in any line reported or printed.
+
+pub mod events;
+pub mod git;
+pub mod process;
+pub mod recipe;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+pub use bg_agent_core::protocol::Redactor;
+use bg_agent_core::protocol::{
+    CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV, TASK_SECRET_ENV,
+    TaskSpec,
+};
+use bg_agent_core::task::Phase;
+
+use self::events::{ReportError, Reporter};
+use self::git::Git;
+use self::process::ChildEnv;
+use self::recipe::Applied;
+
+/// Progress (0–100) at which each phase starts; validation advances within 70..90.
+pub const PROGRESS_CLONING: u8 = 10;
+pub const PROGRESS_APPLYING: u8 = 30;
+pub const PROGRESS_VALIDATING: u8 = 70;
+pub const PROGRESS_PUSHING: u8 = 90;
+
+/// Why a run could not go on. Each becomes `Finished(Failed)` with this message (redacted).
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("the runner's environment lacks {0}")]
+    MissingEnv(&'static str),
+    #[error("{TASK_ID_ENV} is not a task id: {0:?}")]
+    BadTaskId(String),
+    #[error("the task spec ({SPEC_ENV}) is not valid: {0}")]
+    BadSpec(String),
+    #[error("the task spec is for task {spec}, not task {env}")]
+    TaskMismatch { spec: i64, env: i64 },
+    #[error("cannot prepare the workspace: {0}")]
+    Workspace(std::io::Error),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
+    #[error("the server no longer takes this task's reports: {0}")]
+    Report(#[from] ReportError),
+}
+
+/// What the executor passes in the environment.
+pub struct RunnerEnv {
+    pub task_id: i64,
+    pub callback_url: String,
+    pub task_secret: SecretString,
+    pub runner_token: SecretString,
+    /// The raw spec; parsed after reporting is possible, so a bad spec is reported.
+    pub spec_json: Option<String>,
+    /// Passed on to children (tools look for their config there); the workspace if unset.
+    pub home: Option<PathBuf>,
+    pub path: Option<std::ffi::OsString>,
+}
+
+impl RunnerEnv {
+    /// Reads the variables; fails only on what reporting itself needs.
+    pub fn from_env() -> Result<Self, RunnerError> {
+        let var = |name: &'static str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or(RunnerError::MissingEnv(name))
+        };
+        let raw_id = var(TASK_ID_ENV)?;
+        let task_id = raw_id
+            .trim()
+            .parse()
+            .map_err(|_| RunnerError::BadTaskId(raw_id.clone()))?;
+        Ok(Self {
+            task_id,
+            callback_url: var(CALLBACK_URL_ENV)?,
+            task_secret: SecretString::from(var(TASK_SECRET_ENV)?),
+            // A missing token is reported as a failure rather than stopping here.
+            runner_token: SecretString::from(std::env::var(RUNNER_TOKEN_ENV).unwrap_or_default()),
+            spec_json: std::env::var(SPEC_ENV).ok(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            path: std::env::var_os("PATH"),
+        })
+    }
+}
+
+/// The `runner` subcommand: runs the task described by the environment in the current
+/// directory. `Ok` once a final outcome (success or not) was reported; `Err` only when
+/// nothing could be reported.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    // Children run as the same user; a non-dumpable process's `/proc/<pid>/environ` (which
+    // holds the token) and memory are closed to them (not to root: defence in depth).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("bg-agent runner: cannot make the process non-dumpable: {e}");
+    }
+    let env = RunnerEnv::from_env()?;
+    let workspace = std::env::current_dir().map_err(RunnerError::Workspace)?;
+    let outcome = run(env, &workspace).await?;
+    eprintln!("bg-agent runner: finished: {}", describe(&outcome));
+    Ok(())
+}
+
+fn describe(outcome: &RunOutcome) -> String {
+    match outcome {
+        RunOutcome::Pushed { branch, commit, .. } => format!("pushed {commit} to {branch}"),
+        RunOutcome::NoChanges => "no changes needed".into(),
+        RunOutcome::Failed { error, .. } => format!("failed: {error}"),
+    }
+}
+
+/// Runs one task in `workspace` (the repository is cloned into `workspace/repo`) and
+/// reports everything; returns the outcome it reported as final.
+pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, ReportError> {
+    let redactor = Redactor::new([
+        env.task_secret.expose_secret(),
+        env.runner_token.expose_secret(),
+    ]);
+    let reporter = Reporter::start(
+        &env.callback_url,
+        env.task_id,
+        env.task_secret.clone(),
+        redactor.clone(),
+    )?;
+    let outcome = match execute(&env, workspace, &reporter).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let failing_command = match &e {
+                RunnerError::Validate(validate::ValidateError::Failed { command, .. }) => {
+                    Some(command.clone())
+                }
+                _ => None,
+            };
+            RunOutcome::Failed {
+                error: redactor.redact(&e.to_string()),
+                failing_command,
+            }
+        }
+    };
+    reporter.finish(outcome.clone()).await?;
+    Ok(outcome)
+}
+
+async fn execute(
+    env: &RunnerEnv,
+    workspace: &Path,
+    reporter: &Reporter,
+) -> Result<RunOutcome, RunnerError> {
+    let spec: TaskSpec = serde_json::from_str(env.spec_json.as_deref().unwrap_or_default())
+        .map_err(|e| RunnerError::BadSpec(e.to_string()))?;
+    if spec.task_id != env.task_id {
+        return Err(RunnerError::TaskMismatch {
+            spec: spec.task_id,
+            env: env.task_id,
+        });
+    }
+    let token = env.runner_token.expose_secret();
+    if token.is_empty() {
+        return Err(RunnerError::MissingEnv(RUNNER_TOKEN_ENV));
+    }
+    let child_env = ChildEnv::new(
+        env.path.clone().unwrap_or_default(),
+        env.home.clone().unwrap_or_else(|| workspace.to_path_buf()),
+        workspace,
+    );
+    // The recipe's lockfile refresh and validation's `npm ci` resolve from one registry.
+    let child_env = match spec.npm_registry.as_deref().filter(|r| !r.is_empty()) {
+        Some(registry) => child_env.with("npm_config_registry", registry),
+        None => child_env,
+    };
+    let repo_dir = workspace.join("repo");
+
+    reporter.phase(Phase::Cloning, PROGRESS_CLONING).await?;
+    let git = Git::clone_repo(
+        child_env.clone(),
+        &env.runner_token,
+        &repo_dir,
+        reporter,
+        &spec.clone_url,
+        &spec.default_branch,
+    )
+    .await?;
+
+    // Validation is decided from the default branch as cloned, before anything changes
+    // it: an agent must not be able to weaken the checks its own change is held to.
+    let commands = validate::commands_for(&repo_dir).await?;
+
+    reporter.phase(Phase::Applying, PROGRESS_APPLYING).await?;
+    let applied = recipe::apply(&spec, &repo_dir, &child_env, reporter).await?;
+    // Staged before validation, so what the checks leave behind (coverage reports,
+    // build output) is not part of the change.
+    let staged = git.stage().await?;
+    if applied == Applied::NoChanges || staged.changed_files.is_empty() {
+        reporter
+            .log("no changes: nothing to validate or push")
+            .await?;
+        return Ok(RunOutcome::NoChanges);
+    }
+
+    reporter
+        .phase(Phase::Validating, PROGRESS_VALIDATING)
+        .await?;
+    validate::run_all(&commands, &repo_dir, &child_env, reporter).await?;
+
+    reporter.phase(Phase::Pushing, PROGRESS_PUSHING).await?;
+    let body = format!(
+        "Task #{}: {}",
+        spec.task_id,
+        spec.instructions
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .unwrap_or_default()
+    );
+    let commit = git
+        .commit(
+            &staged.tree,
+            &spec.author_name,
+            &spec.author_email,
+            &spec.commit_title,
+            &body,
+        )
+        .await?;
+    git.push(reporter, &commit, &spec.branch).await?;
+    Ok(RunOutcome::Pushed {
+        branch: spec.branch.clone(),
+        commit,
+        changed_files: staged.changed_files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_secrets_and_their_header_forms() {
+        use base64::Engine as _;
+        let redactor = Redactor::new(["ghs_token", "", "task-secret"]);
+        let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:ghs_token");
+        let line = format!("Authorization: Basic {basic} ghs_token task-secret");
+        assert_eq!(
+            redactor.redact(&line),
+            "Authorization: Basic [REDACTED] [REDACTED] [REDACTED]"
+        );
+        assert_eq!(redactor.redact("nothing here"), "nothing here");
+    }
+}

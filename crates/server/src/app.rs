@@ -1,0 +1,290 @@
+//! Wiring: the database (external or embedded), the HTTP server, the intake writers and
+//! the delivery workers, started together and stopped in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, LogFormat};
+use crate::engine::reporter::{Reporter, ReporterSettings};
+use crate::engine::supervise::{Supervisor, SupervisorSettings};
+use crate::engine::tasks::TaskIntake;
+use crate::engine::{DeliveryWorker, Shutdown, ShutdownTrigger, Signal, TriggerHandler};
+use crate::executor::{Executor, LocalExecutor};
+use crate::store::Store;
+use crate::store::embedded::{Durability, EmbeddedPostgres};
+use crate::store::tasks::Caps;
+use crate::webhook::DecodeContext;
+use crate::webhook::inbox::IntakeWriter;
+use bg_agent_github::GitHubApp;
+
+/// Database of the embedded cluster.
+const EMBEDDED_DATABASE: &str = "bg_agent";
+
+/// The app's database, and the private cluster serving it when `DATABASE_URL` is unset.
+pub struct Database {
+    pub store: Store,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects (starting the embedded cluster if needed) and applies migrations.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let (options, embedded) = match &config.database_url {
+            Some(url) => {
+                let options: PgConnectOptions = url
+                    .expose_secret()
+                    .parse()
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+                (options, None)
+            }
+            None => {
+                let dir = config.data_dir.join("postgres");
+                tracing::info!(dir = %dir.display(), "DATABASE_URL is unset: starting the embedded PostgreSQL");
+                let embedded = EmbeddedPostgres::start(&dir, Durability::Durable).await?;
+                embedded
+                    .ensure_database(EMBEDDED_DATABASE)
+                    .await
+                    .context("creating the embedded database")?;
+                (embedded.connect_options(EMBEDDED_DATABASE), Some(embedded))
+            }
+        };
+        let store = Store::connect(options, config.db_max_connections)
+            .await
+            .context("connecting to PostgreSQL")?;
+        store.migrate().await.context("applying migrations")?;
+        Ok(Self { store, embedded })
+    }
+
+    pub async fn close(self) {
+        self.store.close().await;
+        if let Some(embedded) = self.embedded {
+            embedded.stop().await;
+        }
+    }
+}
+
+/// A running server; [`RunningServer::stop`] shuts it down gracefully.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: ShutdownTrigger,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Serves on `listener` until stopped: webhook intake and its workers, with no task
+    /// engine behind them.
+    pub fn start<H: TriggerHandler>(
+        config: &Config,
+        store: Store,
+        handler: Arc<H>,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(config, store, handler, listener, Signal::new(), Vec::new())
+    }
+
+    /// As [`Self::start`], with background loops (the task engine's) that run until the
+    /// same shutdown, and the signal runner reports wake them with.
+    pub fn start_with<H: TriggerHandler>(
+        config: &Config,
+        store: Store,
+        handler: Arc<H>,
+        listener: TcpListener,
+        signal: Signal,
+        background: Vec<BackgroundLoop>,
+    ) -> anyhow::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (trigger, shutdown) = Shutdown::new();
+        let (writer, fresh, writers) = IntakeWriter::spawn(store.clone(), &config.intake);
+        let context = DecodeContext {
+            app_id: config.app_id.and_then(|id| i64::try_from(id).ok()),
+            app_slug: config.app_slug.clone(),
+        };
+        let worker = DeliveryWorker::new(store.clone(), handler, context, config.worker.clone());
+        let workers: Vec<_> = (0..config.worker.workers)
+            .map(|_| tokio::spawn(worker.clone().run(fresh.clone(), shutdown.clone())))
+            .collect();
+        let loops: Vec<_> = background
+            .into_iter()
+            .map(|spawn| spawn(shutdown.clone()))
+            .collect();
+        let router = crate::web::router(
+            store,
+            Arc::new(config.webhook_secrets.clone()),
+            writer,
+            signal,
+            config.run.public_url.clone(),
+        );
+        let mut server_shutdown = shutdown.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { server_shutdown.requested().await })
+                .await
+                .context("HTTP server failed")?;
+            // In-flight requests are answered; the router's writer handles are gone, so
+            // the writers drain their queue and stop.
+            for handle in writers {
+                handle.await.context("intake writer panicked")?;
+            }
+            for handle in workers {
+                handle.await.context("delivery worker panicked")?;
+            }
+            for handle in loops {
+                handle.await.context("a background loop panicked")?;
+            }
+            Ok(())
+        });
+        Ok(Self {
+            addr,
+            shutdown: trigger,
+            task,
+        })
+    }
+
+    /// Graceful stop: finish in-flight requests, store what was accepted, stop workers.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Waits for the server to end (after a stop requested elsewhere).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+
+    pub fn shutdown_trigger(&self) -> &ShutdownTrigger {
+        &self.shutdown
+    }
+}
+
+/// A loop started with the server and stopped with it.
+pub type BackgroundLoop = Box<dyn FnOnce(Shutdown) -> JoinHandle<()> + Send>;
+
+/// How the task engine runs, beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The program whose `runner` subcommand runs tasks (normally this binary).
+    pub runner_program: std::path::PathBuf,
+    /// How often the engine looks again without a wake-up.
+    pub poll: std::time::Duration,
+    /// Progress-only check-run updates go out at most this often per task.
+    pub report_throttle: std::time::Duration,
+}
+
+impl EngineOptions {
+    pub fn new(runner_program: std::path::PathBuf) -> Self {
+        Self {
+            runner_program,
+            poll: std::time::Duration::from_secs(2),
+            report_throttle: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// The whole app with a GitHub App behind it: intake turns triggers into tasks, the
+/// supervisor runs them on the local executor, the reporter shows them on GitHub.
+pub fn start_app(
+    config: &Config,
+    store: Store,
+    github: GitHubApp,
+    listener: TcpListener,
+    options: &EngineOptions,
+) -> anyhow::Result<RunningServer> {
+    let executor = Arc::new(LocalExecutor::new(
+        options.runner_program.clone(),
+        vec!["runner".to_owned()],
+        config.data_dir.join("workspaces"),
+    ));
+    start_app_on(config, store, github, listener, options, executor)
+}
+
+/// [`start_app`] on any executor.
+pub fn start_app_on<E: Executor>(
+    config: &Config,
+    store: Store,
+    github: GitHubApp,
+    listener: TcpListener,
+    options: &EngineOptions,
+    executor: Arc<E>,
+) -> anyhow::Result<RunningServer> {
+    let signal = Signal::new();
+    let intake = TaskIntake::new(store.clone(), github.clone(), config.tasks.into())
+        .with_signal(signal.clone())
+        .with_public_url(&config.run.public_url);
+    let supervisor = Supervisor::new(
+        store.clone(),
+        github.clone(),
+        executor,
+        SupervisorSettings {
+            caps: Caps {
+                per_installation: config.tasks.max_per_installation,
+                global: config.tasks.max_global,
+                check_run_wait: std::time::Duration::from_secs(30),
+            },
+            public_url: config.run.public_url.clone(),
+            agent_command: config.run.agent_command.clone(),
+            npm_registry: config.run.npm_registry.clone(),
+            app_slug: config.app_slug.clone(),
+            poll: options.poll,
+        },
+        signal.clone(),
+    );
+    let reporter = Reporter::new(
+        store.clone(),
+        github,
+        ReporterSettings {
+            public_url: config.run.public_url.clone(),
+            throttle: options.report_throttle,
+            poll: options.poll,
+        },
+        signal.clone(),
+    );
+    let background: Vec<BackgroundLoop> = vec![
+        Box::new(move |shutdown| tokio::spawn(supervisor.run(shutdown))),
+        Box::new(move |shutdown| tokio::spawn(reporter.run(shutdown))),
+    ];
+    RunningServer::start_with(
+        config,
+        store,
+        Arc::new(intake),
+        listener,
+        signal,
+        background,
+    )
+}
+
+/// Logs to stdout as `format` says; `RUST_LOG` overrides `default_level`.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only for a person at a terminal: escape codes would garble log files.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names the one that came.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers only Ctrl-C through tokio's fallback remains.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,375 @@
+//! The reporter: brings GitHub up to each task's stored state — the check run on the
+//! default branch's head, the tracking comment, and on success the pull request with its
+//! own check run. It works only from the database, so after a GitHub outage or a restart
+//! it simply catches up; a failed report is retried with backoff, never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::store::tasks::{Actor, TaskRecord};
+use crate::store::{Store, StoreError};
+use bg_agent_core::protocol::ValidationResult;
+use bg_agent_core::task::TaskState;
+use bg_agent_core::task::render::{self, CHECK_RUN_NAME, RenderContext};
+use bg_agent_github::{
+    CheckRunAction, CheckRunConclusion, CheckRunOutput, CheckRunStatus, CheckRunUpdate, GitHubApp,
+    GitHubError, InstallationClient, NewCheckRun, NewPullRequest, PullRequestUpdate, RepoName,
+};
+
+use super::{Shutdown, Signal};
+
+/// The label put on every pull request the app opens.
+pub const PR_LABEL: &str = "bg-agent";
+/// How many tasks are reported at once.
+const IN_FLIGHT: usize = 16;
+/// How long reports under way may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A claimed task is left alone by other reporters this long.
+const LEASE: Duration = Duration::from_secs(60);
+const LOG_TAIL: i64 = 40;
+
+#[derive(Debug, Clone)]
+pub struct ReporterSettings {
+    pub public_url: String,
+    /// Progress-only updates of one task go out at most this often.
+    pub throttle: Duration,
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error("GitHub: {0}")]
+    GitHub(#[from] GitHubError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Reporter {
+    store: Store,
+    github: GitHubApp,
+    settings: ReporterSettings,
+    signal: Signal,
+}
+
+/// 2 s, 4 s, 8 s … up to 5 minutes.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(failures.min(20)).min(300))
+}
+
+fn conclusion(name: &str) -> Option<CheckRunConclusion> {
+    Some(match name {
+        "success" => CheckRunConclusion::Success,
+        "failure" => CheckRunConclusion::Failure,
+        "cancelled" => CheckRunConclusion::Cancelled,
+        "timed_out" => CheckRunConclusion::TimedOut,
+        "neutral" => CheckRunConclusion::Neutral,
+        _ => return None,
+    })
+}
+
+fn id_u64(id: i64, what: &str) -> Result<u64, ReportError> {
+    u64::try_from(id).map_err(|_| ReportError::Invalid(format!("bad {what} {id}")))
+}
+
+struct Rendered {
+    status: CheckRunStatus,
+    conclusion: Option<CheckRunConclusion>,
+    output: CheckRunOutput,
+    actions: Vec<CheckRunAction>,
+}
+
+impl Reporter {
+    pub fn new(
+        store: Store,
+        github: GitHubApp,
+        settings: ReporterSettings,
+        signal: Signal,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            github,
+            settings,
+            signal,
+        })
+    }
+
+    /// Works until shutdown. Reports run side by side and each is claimed as soon as a
+    /// place is free, so a new task's check run never waits behind a slow report (a pull
+    /// request being opened, say); the client caps requests per installation.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut wakeups = self.signal.subscribe();
+        let mut reports = tokio::task::JoinSet::new();
+        // Throttled tasks become due without a wake-up: look again soon.
+        let poll = self.settings.poll.min(self.settings.throttle);
+        while !shutdown.is_requested() {
+            let free = IN_FLIGHT.saturating_sub(reports.len());
+            if free > 0 {
+                let limit = i64::try_from(free).unwrap_or(1);
+                match self
+                    .store
+                    .claim_unreported(limit, self.settings.throttle, LEASE)
+                    .await
+                {
+                    Ok(tasks) => {
+                        for task in tasks {
+                            let span = tracing::info_span!("task", task = task.id);
+                            let this = Arc::clone(&self);
+                            reports.spawn(
+                                async move { this.report_one(&task).await }.instrument(span),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reporter cannot claim tasks; trying again")
+                    }
+                }
+            }
+            // A finished report frees a place: look again then too.
+            tokio::select! {
+                () = wakeups.next(poll, &mut shutdown) => {}
+                Some(_) = reports.join_next(), if !reports.is_empty() => {}
+            }
+        }
+        // Reports under way get a moment to finish; any cut short is retried by the next
+        // reporter once its lease runs out.
+        let drain = async { while reports.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("reports still under way at shutdown; they will be retried");
+        }
+    }
+
+    /// Brings GitHub up to one claimed task and records how that went.
+    async fn report_one(&self, task: &TaskRecord) {
+        let recorded = match self.report(task).await {
+            Ok(()) => self.store.mark_reported(task).await,
+            Err(e) => {
+                tracing::warn!(task = task.id, error = %e, "cannot report to GitHub yet; will retry");
+                self.store
+                    .report_failed(task.id, &e.to_string(), backoff)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease keeps others away meanwhile; the report is made again after it.
+            tracing::warn!(task = task.id, error = %e, "cannot record the report");
+        }
+        if task.state == TaskState::Queued {
+            // The supervisor picks queued tasks with SKIP LOCKED, so it passed this one
+            // over while the report held its row: have it look again.
+            self.signal.wake();
+        }
+    }
+
+    async fn report(&self, task: &TaskRecord) -> Result<(), ReportError> {
+        let (owner, name) = task
+            .repository
+            .split_once('/')
+            .ok_or_else(|| ReportError::Invalid(format!("bad repository {}", task.repository)))?;
+        let repo = RepoName::new(owner, name);
+        let client = self
+            .github
+            .installation(id_u64(task.installation_id, "installation")?);
+        let details = self.store.task_details(task, LOG_TAIL).await?;
+        let page_url = render::page_url(&self.settings.public_url, task.id);
+        let cx = details.context(&page_url);
+        let mut task = task.clone();
+        if task.state == TaskState::Succeeded && task.changed == Some(true) && task.branch.is_some()
+        {
+            self.pull_request(&client, &repo, &mut task, &cx).await?;
+        }
+        self.check_run(&client, &repo, &task, &cx).await?;
+        if let Some(comment_id) = task.tracking_comment_id {
+            client
+                .update_issue_comment(
+                    &repo,
+                    id_u64(comment_id, "comment")?,
+                    &render::tracking_comment(&task, &cx),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn render(task: &TaskRecord, cx: &RenderContext<'_>) -> Rendered {
+        let (status, conclusion_name) = render::check_run_status(task);
+        let (title, summary, text) = render::check_run_output(task, cx);
+        let mut output = CheckRunOutput::new(title, summary);
+        if !text.is_empty() {
+            output.text = Some(text);
+        }
+        Rendered {
+            status: match status {
+                "queued" => CheckRunStatus::Queued,
+                "in_progress" => CheckRunStatus::InProgress,
+                _ => CheckRunStatus::Completed,
+            },
+            conclusion: conclusion_name.and_then(conclusion),
+            output,
+            actions: render::check_run_actions(task)
+                .into_iter()
+                .map(|(label, description, identifier)| {
+                    CheckRunAction::new(label, description, identifier)
+                })
+                .collect(),
+        }
+    }
+
+    /// Creates the task's check run on the default branch's head, or updates it.
+    async fn check_run(
+        &self,
+        client: &InstallationClient,
+        repo: &RepoName,
+        task: &TaskRecord,
+        cx: &RenderContext<'_>,
+    ) -> Result<(), ReportError> {
+        let rendered = Self::render(task, cx);
+        let completed_at = task
+            .finished_at
+            .filter(|_| rendered.status == CheckRunStatus::Completed);
+        match task.check_run_id {
+            Some(id) => {
+                client
+                    .update_check_run(
+                        repo,
+                        id_u64(id, "check run")?,
+                        CheckRunUpdate {
+                            status: Some(rendered.status),
+                            started_at: task.started_at,
+                            conclusion: rendered.conclusion,
+                            completed_at,
+                            output: Some(rendered.output),
+                            actions: Some(rendered.actions),
+                            ..CheckRunUpdate::default()
+                        },
+                    )
+                    .await?;
+            }
+            None => {
+                let branch = match &task.base_branch {
+                    Some(branch) => branch.clone(),
+                    None => client.repository(repo).await?.default_branch,
+                };
+                let head_sha = client.branch_head_sha(repo, &branch).await?;
+                let mut run = NewCheckRun::new(CHECK_RUN_NAME, head_sha.clone());
+                run.details_url = Some(cx.page_url.to_owned());
+                run.external_id = Some(task.id.to_string());
+                run.status = Some(rendered.status);
+                run.started_at = task.started_at;
+                run.conclusion = rendered.conclusion;
+                run.completed_at = completed_at;
+                run.output = Some(rendered.output);
+                run.actions = rendered.actions;
+                let created = client.create_check_run(repo, run).await?;
+                let id = i64::try_from(created.id)
+                    .map_err(|_| ReportError::Invalid("check run id out of range".into()))?;
+                self.store
+                    .set_check_run(task.id, id, &branch, &head_sha)
+                    .await?;
+                // The supervisor starts a task once GitHub shows it queued.
+                self.signal.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the pull request (or finds the one already open for the branch and brings
+    /// it up to date), labels it, and puts the validation results on its head commit.
+    async fn pull_request(
+        &self,
+        client: &InstallationClient,
+        repo: &RepoName,
+        task: &mut TaskRecord,
+        cx: &RenderContext<'_>,
+    ) -> Result<(), ReportError> {
+        let (Some(branch), Some(commit)) = (task.branch.clone(), task.commit_sha.clone()) else {
+            return Ok(());
+        };
+        let actor = Actor {
+            name: "bg-agent",
+            delivery_guid: None,
+        };
+        if task.pr_number.is_none() {
+            let title = render::pull_request_title(task);
+            let body = render::pull_request_body(task, cx);
+            let pull = match client.find_open_pull_request(repo, &branch).await? {
+                Some(existing) => {
+                    client
+                        .update_pull_request(
+                            repo,
+                            existing.number,
+                            &PullRequestUpdate {
+                                title: Some(title),
+                                body: Some(body),
+                            },
+                        )
+                        .await?
+                }
+                None => {
+                    let base = match &task.base_branch {
+                        Some(base) => base.clone(),
+                        None => client.repository(repo).await?.default_branch,
+                    };
+                    client
+                        .create_pull_request(
+                            repo,
+                            &NewPullRequest {
+                                title,
+                                head: branch.clone(),
+                                base,
+                                body: Some(body),
+                                draft: None,
+                                maintainer_can_modify: None,
+                            },
+                        )
+                        .await?
+                }
+            };
+            client
+                .add_labels(repo, pull.number, &[PR_LABEL.to_owned()])
+                .await?;
+            let number = i32::try_from(pull.number)
+                .map_err(|_| ReportError::Invalid("pull request number out of range".into()))?;
+            self.store
+                .set_pull_request(task.id, number, &pull.html_url, actor)
+                .await?;
+            tracing::info!(task = task.id, pr = pull.number, "pull request opened");
+            task.pr_number = Some(number);
+            task.pr_url = Some(pull.html_url);
+            self.signal.wake();
+        }
+        if task.pr_check_run_id.is_none() {
+            let mut run = NewCheckRun::new(format!("{CHECK_RUN_NAME} / validation"), commit);
+            run.details_url = Some(cx.page_url.to_owned());
+            run.external_id = Some(task.id.to_string());
+            run.status = Some(CheckRunStatus::Completed);
+            run.conclusion = Some(if validation_passed(cx.validations) {
+                CheckRunConclusion::Success
+            } else {
+                CheckRunConclusion::Failure
+            });
+            run.completed_at = task.finished_at;
+            let mut output = CheckRunOutput::new(
+                format!("{} validation commands passed", cx.validations.len()),
+                render::validation_table(cx.validations),
+            );
+            if cx.validations.is_empty() {
+                output.title = "No validation commands".into();
+            }
+            run.output = Some(output);
+            let created = client.create_check_run(repo, run).await?;
+            let id = i64::try_from(created.id)
+                .map_err(|_| ReportError::Invalid("check run id out of range".into()))?;
+            self.store.set_pr_check_run(task.id, id).await?;
+            task.pr_check_run_id = Some(id);
+        }
+        Ok(())
+    }
+}
+
+fn validation_passed(validations: &[ValidationResult]) -> bool {
+    validations.iter().all(ValidationResult::passed)
+}

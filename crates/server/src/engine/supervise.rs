@@ -1,0 +1,423 @@
+//! The supervisor: starts queued tasks as the limits allow, watches their executions,
+//! stops what was cancelled or ran out of time, and reconciles after a restart — a task
+//! whose execution is gone ends `failed` (retryable) instead of staying `running`.
+//! Everything it decides from is in the database, so any replica can do it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::RngCore;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::executor::{ExecutionId, Executor, Launch, Observed};
+use crate::store::tasks::{Actor, Caps, TaskRecord};
+use crate::store::{Store, StoreError};
+use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
+use bg_agent_core::task::{TaskState, branch_name};
+use bg_agent_github::{GitHubApp, GitHubError, RepoName};
+
+use super::{Shutdown, Signal};
+
+/// A timed-out execution that is somehow still running gets this long before the
+/// supervisor stops it itself (the executor's own timeout should have come first).
+const TIMEOUT_GRACE: Duration = Duration::from_secs(30);
+/// A task left `starting` without an execution (a replica died mid-launch) for this long
+/// is given up as lost.
+const LAUNCH_GRACE: Duration = Duration::from_secs(120);
+/// Another replica unheard of for this long is gone, and so are the runs it launched
+/// (with an executor that only sees its own).
+const INSTANCE_SILENCE: Duration = Duration::from_secs(30);
+/// How often a live process renews its heartbeat: well inside `INSTANCE_SILENCE`.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// The runner token must outlive the task by this much (pushing happens at the end).
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+
+const SUPERVISOR: Actor<'static> = Actor {
+    name: "bg-agent",
+    delivery_guid: None,
+};
+
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    pub caps: Caps,
+    pub public_url: String,
+    pub agent_command: Option<Vec<String>>,
+    pub npm_registry: Option<String>,
+    /// The App's slug: commits are authored by its bot user, `<slug>[bot]`.
+    pub app_slug: String,
+    /// How often to look again without a wake-up (other replicas' changes, timeouts).
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LaunchError {
+    #[error("GitHub: {0}")]
+    GitHub(#[from] GitHubError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Executor(#[from] crate::executor::ExecutorError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Supervisor<E> {
+    store: Store,
+    github: GitHubApp,
+    executor: Arc<E>,
+    settings: SupervisorSettings,
+    signal: Signal,
+    /// Tasks this process is launching or stopping right now (not to be judged lost).
+    busy: Mutex<HashSet<i64>>,
+    /// This server process, as recorded with the tasks it launches.
+    instance: uuid::Uuid,
+    /// When this process last told the database it is alive.
+    last_heartbeat: Mutex<Option<std::time::Instant>>,
+}
+
+fn sha256(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// The hash stored for a runner secret; the events endpoint compares against it.
+pub fn runner_secret_hash(secret: &str) -> Vec<u8> {
+    sha256(secret)
+}
+
+impl<E: Executor> Supervisor<E> {
+    pub fn new(
+        store: Store,
+        github: GitHubApp,
+        executor: Arc<E>,
+        settings: SupervisorSettings,
+        signal: Signal,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            github,
+            executor,
+            settings,
+            signal,
+            busy: Mutex::new(HashSet::new()),
+            instance: uuid::Uuid::new_v4(),
+            last_heartbeat: Mutex::new(None),
+        })
+    }
+
+    /// Runs until shutdown, then tells the executor the server is stopping (the local
+    /// executor's runners end with it).
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let mut wakeups = self.signal.subscribe();
+        while !shutdown.is_requested() {
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "supervisor pass failed; trying again");
+            }
+            wakeups.next(self.settings.poll, &mut shutdown).await;
+        }
+        self.executor.server_stopping();
+        if let Err(e) = self.store.engine_gone(self.instance).await {
+            tracing::warn!(error = %e, "cannot sign off; other replicas will wait out the silence");
+        }
+    }
+
+    /// One round: stop what must stop, settle ended executions, start what may start.
+    pub async fn pass(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.heartbeat().await?;
+        // With an executor that sees only its own runs, another live replica's tasks are
+        // that replica's to judge (one look-up per pass).
+        let live_elsewhere = if self.executor.sees_all_executions() {
+            None
+        } else {
+            Some(self.store.live_engines(INSTANCE_SILENCE).await?)
+        };
+        for task in self.store.executing_tasks().await? {
+            if self.is_busy(task.id) {
+                continue;
+            }
+            if let (Some(live), Some(launcher)) = (&live_elsewhere, task.launched_by)
+                && launcher != self.instance
+                && live.contains(&launcher)
+            {
+                continue;
+            }
+            self.supervise(task).await?;
+        }
+        while let Some(task) = self
+            .store
+            .dispatch_next(self.settings.caps, SUPERVISOR)
+            .await?
+        {
+            self.mark_busy(task.id, true);
+            let this = Arc::clone(self);
+            let span = tracing::info_span!("task", task = task.id);
+            tokio::spawn(
+                async move {
+                    let id = task.id;
+                    this.launch(task).await;
+                    this.mark_busy(id, false);
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    /// Passes come as often as tasks change; the heartbeat needs to be far rarer than
+    /// the silence after which other replicas give up on this one.
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        let due = self
+            .last_heartbeat
+            .lock()
+            .map(|last| last.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY))
+            .unwrap_or(true);
+        if due {
+            self.store.engine_heartbeat(self.instance).await?;
+            if let Ok(mut last) = self.last_heartbeat.lock() {
+                *last = Some(std::time::Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    fn is_busy(&self, id: i64) -> bool {
+        self.busy.lock().is_ok_and(|busy| busy.contains(&id))
+    }
+
+    fn mark_busy(&self, id: i64, busy: bool) {
+        if let Ok(mut set) = self.busy.lock() {
+            if busy {
+                set.insert(id);
+            } else {
+                set.remove(&id);
+            }
+        }
+    }
+
+    async fn end(&self, task: &TaskRecord, to: TaskState, error: Option<&str>) {
+        match self.store.end_task(task.id, to, SUPERVISOR, error).await {
+            Ok(Some(_)) => {
+                tracing::info!(task = task.id, state = %to, error, "task ended");
+                self.signal.wake();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(task = task.id, error = %e, "cannot end task"),
+        }
+    }
+
+    /// Decides about one task that occupies an executor.
+    async fn supervise(self: &Arc<Self>, task: TaskRecord) -> Result<(), StoreError> {
+        let Some(execution) = task.execution_id.clone().map(ExecutionId) else {
+            let stuck_for = Utc::now() - task.started_at.unwrap_or(task.created_at);
+            if task.cancel_requested_by.is_some() {
+                self.end(&task, TaskState::Cancelled, None).await;
+            } else if stuck_for.to_std().unwrap_or_default() > LAUNCH_GRACE {
+                self.end(
+                    &task,
+                    TaskState::Failed,
+                    Some("lost: the runner was never started (a server stopped while launching it); retry to run it again"),
+                )
+                .await;
+            }
+            return Ok(());
+        };
+        let observed = self.executor.observe(&execution).await;
+        match observed {
+            Observed::Running => {
+                let deadline = task.started_at.unwrap_or(task.created_at)
+                    + chrono::TimeDelta::seconds(i64::from(task.timeout_secs))
+                    + chrono::TimeDelta::from_std(TIMEOUT_GRACE).unwrap_or_default();
+                if Utc::now() > deadline {
+                    self.stop(task, execution, TaskState::TimedOut);
+                } else if task.cancel_requested_by.is_some() {
+                    self.stop(task, execution, TaskState::Cancelled);
+                }
+            }
+            Observed::Exited { code } => {
+                // The runner reports its outcome before it exits; still active means it
+                // died without one.
+                let error = format!(
+                    "the runner ended without a result ({}); retry to run it again",
+                    code.map_or("killed by a signal".to_owned(), |c| format!(
+                        "exit code {c}"
+                    ))
+                );
+                self.end(&task, TaskState::Failed, Some(&error)).await;
+            }
+            Observed::TimedOut => {
+                let error = format!("timed out after {} s", task.timeout_secs);
+                self.end(&task, TaskState::TimedOut, Some(&error)).await;
+            }
+            Observed::Cancelled => {
+                let error = task
+                    .cancel_requested_by
+                    .as_deref()
+                    .map(|by| format!("cancelled by @{by}"));
+                self.end(&task, TaskState::Cancelled, error.as_deref())
+                    .await;
+            }
+            Observed::Unknown => {
+                self.end(
+                    &task,
+                    TaskState::Failed,
+                    Some("lost: its execution is gone (the server restarted while it ran); retry to run it again"),
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops an execution in the background (a runner gets a grace period) and ends the
+    /// task as `to` once it has stopped.
+    fn stop(self: &Arc<Self>, task: TaskRecord, execution: ExecutionId, to: TaskState) {
+        self.mark_busy(task.id, true);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.executor.cancel(&execution).await {
+                tracing::warn!(task = task.id, error = %e, "cannot stop the execution");
+            }
+            let error = match to {
+                TaskState::TimedOut => Some(format!("timed out after {} s", task.timeout_secs)),
+                _ => task
+                    .cancel_requested_by
+                    .as_deref()
+                    .map(|by| format!("cancelled by @{by}")),
+            };
+            this.end(&task, to, error.as_deref()).await;
+            this.mark_busy(task.id, false);
+        });
+    }
+
+    async fn launch(self: &Arc<Self>, task: TaskRecord) {
+        match self.try_launch(&task).await {
+            Ok(execution) => {
+                tracing::info!(task = task.id, execution = %execution.0, "runner started");
+                self.signal.wake();
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    this.executor.wait(&execution).await;
+                    // The runner's last report has been applied by now; the next pass
+                    // settles anything it left open.
+                    this.signal.wake();
+                });
+            }
+            Err(e) => {
+                tracing::warn!(task = task.id, error = %e, "cannot start the runner");
+                let error = format!("could not start the runner: {e}; retry to run it again");
+                self.end(&task, TaskState::Failed, Some(&error)).await;
+            }
+        }
+    }
+
+    async fn try_launch(&self, task: &TaskRecord) -> Result<ExecutionId, LaunchError> {
+        let (owner, name) = task
+            .repository
+            .split_once('/')
+            .ok_or_else(|| LaunchError::Invalid(format!("bad repository {}", task.repository)))?;
+        let repo_name = RepoName::new(owner, name);
+        let installation = u64::try_from(task.installation_id)
+            .map_err(|_| LaunchError::Invalid("bad installation id".into()))?;
+        let repository_id = u64::try_from(task.repository_id)
+            .map_err(|_| LaunchError::Invalid("bad repository id".into()))?;
+        // The webhook told us where to clone from; ask GitHub only if it did not.
+        let (clone_url, default_branch) = match (&task.clone_url, &task.base_branch) {
+            (Some(url), Some(branch)) => (url.clone(), branch.clone()),
+            _ => {
+                let repository = self
+                    .github
+                    .installation(installation)
+                    .repository(&repo_name)
+                    .await?;
+                (repository.clone_url, repository.default_branch)
+            }
+        };
+        let timeout = Duration::from_secs(u64::try_from(task.timeout_secs).unwrap_or(3600));
+        let token = self
+            .github
+            .runner_token_lasting(installation, repository_id, timeout + TOKEN_MARGIN)
+            .await?;
+        let mut secret_bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret_bytes);
+        let secret = hex::encode(secret_bytes);
+        let branch = task
+            .branch
+            .clone()
+            .unwrap_or_else(|| branch_name(task.id, &task.summary));
+        if !self
+            .store
+            .prepare_launch(task.id, &sha256(&secret), &branch)
+            .await?
+        {
+            return Err(LaunchError::Invalid(
+                "the task is no longer starting".into(),
+            ));
+        }
+        let slug = &self.settings.app_slug;
+        let spec = TaskSpec {
+            task_id: task.id,
+            repository: task.repository.clone(),
+            clone_url,
+            default_branch,
+            branch,
+            recipe: task.recipe,
+            params: task.params.clone(),
+            instructions: task.instructions.clone(),
+            agent_command: self.settings.agent_command.clone(),
+            author_name: format!("{slug}[bot]"),
+            // GitHub's noreply address for an App's bot user.
+            author_email: format!(
+                "{}+{slug}[bot]@users.noreply.github.com",
+                self.github.app_id()
+            ),
+            commit_title: format!("[bg-agent] {}", task.summary),
+            npm_registry: self.settings.npm_registry.clone(),
+        };
+        let spec = serde_json::to_string(&spec)
+            .map_err(|e| LaunchError::Invalid(format!("cannot encode the task spec: {e}")))?;
+        let execution = self
+            .executor
+            .launch(Launch {
+                task_id: task.id,
+                callback_url: self.settings.public_url.clone(),
+                task_secret: SecretString::from(secret),
+                runner_token: token.secret().clone(),
+                timeout,
+                env: vec![(SPEC_ENV.to_owned(), spec)],
+            })
+            .await?;
+        match self
+            .store
+            .mark_launched(task.id, &execution.0, self.instance, SUPERVISOR)
+            .await
+        {
+            Ok(_) => {}
+            // The runner's first report moved it to running already.
+            Err(crate::store::tasks::TransitionError::Stale {
+                actual: Some(TaskState::Running),
+                ..
+            }) => {
+                self.store
+                    .set_execution(task.id, &execution.0, self.instance)
+                    .await?
+            }
+            Err(crate::store::tasks::TransitionError::Stale { actual, .. }) => {
+                // Cancelled (or ended) while launching: stop what was started.
+                tracing::info!(
+                    task = task.id,
+                    ?actual,
+                    "task ended while launching; stopping the runner"
+                );
+                let _ = self.executor.cancel(&execution).await;
+            }
+            Err(crate::store::tasks::TransitionError::Store(e)) => return Err(e.into()),
+            Err(crate::store::tasks::TransitionError::Illegal(e)) => {
+                return Err(LaunchError::Invalid(e.to_string()));
+            }
+        }
+        Ok(execution)
+    }
+}

@@ -1,0 +1,807 @@
+//! Triggers → tasks: the [`TriggerHandler`] that checks who asked, resolves the template,
+//! creates the task (once per trigger) and acknowledges it on GitHub (👀 on the command,
+//! one tracking comment). Refusals get a short comment and are audited.
+//!
+//! Retry (`/bg-agent retry`, the check run's Re-run and Retry button) makes a new
+//! attempt linked to the old task; cancel drops a queued task at once and asks the
+//! supervisor to stop a running one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::store::tasks::{Actor, CreatedTask, NewTask, TaskRecord, TaskTrigger};
+use crate::store::{Store, StoreError};
+use crate::webhook::Trigger;
+use crate::webhook::trigger::{
+    CheckRunAction, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
+};
+use bg_agent_core::command::{Command, help_markdown};
+use bg_agent_core::task::Permission;
+use bg_agent_core::task::template::unknown_template_reply;
+use bg_agent_core::task::{RepoConfig, Template, TemplateSource, builtin_templates};
+use bg_agent_github::{GitHubApp, GitHubError, InstallationClient, Reaction, RepoName};
+
+use super::{DeliveryMeta, HandlerError, Signal, TriggerHandler};
+use crate::store::runs::CancelRequested;
+use bg_agent_core::task::render::{self, TaskDetails};
+
+/// How long a looked-up permission is trusted: short, so a revoked collaborator is
+/// refused within a minute, but a burst of commands costs one call.
+const PERMISSION_TTL: Duration = Duration::from_secs(60);
+const STATUS_LIMIT: i64 = 10;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TaskPolicy {
+    /// The least permission on the repository that may start tasks.
+    pub required_permission: Permission,
+    pub default_timeout_secs: u32,
+}
+
+impl From<crate::config::TaskSettings> for TaskPolicy {
+    fn from(settings: crate::config::TaskSettings) -> Self {
+        Self {
+            required_permission: settings.required_permission,
+            default_timeout_secs: settings.default_timeout_secs,
+        }
+    }
+}
+
+pub struct TaskIntake {
+    store: Store,
+    github: GitHubApp,
+    policy: TaskPolicy,
+    permissions: Mutex<HashMap<(i64, String), (Permission, Instant)>>,
+    signal: Signal,
+    public_url: String,
+}
+
+/// Where a request came from and where to answer it.
+struct Origin<'a> {
+    meta: &'a DeliveryMeta,
+    installation_id: i64,
+    repository: &'a RepoRef,
+    issue_number: i64,
+    sender: &'a crate::webhook::trigger::Actor,
+}
+
+impl Origin<'_> {
+    fn repo(&self) -> RepoName {
+        RepoName::new(&self.repository.owner, &self.repository.name)
+    }
+
+    fn actor(&self) -> Actor<'_> {
+        Actor {
+            name: &self.sender.login,
+            delivery_guid: Some(&self.meta.guid),
+        }
+    }
+}
+
+fn github_error(e: GitHubError) -> HandlerError {
+    if e.is_transient() {
+        HandlerError::Transient(e.to_string())
+    } else {
+        HandlerError::Permanent(e.to_string())
+    }
+}
+
+fn store_error(e: StoreError) -> HandlerError {
+    HandlerError::Transient(e.to_string())
+}
+
+fn number(n: i64) -> Result<u64, HandlerError> {
+    u64::try_from(n).map_err(|_| HandlerError::Permanent(format!("invalid number {n}")))
+}
+
+impl TaskIntake {
+    pub fn new(store: Store, github: GitHubApp, policy: TaskPolicy) -> Self {
+        Self {
+            store,
+            github,
+            policy,
+            permissions: Mutex::new(HashMap::new()),
+            signal: Signal::new(),
+            public_url: "http://127.0.0.1:3000".to_owned(),
+        }
+    }
+
+    /// Wakes the engine when a task is created or asked to stop.
+    pub fn with_signal(mut self, signal: Signal) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// Where task pages are, for links in comments.
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = public_url.trim_end_matches('/').to_owned();
+        self
+    }
+
+    fn client(&self, origin: &Origin<'_>) -> Result<InstallationClient, HandlerError> {
+        Ok(self.github.installation(number(origin.installation_id)?))
+    }
+
+    async fn reply(&self, origin: &Origin<'_>, body: &str) -> Result<(), HandlerError> {
+        self.client(origin)?
+            .create_issue_comment(&origin.repo(), number(origin.issue_number)?, body)
+            .await
+            .map_err(github_error)?;
+        Ok(())
+    }
+
+    async fn permission(&self, origin: &Origin<'_>) -> Result<Permission, HandlerError> {
+        let key = (origin.repository.id, origin.sender.login.clone());
+        let cached = self
+            .permissions
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).copied());
+        if let Some((permission, at)) = cached
+            && at.elapsed() < PERMISSION_TTL
+        {
+            return Ok(permission);
+        }
+        let permission = match self
+            .client(origin)?
+            .collaborator_permission(&origin.repo(), &origin.sender.login)
+            .await
+        {
+            Ok(permission) => permission,
+            // Not a user GitHub knows on this repository: no permission.
+            Err(GitHubError::NotFound { .. }) => Permission::None,
+            Err(e) => return Err(github_error(e)),
+        };
+        if let Ok(mut cache) = self.permissions.lock() {
+            cache.retain(|_, (_, at)| at.elapsed() < PERMISSION_TTL);
+            cache.insert(key, (permission, Instant::now()));
+        }
+        Ok(permission)
+    }
+
+    /// `Ok(true)` if the sender may act; otherwise the refusal is posted and audited.
+    async fn authorise(&self, origin: &Origin<'_>) -> Result<bool, HandlerError> {
+        let permission = self.permission(origin).await?;
+        if permission >= self.policy.required_permission {
+            return Ok(true);
+        }
+        tracing::info!(user = %origin.sender.login, ?permission, "refused: not enough permission");
+        self.store
+            .record_refusal(
+                origin.repository.id,
+                origin.actor(),
+                &format!(
+                    "permission {permission:?} is below {:?}",
+                    self.policy.required_permission
+                ),
+            )
+            .await
+            .map_err(store_error)?;
+        self.reply(
+            origin,
+            &format!(
+                "**bg-agent:** @{} only people with {} access to this repository can ask me for tasks.",
+                origin.sender.login,
+                match self.policy.required_permission {
+                    Permission::Admin => "admin",
+                    Permission::Write => "write",
+                    Permission::Read => "read",
+                    Permission::None => "some",
+                }
+            ),
+        )
+        .await?;
+        Ok(false)
+    }
+
+    /// Templates here, by precedence: the repository's, then the database's, then built-in.
+    async fn templates(&self, origin: &Origin<'_>) -> Result<Templates, HandlerError> {
+        let client = self.client(origin)?;
+        let repo = origin.repo();
+        let default_branch = match &origin.repository.default_branch {
+            Some(branch) => branch.clone(),
+            None => {
+                client
+                    .repository(&repo)
+                    .await
+                    .map_err(github_error)?
+                    .default_branch
+            }
+        };
+        let file = client
+            .file_contents(
+                &repo,
+                bg_agent_core::task::repo_config::PATH,
+                Some(&default_branch),
+            )
+            .await
+            .map_err(github_error)?;
+        let repo_config = match file {
+            None => RepoConfig::default(),
+            Some(file) => match std::str::from_utf8(&file.content)
+                .map_err(|_| format!("{} is not UTF-8", bg_agent_core::task::repo_config::PATH))
+                .and_then(|text| RepoConfig::parse(text).map_err(|e| e.to_string()))
+            {
+                Ok(config) => config,
+                Err(message) => return Ok(Err(message)),
+            },
+        };
+        let mut templates = repo_config.templates;
+        for template in self.store.database_templates().await.map_err(store_error)? {
+            if !templates.iter().any(|t| t.name == template.name) {
+                templates.push(template);
+            }
+        }
+        for template in builtin_templates() {
+            if !templates.iter().any(|t| t.name == template.name) {
+                templates.push(template);
+            }
+        }
+        Ok(Ok(templates))
+    }
+
+    async fn command(
+        &self,
+        origin: &Origin<'_>,
+        trigger: &CommandTrigger,
+        templates: Option<Templates>,
+    ) -> Result<(), HandlerError> {
+        let command = match &trigger.command {
+            ParsedCommand::Invalid { reply, .. } => return self.reply(origin, reply).await,
+            ParsedCommand::Valid { command } => command,
+        };
+        let key = format!("comment:{}", trigger.comment_id);
+        match command {
+            Command::Help => self.reply(origin, &help_markdown()).await,
+            Command::Status => self.status(origin).await,
+            Command::Run { instructions } => {
+                let request = TaskRequest::free_text(
+                    (key, TaskTrigger::Comment, Some(trigger.comment_id)),
+                    instructions.clone(),
+                    self.policy.default_timeout_secs,
+                );
+                self.create(origin, request).await
+            }
+            Command::Template {
+                name,
+                positional,
+                named,
+            } => {
+                let Some((template, params)) = self
+                    .resolve(origin, templates, name, positional, named)
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let instructions = template.render(&params);
+                let request = TaskRequest::templated(
+                    (key, TaskTrigger::Comment, Some(trigger.comment_id)),
+                    &template,
+                    params,
+                    instructions,
+                    self.policy.default_timeout_secs,
+                );
+                self.create(origin, request).await
+            }
+            Command::Retry { task } => {
+                let Some(task) = self.target(origin, *task, "retry").await? else {
+                    return Ok(());
+                };
+                self.retry(
+                    origin,
+                    &task,
+                    TaskTrigger::RetryCommand,
+                    Some(trigger.comment_id),
+                )
+                .await
+            }
+            Command::Cancel { task } => {
+                let Some(task) = self.target(origin, *task, "cancel").await? else {
+                    return Ok(());
+                };
+                self.cancel(origin, &task, Some(trigger.comment_id)).await
+            }
+        }
+    }
+
+    async fn label(
+        &self,
+        origin: &Origin<'_>,
+        trigger: &LabelTrigger,
+        templates: Option<Templates>,
+    ) -> Result<(), HandlerError> {
+        let key = format!("label:{}", origin.meta.guid);
+        let issue_text = format!("{}\n\n{}", trigger.issue_title, trigger.issue_body);
+        let request = match &trigger.template {
+            None => TaskRequest::free_text(
+                (key, TaskTrigger::Label, None),
+                issue_text.trim().to_owned(),
+                self.policy.default_timeout_secs,
+            ),
+            Some(name) => {
+                // A label carries no arguments: only templates whose parameters all have
+                // defaults (or are optional) can run from one.
+                let Some((template, params)) = self
+                    .resolve(origin, templates, name, &[], &BTreeMap::new())
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let mut instructions = template.render(&params);
+                let _ = write!(
+                    instructions,
+                    "\n\nFrom issue #{}:\n{}",
+                    trigger.issue_number,
+                    issue_text.trim()
+                );
+                TaskRequest::templated(
+                    (key, TaskTrigger::Label, None),
+                    &template,
+                    params,
+                    instructions,
+                    self.policy.default_timeout_secs,
+                )
+            }
+        };
+        self.create(origin, request).await
+    }
+
+    /// Finds the template and binds the arguments; `None` once the problem has been
+    /// answered (bad configuration, unknown template, bad arguments).
+    async fn resolve(
+        &self,
+        origin: &Origin<'_>,
+        templates: Option<Templates>,
+        name: &str,
+        positional: &[String],
+        named: &BTreeMap<String, String>,
+    ) -> Result<Option<(Template, BTreeMap<String, String>)>, HandlerError> {
+        let templates = match templates {
+            Some(templates) => templates,
+            None => self.templates(origin).await?,
+        };
+        let templates = match templates {
+            Ok(templates) => templates,
+            Err(message) => {
+                self.refuse(origin, &format!("**bg-agent:** {message}"))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let Some(template) = templates.iter().find(|t| t.name == name) else {
+            let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
+            self.refuse(origin, &unknown_template_reply(name, &names))
+                .await?;
+            return Ok(None);
+        };
+        match template.bind(positional, named) {
+            Ok(params) => Ok(Some((template.clone(), params))),
+            Err(e) => {
+                self.refuse(origin, &template.render_param_error(&e))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn refuse(&self, origin: &Origin<'_>, reply: &str) -> Result<(), HandlerError> {
+        let reason: String = reply
+            .trim_start_matches("**bg-agent:** ")
+            .chars()
+            .take(200)
+            .collect();
+        self.store
+            .record_refusal(origin.repository.id, origin.actor(), &reason)
+            .await
+            .map_err(store_error)?;
+        self.reply(origin, reply).await
+    }
+
+    async fn status(&self, origin: &Origin<'_>) -> Result<(), HandlerError> {
+        let tasks = self
+            .store
+            .tasks_of(origin.sender.id, origin.repository.id, STATUS_LIMIT)
+            .await
+            .map_err(store_error)?;
+        let mut reply = format!(
+            "**bg-agent:** @{}'s tasks in `{}`",
+            origin.sender.login, origin.repository.full_name
+        );
+        if tasks.is_empty() {
+            reply.push_str(": none yet. Try `/bg-agent help`.");
+        } else {
+            reply.push_str(
+                " (newest first):\n\n| task | what | state | since |\n| --- | --- | --- | --- |",
+            );
+            for task in &tasks {
+                let _ = write!(
+                    reply,
+                    "\n| #{} | {} | {} | {} |",
+                    task.id,
+                    task.template.as_deref().unwrap_or("run"),
+                    task.state,
+                    task.created_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+        self.reply(origin, &reply).await
+    }
+
+    async fn create(&self, origin: &Origin<'_>, request: TaskRequest) -> Result<(), HandlerError> {
+        let new = NewTask {
+            installation_id: origin.installation_id,
+            repository_id: origin.repository.id,
+            repository: origin.repository.full_name.clone(),
+            issue_number: i32::try_from(origin.issue_number).ok(),
+            comment_id: request.comment_id,
+            delivery_guid: Some(origin.meta.guid.clone()),
+            trigger: request.trigger,
+            idempotency_key: request.key,
+            creator_login: origin.sender.login.clone(),
+            creator_id: origin.sender.id,
+            template: request.template,
+            params: request.params,
+            recipe: request.recipe,
+            instructions: request.instructions,
+            summary: request.summary,
+            timeout_secs: request.timeout_secs,
+            retry_of: request.retry_of,
+            base_branch: origin.repository.default_branch.clone(),
+            clone_url: origin.repository.clone_url.clone(),
+        };
+        let task = match self.store.create_task(&new).await.map_err(store_error)? {
+            CreatedTask::Created(task) => {
+                tracing::info!(task = task.id, attempt = task.attempt, "task created");
+                self.signal.wake();
+                task
+            }
+            // A redelivery, or this delivery again after a failed acknowledgement: finish
+            // acknowledging, nothing more.
+            CreatedTask::Duplicate(task) => task,
+            CreatedTask::CreatorBusy { active_task } => {
+                return self
+                    .refuse(
+                        origin,
+                        &format!(
+                            "**bg-agent:** @{} you already have an active task, #{active_task}; one at a time. \
+                             Use `/bg-agent status` to see it.",
+                            origin.sender.login
+                        ),
+                    )
+                    .await;
+            }
+        };
+        self.acknowledge(origin, &task, request.comment_id).await
+    }
+
+    /// 👀 on the command and the tracking comment, each at most once per task.
+    async fn acknowledge(
+        &self,
+        origin: &Origin<'_>,
+        task: &TaskRecord,
+        comment_id: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        let client = self.client(origin)?;
+        let repo = origin.repo();
+        if let Some(comment_id) = comment_id {
+            // Reactions are idempotent on GitHub: a second one is answered 200.
+            client
+                .add_comment_reaction(&repo, number(comment_id)?, Reaction::Eyes)
+                .await
+                .map_err(github_error)?;
+        }
+        if task.tracking_comment_id.is_none() {
+            let position = self
+                .store
+                .queue_position(task.id)
+                .await
+                .map_err(store_error)?;
+            let page_url = render::page_url(&self.public_url, task.id);
+            let details = TaskDetails {
+                queue_position: position,
+                ..TaskDetails::default()
+            };
+            let body = render::tracking_comment(task, &details.context(&page_url));
+            let comment = client
+                .create_issue_comment(&repo, number(origin.issue_number)?, &body)
+                .await
+                .map_err(github_error)?;
+            let id = i64::try_from(comment.id)
+                .map_err(|_| HandlerError::Permanent("comment id out of range".into()))?;
+            self.store
+                .set_tracking_comment(task.id, id)
+                .await
+                .map_err(store_error)?;
+            // The reporter and the supervisor claim tasks with SKIP LOCKED: one that looked
+            // while this update held the row passed the task over; have them look again.
+            self.signal.wake();
+        }
+        Ok(())
+    }
+}
+
+impl TaskIntake {
+    /// The task a retry or cancel is about: the one named, or else the sender's latest in
+    /// this repository. `None` once the problem has been answered.
+    async fn target(
+        &self,
+        origin: &Origin<'_>,
+        id: Option<i64>,
+        verb: &str,
+    ) -> Result<Option<TaskRecord>, HandlerError> {
+        let task = match id {
+            Some(id) => self
+                .store
+                .task(id)
+                .await
+                .map_err(store_error)?
+                .filter(|t| t.repository_id == origin.repository.id),
+            None => self
+                .store
+                .tasks_of(origin.sender.id, origin.repository.id, 1)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .next(),
+        };
+        if task.is_none() {
+            let what = id.map_or("you have no task".to_owned(), |id| {
+                format!("there is no task #{id}")
+            });
+            self.reply(
+                origin,
+                &format!("**bg-agent:** nothing to {verb}: {what} in this repository."),
+            )
+            .await?;
+        }
+        Ok(task)
+    }
+
+    /// A new attempt of `task`, asked for by the sender: same request, attempt + 1,
+    /// linked by `retry_of`. Each task is retried at most once (the idempotency key), so
+    /// a double click or a redelivery makes one new attempt.
+    async fn retry(
+        &self,
+        origin: &Origin<'_>,
+        task: &TaskRecord,
+        trigger: TaskTrigger,
+        comment_id: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        if !task.state.is_retryable() {
+            return self
+                .reply(
+                    origin,
+                    &format!(
+                        "**bg-agent:** task #{} is {}; only failed, cancelled or timed-out tasks can be retried.",
+                        task.id, task.state
+                    ),
+                )
+                .await;
+        }
+        let request = TaskRequest {
+            retry_of: Some((task.id, task.attempt)),
+            key: format!("retry:{}", task.id),
+            trigger,
+            comment_id,
+            template: task.template.clone().zip(task.template_source),
+            params: task.params.clone(),
+            recipe: task.recipe,
+            instructions: task.instructions.clone(),
+            summary: task.summary.clone(),
+            timeout_secs: u32::try_from(task.timeout_secs)
+                .unwrap_or(bg_agent_core::task::MAX_TIMEOUT_SECS),
+        };
+        self.create(origin, request).await
+    }
+
+    async fn cancel(
+        &self,
+        origin: &Origin<'_>,
+        task: &TaskRecord,
+        comment_id: Option<i64>,
+    ) -> Result<(), HandlerError> {
+        match self
+            .store
+            .request_cancel(task.id, origin.actor())
+            .await
+            .map_err(store_error)?
+        {
+            Some(CancelRequested::Cancelled(_)) | Some(CancelRequested::Stopping(_)) => {
+                tracing::info!(task = task.id, by = %origin.sender.login, "cancel requested");
+                self.signal.wake();
+                if let Some(comment_id) = comment_id {
+                    self.client(origin)?
+                        .add_comment_reaction(&origin.repo(), number(comment_id)?, Reaction::Eyes)
+                        .await
+                        .map_err(github_error)?;
+                }
+                Ok(())
+            }
+            Some(CancelRequested::AlreadyEnded(task)) => {
+                self.reply(
+                    origin,
+                    &format!(
+                        "**bg-agent:** task #{} already ended ({}).",
+                        task.id, task.state
+                    ),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The check run's Re-run, Retry and Cancel: the task is the run's `external_id`.
+    async fn check_run(
+        &self,
+        meta: &DeliveryMeta,
+        run: &CheckRunTrigger,
+        action: CheckRunAction,
+        trigger: TaskTrigger,
+    ) -> Result<(), HandlerError> {
+        let by_external_id = run
+            .external_id
+            .as_deref()
+            .and_then(|id| id.parse::<i64>().ok());
+        let task = match by_external_id {
+            Some(id) => self.store.task(id).await.map_err(store_error)?,
+            None => self
+                .store
+                .task_by_check_run(run.check_run_id)
+                .await
+                .map_err(store_error)?,
+        }
+        .filter(|t| t.repository_id == run.repository.id);
+        let Some(task) = task else {
+            tracing::info!(
+                check_run = run.check_run_id,
+                "check run of no task of ours; ignored"
+            );
+            return Ok(());
+        };
+        let Some(issue_number) = task.issue_number else {
+            tracing::info!(task = task.id, "task has no issue to answer on; ignored");
+            return Ok(());
+        };
+        let origin = Origin {
+            meta,
+            installation_id: run.installation_id,
+            repository: &run.repository,
+            issue_number: i64::from(issue_number),
+            sender: &run.sender,
+        };
+        if !self.authorise(&origin).await? {
+            return Ok(());
+        }
+        match action {
+            CheckRunAction::Retry => self.retry(&origin, &task, trigger, None).await,
+            CheckRunAction::Cancel => self.cancel(&origin, &task, None).await,
+        }
+    }
+}
+
+/// The templates usable in a repository, or why its configuration is unusable.
+type Templates = Result<Vec<Template>, String>;
+
+struct TaskRequest {
+    retry_of: Option<(i64, i32)>,
+    key: String,
+    trigger: TaskTrigger,
+    comment_id: Option<i64>,
+    template: Option<(String, TemplateSource)>,
+    params: BTreeMap<String, String>,
+    recipe: bg_agent_core::task::Recipe,
+    instructions: String,
+    summary: String,
+    timeout_secs: u32,
+}
+
+/// (idempotency key, trigger, command comment)
+type RequestOrigin = (String, TaskTrigger, Option<i64>);
+
+impl TaskRequest {
+    /// `/bg-agent run ...` or a plain `bg-agent` label: a coding agent gets the text.
+    fn free_text(origin: RequestOrigin, instructions: String, default_timeout_secs: u32) -> Self {
+        let (key, trigger, comment_id) = origin;
+        Self {
+            retry_of: None,
+            key,
+            trigger,
+            comment_id,
+            template: None,
+            params: BTreeMap::new(),
+            recipe: bg_agent_core::task::Recipe::Agent,
+            summary: bg_agent_core::task::free_text_summary(&instructions),
+            instructions,
+            timeout_secs: default_timeout_secs,
+        }
+    }
+
+    fn templated(
+        origin: RequestOrigin,
+        template: &Template,
+        params: BTreeMap<String, String>,
+        instructions: String,
+        default_timeout_secs: u32,
+    ) -> Self {
+        let (key, trigger, comment_id) = origin;
+        Self {
+            retry_of: None,
+            key,
+            trigger,
+            comment_id,
+            template: Some((template.name.clone(), template.source)),
+            summary: template.summary(&params),
+            params,
+            recipe: template.recipe,
+            instructions,
+            timeout_secs: bg_agent_core::task::effective_timeout_secs(
+                template.timeout_secs,
+                default_timeout_secs,
+            ),
+        }
+    }
+}
+
+impl TriggerHandler for TaskIntake {
+    async fn handle(&self, meta: &DeliveryMeta, trigger: &Trigger) -> Result<(), HandlerError> {
+        let origin = match trigger {
+            Trigger::Command(c) => Origin {
+                meta,
+                installation_id: c.installation_id,
+                repository: &c.repository,
+                issue_number: c.issue_number,
+                sender: &c.sender,
+            },
+            Trigger::Label(l) => Origin {
+                meta,
+                installation_id: l.installation_id,
+                repository: &l.repository,
+                issue_number: l.issue_number,
+                sender: &l.sender,
+            },
+            Trigger::CheckRunRerequested(run) => {
+                return self
+                    .check_run(meta, run, CheckRunAction::Retry, TaskTrigger::Rerun)
+                    .await;
+            }
+            Trigger::CheckRunAction { check_run, action } => {
+                return self
+                    .check_run(meta, check_run, *action, TaskTrigger::RetryButton)
+                    .await;
+            }
+            Trigger::Installation(_) | Trigger::Ping { .. } => return Ok(()),
+        };
+        // Everything, help included, is for people who may use the app: a drive-by
+        // commenter cannot make it talk.
+        // A template's look-up (the repository's configuration on GitHub) runs alongside
+        // the permission check: both are round trips on the way to the task.
+        let uses_template = match trigger {
+            Trigger::Command(c) => matches!(
+                &c.command,
+                ParsedCommand::Valid {
+                    command: Command::Template { .. }
+                }
+            ),
+            Trigger::Label(l) => l.template.is_some(),
+            _ => false,
+        };
+        let (allowed, templates) = if uses_template {
+            let (allowed, templates) =
+                tokio::join!(self.authorise(&origin), self.templates(&origin));
+            (allowed, Some(templates))
+        } else {
+            (self.authorise(&origin).await, None)
+        };
+        if !allowed? {
+            return Ok(());
+        }
+        let templates = templates.transpose()?;
+        match trigger {
+            Trigger::Command(command) => self.command(&origin, command, templates).await,
+            Trigger::Label(label) => self.label(&origin, label, templates).await,
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The embedded executor: the runner as a child process of the server, in a fresh
+//! temporary workspace and its own process group, so a cancel or a timeout kills it and
+//! everything it started, and the workspace is removed when it ends.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use secrecy::ExposeSecret;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{oneshot, watch};
+
+use bg_agent_core::protocol::Redactor;
+
+use super::{ExecutionId, Executor, ExecutorError, Launch, Observed};
+
+/// How long a cancelled runner gets to stop on SIGTERM before SIGKILL.
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct LocalExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    program: PathBuf,
+    args: Vec<String>,
+    workspaces: PathBuf,
+    executions: Mutex<HashMap<ExecutionId, Execution>>,
+}
+
+struct Execution {
+    state: watch::Receiver<Observed>,
+    cancel: Option<oneshot::Sender<()>>,
+    pgid: Option<Pid>,
+}
+
+impl LocalExecutor {
+    /// Runs `program args...` (normally this binary with `runner`) for each task, in a
+    /// workspace created under `workspaces`.
+    pub fn new(program: PathBuf, args: Vec<String>, workspaces: PathBuf) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                program,
+                args,
+                workspaces,
+                executions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn executions(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Execution>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts
+        // and lookups), so a poisoned lock is still usable.
+        self.inner
+            .executions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runners are background work sharing the host with the server: at this niceness they
+/// (and the git and npm processes they start, which inherit it) yield the CPU to webhook
+/// intake and task launches when the machine is busy.
+const RUNNER_NICENESS: i32 = 10;
+
+fn lower_priority(pid: u32) {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let result = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, pid, RUNNER_NICENESS) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(pid, %error, "cannot lower the runner's priority");
+    }
+}
+
+/// Signals the whole process group; a group that is already gone is not an error.
+fn signal_group(pgid: Pid, signal: Signal) {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => {
+            tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "cannot signal the runner")
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    async fn launch(&self, launch: Launch) -> Result<ExecutionId, ExecutorError> {
+        std::fs::create_dir_all(&self.inner.workspaces).map_err(ExecutorError::Workspace)?;
+        let workspace = tempfile::Builder::new()
+            .prefix(&format!("task-{}-", launch.task_id))
+            .tempdir_in(&self.inner.workspaces)
+            .map_err(ExecutorError::Workspace)?;
+        let mut command = tokio::process::Command::new(&self.inner.program);
+        command
+            .args(&self.inner.args)
+            .current_dir(workspace.path())
+            // Nothing of the server's environment (its database URL, its key) leaks in.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", workspace.path())
+            .env("BG_AGENT_TASK_ID", launch.task_id.to_string())
+            .env("BG_AGENT_CALLBACK_URL", &launch.callback_url)
+            .env("BG_AGENT_TASK_SECRET", launch.task_secret.expose_secret())
+            .env("BG_AGENT_RUNNER_TOKEN", launch.runner_token.expose_secret())
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|source| ExecutorError::Spawn {
+            program: self.inner.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id();
+        if let Some(pid) = pid {
+            lower_priority(pid);
+        }
+        let pgid = pid
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        let id = ExecutionId(format!("local-{}-{}", launch.task_id, uuid::Uuid::new_v4()));
+        let redactor = Redactor::new([
+            launch.task_secret.expose_secret(),
+            launch.runner_token.expose_secret(),
+        ]);
+        let task_id = launch.task_id;
+        for output in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let redactor = redactor.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(output).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
+                }
+            });
+        }
+
+        let (state_tx, state_rx) = watch::channel(Observed::Running);
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        let timeout = launch.timeout;
+        tokio::spawn(async move {
+            let observed = tokio::select! {
+                status = child.wait() => Observed::Exited {
+                    code: status.ok().and_then(|s| s.code()),
+                },
+                () = tokio::time::sleep(timeout) => {
+                    if let Some(pgid) = pgid {
+                        signal_group(pgid, Signal::SIGKILL);
+                    }
+                    let _ = child.wait().await;
+                    Observed::TimedOut
+                }
+                Ok(()) = cancel_rx => {
+                    if let Some(pgid) = pgid {
+                        signal_group(pgid, Signal::SIGTERM);
+                    }
+                    if tokio::time::timeout(TERMINATE_GRACE, child.wait()).await.is_err() {
+                        if let Some(pgid) = pgid {
+                            signal_group(pgid, Signal::SIGKILL);
+                        }
+                        let _ = child.wait().await;
+                    }
+                    Observed::Cancelled
+                }
+            };
+            // Whatever the runner left behind in its group goes too.
+            if let Some(pgid) = pgid {
+                signal_group(pgid, Signal::SIGKILL);
+            }
+            if let Err(e) = workspace.close() {
+                tracing::warn!(task = task_id, error = %e, "cannot remove the workspace");
+            }
+            tracing::info!(task = task_id, ?observed, "runner ended");
+            let _ = state_tx.send(observed);
+        });
+        self.executions().insert(
+            id.clone(),
+            Execution {
+                state: state_rx,
+                cancel: Some(cancel_tx),
+                pgid,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn cancel(&self, id: &ExecutionId) -> Result<(), ExecutorError> {
+        let (cancel, mut state) = {
+            let mut executions = self.executions();
+            let Some(execution) = executions.get_mut(id) else {
+                return Ok(());
+            };
+            (execution.cancel.take(), execution.state.clone())
+        };
+        if let Some(cancel) = cancel {
+            let _ = cancel.send(());
+        }
+        // Returns once it has really stopped (the grace period bounds this).
+        let _ = state.wait_for(|s| *s != Observed::Running).await;
+        Ok(())
+    }
+
+    async fn observe(&self, id: &ExecutionId) -> Observed {
+        self.executions()
+            .get(id)
+            .map_or(Observed::Unknown, |e| *e.state.borrow())
+    }
+
+    fn sees_all_executions(&self) -> bool {
+        false
+    }
+
+    /// Children of a stopping server would report into nothing and be judged lost by
+    /// the next one anyway: they end now, with everything they started.
+    fn server_stopping(&self) {
+        for execution in self.executions().values() {
+            if *execution.state.borrow() == Observed::Running
+                && let Some(pgid) = execution.pgid
+            {
+                signal_group(pgid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    async fn wait(&self, id: &ExecutionId) -> Observed {
+        let state = self.executions().get(id).map(|e| e.state.clone());
+        let Some(mut state) = state else {
+            return Observed::Unknown;
+        };
+        match state.wait_for(|s| *s != Observed::Running).await {
+            Ok(observed) => *observed,
+            Err(_) => Observed::Unknown,
+        }
+    }
+}

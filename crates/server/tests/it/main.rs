@@ -1,0 +1,14 @@
+//! The server's integration tests, one binary: each module is one part of the product
+//! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
+
+mod cli;
+mod embedded_postgres;
+mod engine_e2e;
+mod engine_triggers;
+mod local_executor;
+mod repo_contract;
+mod runner;
+mod runner_api;
+mod task_store;
+mod webhook_decode;
+mod webhook_intake;

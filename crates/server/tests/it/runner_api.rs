@@ -1,0 +1,202 @@
+//! `POST /internal/tasks/{id}/events` against the real router and database: only the
+//! task's own secret is accepted, malformed reports get a precise 4xx, each sequence
+//! number is applied once, and an ended task's secret is useless.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bg_agent::app::RunningServer;
+use bg_agent::engine::LoggingHandler;
+use bg_agent::engine::supervise::runner_secret_hash;
+use bg_agent::store::tasks::{Actor, Caps, CreatedTask, NewTask, TaskTrigger};
+use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
+use bg_agent_core::task::{Phase, Recipe, TaskState};
+use bg_agent_testkit::db::TestDb;
+use bg_agent_testkit::recording::test_config;
+use serde_json::json;
+
+const SECRET: &str = "per-task-secret-0123456789abcdef";
+
+struct Api {
+    db: TestDb,
+    url: String,
+    client: reqwest::Client,
+    server: RunningServer,
+    task: i64,
+}
+
+async fn start() -> Api {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let created = store
+        .create_task(&NewTask {
+            installation_id: 1,
+            repository_id: 2,
+            repository: "acme/widgets".into(),
+            issue_number: Some(17),
+            comment_id: Some(3),
+            delivery_guid: None,
+            trigger: TaskTrigger::Comment,
+            idempotency_key: "comment:3".into(),
+            creator_login: "octo-lead".into(),
+            creator_id: 4,
+            template: None,
+            params: BTreeMap::new(),
+            recipe: Recipe::Agent,
+            instructions: "Do it.".into(),
+            summary: "Do it.".into(),
+            timeout_secs: 600,
+            retry_of: None,
+            base_branch: None,
+            clone_url: None,
+        })
+        .await
+        .unwrap();
+    let CreatedTask::Created(task) = created else {
+        panic!("{created:?}")
+    };
+    let engine = Actor {
+        name: "test",
+        delivery_guid: None,
+    };
+    let caps = Caps {
+        per_installation: 1,
+        global: 1,
+        check_run_wait: std::time::Duration::ZERO,
+    };
+    store.dispatch_next(caps, engine).await.unwrap().unwrap();
+    assert!(
+        store
+            .prepare_launch(task.id, &runner_secret_hash(SECRET), "bg-agent/1-do-it")
+            .await
+            .unwrap()
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = RunningServer::start(
+        &test_config(),
+        store.clone(),
+        Arc::new(LoggingHandler),
+        listener,
+    )
+    .unwrap();
+    Api {
+        url: format!("http://{}/internal/tasks/{}/events", server.addr, task.id),
+        db,
+        client: reqwest::Client::new(),
+        server,
+        task: task.id,
+    }
+}
+
+impl Api {
+    async fn post(
+        &self,
+        secret: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.post(&self.url).json(body);
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(json!(null)))
+    }
+
+    async fn report(&self, seq: u64, event: RunnerEvent) -> u16 {
+        let body = serde_json::to_value(RunnerReport { seq, event }).unwrap();
+        self.post(Some(SECRET), &body).await.0
+    }
+}
+
+#[tokio::test]
+async fn only_the_tasks_secret_is_accepted_and_bad_reports_get_a_clear_answer() {
+    let api = start().await;
+    let phase = serde_json::to_value(RunnerReport {
+        seq: 1,
+        event: RunnerEvent::Phase {
+            phase: Phase::Cloning,
+            progress: None,
+        },
+    })
+    .unwrap();
+    assert_eq!(api.post(None, &phase).await.0, 401);
+    let (status, body) = api.post(Some("someone-elses-secret"), &phase).await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("secret"), "{body}");
+    let (status, body) = api
+        .post(Some(SECRET), &json!({"seq": 1, "event": {"type": "dance"}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    // Nothing was applied by any of those.
+    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    assert_eq!(task.state, TaskState::Starting);
+
+    assert_eq!(api.post(Some(SECRET), &phase).await.0, 200);
+    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    assert_eq!(
+        (task.state, task.phase, task.progress),
+        (TaskState::Running, Phase::Cloning, 10)
+    );
+    api.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_report_is_applied_once_and_logs_are_redacted() {
+    let api = start().await;
+    let log = RunnerEvent::Log {
+        lines: vec![
+            "cloning".into(),
+            format!("oops the secret is {SECRET}"),
+            "token ghs_0123456789abcdefghijABCDEFGHIJ leaked".into(),
+        ],
+    };
+    assert_eq!(api.report(1, log.clone()).await, 200);
+    // The same report again (its answer was lost): acknowledged, not applied twice.
+    assert_eq!(api.report(1, log).await, 200);
+    let lines = api.db.store().log_tail(api.task, 10).await.unwrap();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(SECRET) || l.contains("ghs_")),
+        "{lines:?}"
+    );
+    // Progress never goes backwards.
+    assert_eq!(
+        api.report(
+            2,
+            RunnerEvent::Phase {
+                phase: Phase::Validating,
+                progress: Some(75)
+            }
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        api.report(
+            3,
+            RunnerEvent::Phase {
+                phase: Phase::Cloning,
+                progress: Some(10)
+            }
+        )
+        .await,
+        200
+    );
+    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    assert_eq!((task.phase, task.progress), (Phase::Validating, 75));
+
+    let finished = RunnerEvent::Finished(RunOutcome::Failed {
+        error: "validation failed: npm test exited with 1".into(),
+        failing_command: Some("npm test".into()),
+    });
+    assert_eq!(api.report(4, finished.clone()).await, 200);
+    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    assert_eq!(task.state, TaskState::Failed);
+    assert_eq!(task.failing_command.as_deref(), Some("npm test"));
+    // The task has ended: its secret opens nothing any more.
+    assert_eq!(api.report(5, finished).await, 410);
+    api.server.stop().await.unwrap();
+}
