@@ -31,12 +31,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
+pub enum EventError {
     #[error("the callback URL is not usable: {0}")]
     BadUrl(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    #[error("the reporter stopped")]
+    #[error("the event sender stopped")]
     Closed,
     #[error("the final report was not accepted: {0}")]
     NotDelivered(String),
@@ -45,29 +45,29 @@ pub enum ReportError {
 enum Message {
     Log(String),
     Event(RunnerEvent),
-    Finish(RunOutcome, oneshot::Sender<Result<(), ReportError>>),
+    Finish(RunOutcome, oneshot::Sender<Result<(), EventError>>),
 }
 
-/// A handle on the reporting task. Cloning is cheap; [`Reporter::finish`] ends it.
+/// A handle on the reporting task. Cloning is cheap; [`EventSender::finish`] ends it.
 #[derive(Clone)]
-pub struct Reporter {
+pub struct EventSender {
     tx: mpsc::Sender<Message>,
     redactor: Redactor,
 }
 
-impl Reporter {
+impl EventSender {
     /// Starts reporting for task `task_id` to the server at `callback_url`.
     pub fn start(
         callback_url: &str,
         task_id: i64,
         secret: SecretString,
         redactor: Redactor,
-    ) -> Result<Self, ReportError> {
+    ) -> Result<Self, EventError> {
         let url = events_url(callback_url, task_id)?;
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
-            .map_err(|e| ReportError::Client(e.to_string()))?;
+            .map_err(|e| EventError::Client(e.to_string()))?;
         let (tx, rx) = mpsc::channel(256);
         let sender = Sender {
             client,
@@ -81,17 +81,17 @@ impl Reporter {
         Ok(Self { tx, redactor })
     }
 
-    async fn send(&self, message: Message) -> Result<(), ReportError> {
-        self.tx.send(message).await.map_err(|_| ReportError::Closed)
+    async fn send(&self, message: Message) -> Result<(), EventError> {
+        self.tx.send(message).await.map_err(|_| EventError::Closed)
     }
 
     /// One line of output (redacted here; cut if very long).
-    pub async fn log(&self, line: impl AsRef<str>) -> Result<(), ReportError> {
+    pub async fn log(&self, line: impl AsRef<str>) -> Result<(), EventError> {
         self.send(Message::Log(clip(&self.redactor.redact(line.as_ref()))))
             .await
     }
 
-    pub async fn phase(&self, phase: Phase, progress: u8) -> Result<(), ReportError> {
+    pub async fn phase(&self, phase: Phase, progress: u8) -> Result<(), EventError> {
         self.send(Message::Event(RunnerEvent::Phase {
             phase,
             progress: Some(progress.min(100)),
@@ -99,29 +99,29 @@ impl Reporter {
         .await
     }
 
-    pub async fn validation(&self, result: ValidationResult) -> Result<(), ReportError> {
+    pub async fn validation(&self, result: ValidationResult) -> Result<(), EventError> {
         self.send(Message::Event(RunnerEvent::Validation(result)))
             .await
     }
 
     /// Sends the pending lines and the final outcome, and waits until the server has it.
-    pub async fn finish(self, outcome: RunOutcome) -> Result<(), ReportError> {
+    pub async fn finish(self, outcome: RunOutcome) -> Result<(), EventError> {
         let (ack, done) = oneshot::channel();
         self.send(Message::Finish(outcome, ack)).await?;
-        done.await.map_err(|_| ReportError::Closed)?
+        done.await.map_err(|_| EventError::Closed)?
     }
 }
 
-fn events_url(callback_url: &str, task_id: i64) -> Result<reqwest::Url, ReportError> {
+fn events_url(callback_url: &str, task_id: i64) -> Result<reqwest::Url, EventError> {
     let url = format!(
         "{}/internal/tasks/{task_id}/events",
         callback_url.trim().trim_end_matches('/')
     );
-    let url = reqwest::Url::parse(&url).map_err(|e| ReportError::BadUrl(e.to_string()))?;
+    let url = reqwest::Url::parse(&url).map_err(|e| EventError::BadUrl(e.to_string()))?;
     // This build's HTTP client has no TLS: the server is reached inside the cluster (or on
     // loopback), and an https URL would only fail later, after the retries.
     if url.scheme() != "http" {
-        return Err(ReportError::BadUrl(format!(
+        return Err(EventError::BadUrl(format!(
             "only http:// callback URLs are supported, not {}://",
             url.scheme()
         )));
@@ -253,7 +253,7 @@ impl Sender {
     /// Sends one report with the next sequence number, retrying transient failures
     /// (`retry`) within the budget. A rejected (4xx) report is given up: sending it again
     /// would not change the answer.
-    async fn post(&mut self, event: RunnerEvent, retry: bool) -> Result<(), ReportError> {
+    async fn post(&mut self, event: RunnerEvent, retry: bool) -> Result<(), EventError> {
         self.seq += 1;
         let report = RunnerReport {
             seq: self.seq,
@@ -266,7 +266,7 @@ impl Sender {
                 Attempt::Delivered => return Ok(()),
                 Attempt::Rejected(why) => {
                     eprintln!("bg-agent runner: report {} rejected: {why}", report.seq);
-                    return Err(ReportError::NotDelivered(why));
+                    return Err(EventError::NotDelivered(why));
                 }
                 Attempt::Transient(why) => why,
             };
@@ -276,7 +276,7 @@ impl Sender {
                     report.seq
                 );
                 self.degraded = true;
-                return Err(ReportError::NotDelivered(error));
+                return Err(EventError::NotDelivered(error));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -378,18 +378,18 @@ mod tests {
     #[tokio::test]
     async fn logs_are_batched_capped_redacted_and_in_order() {
         let (url, received) = endpoint(3).await;
-        let reporter = Reporter::start(
+        let events = EventSender::start(
             &url,
             5,
             SecretString::from("s3cret"),
             Redactor::new(["s3cret", "tok"]),
         )
         .unwrap();
-        reporter.phase(Phase::Cloning, 10).await.unwrap();
+        events.phase(Phase::Cloning, 10).await.unwrap();
         for i in 0..MAX_LOG_LINES + 50 {
-            reporter.log(format!("line {i} tok")).await.unwrap();
+            events.log(format!("line {i} tok")).await.unwrap();
         }
-        reporter.finish(RunOutcome::NoChanges).await.unwrap();
+        events.finish(RunOutcome::NoChanges).await.unwrap();
 
         let received = received.lock().unwrap().clone();
         // Each report once, in order; the rejected one (400) was not retried.
@@ -415,11 +415,11 @@ mod tests {
     #[tokio::test]
     async fn a_rejected_final_report_is_an_error() {
         let (url, _received) = endpoint(1).await;
-        let reporter =
-            Reporter::start(&url, 5, SecretString::from("s3cret"), Redactor::default()).unwrap();
+        let events =
+            EventSender::start(&url, 5, SecretString::from("s3cret"), Redactor::default()).unwrap();
         assert!(matches!(
-            reporter.finish(RunOutcome::NoChanges).await,
-            Err(ReportError::NotDelivered(_))
+            events.finish(RunOutcome::NoChanges).await,
+            Err(EventError::NotDelivered(_))
         ));
     }
 

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::process::{self, ChildEnv, ProcessError};
-use crate::events::Reporter;
+use crate::events::EventSender;
 
 /// git's own output kept for an error message.
 const ERROR_TAIL_CHARS: usize = 2000;
@@ -71,7 +71,7 @@ impl Git {
         env: ChildEnv,
         token: &SecretString,
         repo_dir: &Path,
-        reporter: &Reporter,
+        events: &EventSender,
         url: &str,
         branch: &str,
     ) -> Result<Self, GitError> {
@@ -106,7 +106,7 @@ impl Git {
             url,
             &target,
         ];
-        git.streamed(reporter, "git clone", &argv, parent).await?;
+        git.streamed(events, "git clone", &argv, parent).await?;
         git.base = git.rev_parse("HEAD").await?;
         git.config = tokio::fs::read(repo_dir.join(".git/config"))
             .await
@@ -142,7 +142,7 @@ impl Git {
 
     async fn streamed(
         &self,
-        reporter: &Reporter,
+        events: &EventSender,
         name: &str,
         args: &[&str],
         cwd: &Path,
@@ -152,7 +152,7 @@ impl Git {
             .command(&Self::argv(args), cwd)
             .ok_or(ProcessError::Empty)?;
         let finished =
-            process::run_streamed(command, "git", None, reporter, ERROR_TAIL_CHARS).await?;
+            process::run_streamed(command, "git", None, events, ERROR_TAIL_CHARS).await?;
         if finished.success() {
             return Ok(());
         }
@@ -265,7 +265,7 @@ impl Git {
     /// have pointed a proxy, helper or command there at the token.
     pub async fn push(
         &self,
-        reporter: &Reporter,
+        events: &EventSender,
         commit: &str,
         branch: &str,
     ) -> Result<(), GitError> {
@@ -277,7 +277,7 @@ impl Git {
             .map_err(GitError::Config)?;
         let refspec = format!("{commit}:refs/heads/{branch}");
         self.streamed(
-            reporter,
+            events,
             "git push",
             &["push", "--no-verify", "origin", &refspec],
             &self.repo_dir,

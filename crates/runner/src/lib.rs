@@ -24,7 +24,7 @@ use bg_agent_core::protocol::{
 };
 use bg_agent_core::task::Phase;
 
-use self::events::{ReportError, Reporter};
+use self::events::{EventError, EventSender};
 use self::git::Git;
 use self::process::ChildEnv;
 use self::recipe::Applied;
@@ -55,7 +55,7 @@ pub enum RunnerError {
     #[error(transparent)]
     Validate(#[from] validate::ValidateError),
     #[error("the server no longer takes this task's reports: {0}")]
-    Report(#[from] ReportError),
+    Report(#[from] EventError),
 }
 
 /// What the executor passes in the environment.
@@ -125,18 +125,18 @@ fn describe(outcome: &RunOutcome) -> String {
 
 /// Runs one task in `workspace` (the repository is cloned into `workspace/repo`) and
 /// reports everything; returns the outcome it reported as final.
-pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, ReportError> {
+pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventError> {
     let redactor = Redactor::new([
         env.task_secret.expose_secret(),
         env.runner_token.expose_secret(),
     ]);
-    let reporter = Reporter::start(
+    let events = EventSender::start(
         &env.callback_url,
         env.task_id,
         env.task_secret.clone(),
         redactor.clone(),
     )?;
-    let outcome = match execute(&env, workspace, &reporter).await {
+    let outcome = match execute(&env, workspace, &events).await {
         Ok(outcome) => outcome,
         Err(e) => {
             let failing_command = match &e {
@@ -151,14 +151,14 @@ pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, ReportE
             }
         }
     };
-    reporter.finish(outcome.clone()).await?;
+    events.finish(outcome.clone()).await?;
     Ok(outcome)
 }
 
 async fn execute(
     env: &RunnerEnv,
     workspace: &Path,
-    reporter: &Reporter,
+    events: &EventSender,
 ) -> Result<RunOutcome, RunnerError> {
     let spec: TaskSpec = serde_json::from_str(env.spec_json.as_deref().unwrap_or_default())
         .map_err(|e| RunnerError::BadSpec(e.to_string()))?;
@@ -184,12 +184,12 @@ async fn execute(
     };
     let repo_dir = workspace.join("repo");
 
-    reporter.phase(Phase::Cloning, PROGRESS_CLONING).await?;
+    events.phase(Phase::Cloning, PROGRESS_CLONING).await?;
     let git = Git::clone_repo(
         child_env.clone(),
         &env.runner_token,
         &repo_dir,
-        reporter,
+        events,
         &spec.clone_url,
         &spec.default_branch,
     )
@@ -199,24 +199,22 @@ async fn execute(
     // it: an agent must not be able to weaken the checks its own change is held to.
     let commands = validate::commands_for(&repo_dir).await?;
 
-    reporter.phase(Phase::Applying, PROGRESS_APPLYING).await?;
-    let applied = recipe::apply(&spec, &repo_dir, &child_env, reporter).await?;
+    events.phase(Phase::Applying, PROGRESS_APPLYING).await?;
+    let applied = recipe::apply(&spec, &repo_dir, &child_env, events).await?;
     // Staged before validation, so what the checks leave behind (coverage reports,
     // build output) is not part of the change.
     let staged = git.stage().await?;
     if applied == Applied::NoChanges || staged.changed_files.is_empty() {
-        reporter
+        events
             .log("no changes: nothing to validate or push")
             .await?;
         return Ok(RunOutcome::NoChanges);
     }
 
-    reporter
-        .phase(Phase::Validating, PROGRESS_VALIDATING)
-        .await?;
-    validate::run_all(&commands, &repo_dir, &child_env, reporter).await?;
+    events.phase(Phase::Validating, PROGRESS_VALIDATING).await?;
+    validate::run_all(&commands, &repo_dir, &child_env, events).await?;
 
-    reporter.phase(Phase::Pushing, PROGRESS_PUSHING).await?;
+    events.phase(Phase::Pushing, PROGRESS_PUSHING).await?;
     let body = format!(
         "Task #{}: {}",
         spec.task_id,
@@ -235,7 +233,7 @@ async fn execute(
             &body,
         )
         .await?;
-    git.push(reporter, &commit, &spec.branch).await?;
+    git.push(events, &commit, &spec.branch).await?;
     Ok(RunOutcome::Pushed {
         branch: spec.branch.clone(),
         commit,

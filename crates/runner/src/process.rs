@@ -1,5 +1,5 @@
 //! Child processes of the runner: always argv (no shell), always a cleared environment
-//! that holds none of the runner's secrets, output streamed to the reporter line by line.
+//! that holds none of the runner's secrets, output streamed to the events line by line.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::events::{ReportError, Reporter};
+use crate::events::{EventError, EventSender};
 
 /// How long output is still read after a child has exited.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
@@ -112,7 +112,7 @@ pub enum ProcessError {
     #[error("an empty command")]
     Empty,
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] EventError),
 }
 
 /// Runs `command`, feeding `stdin` (then closing it) if given, reporting each output line
@@ -121,7 +121,7 @@ pub async fn run_streamed(
     mut command: tokio::process::Command,
     program: &str,
     stdin: Option<&[u8]>,
-    reporter: &Reporter,
+    events: &EventSender,
     tail_chars: usize,
 ) -> Result<Finished, ProcessError> {
     if stdin.is_some() {
@@ -160,7 +160,7 @@ pub async fn run_streamed(
             line = lines.recv() => match line {
                 Some(line) => {
                     tail.push(&line);
-                    reporter.log(&line).await?;
+                    events.log(&line).await?;
                 }
                 None => break,
             },

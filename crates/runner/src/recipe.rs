@@ -7,7 +7,7 @@ use std::path::Path;
 use regex::Regex;
 
 use super::process::{self, ChildEnv, ProcessError};
-use crate::events::{ReportError, Reporter};
+use crate::events::{EventError, EventSender};
 use bg_agent_core::protocol::{OUTPUT_TAIL_CHARS, TaskSpec};
 use bg_agent_core::task::Recipe;
 
@@ -70,7 +70,7 @@ pub enum RecipeError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] EventError),
 }
 
 /// What applying the recipe found.
@@ -87,11 +87,11 @@ pub async fn apply(
     spec: &TaskSpec,
     repo_dir: &Path,
     env: &ChildEnv,
-    reporter: &Reporter,
+    events: &EventSender,
 ) -> Result<Applied, RecipeError> {
     match spec.recipe {
-        Recipe::NpmUpgrade => npm_upgrade(spec, repo_dir, env, reporter).await,
-        Recipe::Agent => agent(spec, repo_dir, env, reporter).await,
+        Recipe::NpmUpgrade => npm_upgrade(spec, repo_dir, env, events).await,
+        Recipe::Agent => agent(spec, repo_dir, env, events).await,
     }
 }
 
@@ -365,7 +365,7 @@ async fn npm_upgrade(
     spec: &TaskSpec,
     repo_dir: &Path,
     env: &ChildEnv,
-    reporter: &Reporter,
+    events: &EventSender,
 ) -> Result<Applied, RecipeError> {
     // The server validated these already; they are checked again here because they end
     // up in a file and in npm's view of the project.
@@ -407,7 +407,7 @@ async fn npm_upgrade(
     }
     let (text, edits) = match upgrade_package_json(&text, package, version)? {
         PackageJsonUpgrade::AlreadyAt => {
-            reporter
+            events
                 .log(format!("{package} is already at {version} in package.json"))
                 .await?;
             return Ok(Applied::NoChanges);
@@ -422,7 +422,7 @@ async fn npm_upgrade(
             source,
         })?;
     for (section, old, new) in edits {
-        reporter
+        events
             .log(format!("package.json: {section}.{package}: {old} -> {new}"))
             .await?;
     }
@@ -430,7 +430,7 @@ async fn npm_upgrade(
         .into_iter()
         .any(|name| repo_dir.join(name).exists())
     {
-        reporter
+        events
             .log("no package-lock.json: only package.json changes")
             .await?;
         return Ok(Applied::Ran);
@@ -445,9 +445,9 @@ async fn npm_upgrade(
         "--no-fund",
     ]
     .map(String::from);
-    reporter.log(format!("$ {}", argv.join(" "))).await?;
+    events.log(format!("$ {}", argv.join(" "))).await?;
     let command = env.command(&argv, repo_dir).ok_or(ProcessError::Empty)?;
-    let finished = process::run_streamed(command, "npm", None, reporter, OUTPUT_TAIL_CHARS).await?;
+    let finished = process::run_streamed(command, "npm", None, events, OUTPUT_TAIL_CHARS).await?;
     if !finished.success() {
         return Err(RecipeError::Npm(exit_status(finished.code)));
     }
@@ -460,7 +460,7 @@ async fn agent(
     spec: &TaskSpec,
     repo_dir: &Path,
     env: &ChildEnv,
-    reporter: &Reporter,
+    events: &EventSender,
 ) -> Result<Applied, RecipeError> {
     let argv = spec
         .agent_command
@@ -468,7 +468,7 @@ async fn agent(
         .filter(|argv| argv.first().is_some_and(|p| !p.is_empty()))
         .ok_or(RecipeError::NoAgent)?;
     let program = argv.first().cloned().unwrap_or_default();
-    reporter
+    events
         .log(format!("$ {} < instructions", argv.join(" ")))
         .await?;
     let command = env.command(argv, repo_dir).ok_or(RecipeError::NoAgent)?;
@@ -477,7 +477,7 @@ async fn agent(
         command,
         &program,
         Some(spec.instructions.as_bytes()),
-        reporter,
+        events,
         OUTPUT_TAIL_CHARS,
     )
     .await?;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::process::{self, ChildEnv, ProcessError};
 use super::{PROGRESS_PUSHING, PROGRESS_VALIDATING};
-use crate::events::{ReportError, Reporter};
+use crate::events::{EventError, EventSender};
 use bg_agent_core::protocol::{OUTPUT_TAIL_CHARS, ValidationResult};
 use bg_agent_core::task::Phase;
 use bg_agent_core::task::{RepoConfig, RepoConfigError, ValidationCommand, repo_config};
@@ -40,7 +40,7 @@ pub enum ValidateError {
     #[error("validation failed: {command} {reason}")]
     Failed { command: String, reason: String },
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] EventError),
 }
 
 async fn read_optional(
@@ -110,10 +110,10 @@ pub async fn run_all(
     commands: &[ValidationCommand],
     repo_dir: &Path,
     env: &ChildEnv,
-    reporter: &Reporter,
+    events: &EventSender,
 ) -> Result<(), ValidateError> {
     if commands.is_empty() {
-        reporter
+        events
             .log("no validation commands: .github/bg-agent.yml declares none and package.json has no lint, format:check or test script")
             .await?;
         return Ok(());
@@ -123,17 +123,17 @@ pub async fn run_all(
     for (i, command) in commands.iter().enumerate() {
         if i > 0 {
             let progress = usize::from(PROGRESS_VALIDATING) + span * i / total;
-            reporter
+            events
                 .phase(
                     Phase::Validating,
                     u8::try_from(progress).unwrap_or(PROGRESS_PUSHING),
                 )
                 .await?;
         }
-        let (result, reason) = run_one(command, repo_dir, env, reporter).await?;
+        let (result, reason) = run_one(command, repo_dir, env, events).await?;
         let passed = result.passed();
         let display = result.command.clone();
-        reporter.validation(result).await?;
+        events.validation(result).await?;
         if !passed {
             return Err(ValidateError::Failed {
                 command: display,
@@ -149,10 +149,10 @@ async fn run_one(
     command: &ValidationCommand,
     repo_dir: &Path,
     env: &ChildEnv,
-    reporter: &Reporter,
+    events: &EventSender,
 ) -> Result<(ValidationResult, String), ValidateError> {
     let display = command.display();
-    reporter.log(format!("$ {display}")).await?;
+    events.log(format!("$ {display}")).await?;
     let program = command.argv.first().cloned().unwrap_or_default();
     let not_started = |why: String| {
         (
@@ -168,7 +168,7 @@ async fn run_one(
     let Some(child) = env.command(&command.argv, repo_dir) else {
         return Ok(not_started("cannot start an empty command".into()));
     };
-    match process::run_streamed(child, &program, None, reporter, OUTPUT_TAIL_CHARS).await {
+    match process::run_streamed(child, &program, None, events, OUTPUT_TAIL_CHARS).await {
         Ok(finished) => {
             let reason = match finished.code {
                 Some(code) => format!("exited with {code}"),
@@ -186,7 +186,7 @@ async fn run_one(
         // A missing program is the repository's check failing, not the runner's fault.
         Err(e) => {
             let why = format!("cannot start {program}: {e}");
-            reporter.log(&why).await?;
+            events.log(&why).await?;
             Ok(not_started(why))
         }
     }
