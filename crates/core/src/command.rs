@@ -3,10 +3,11 @@
 //! Pure on purpose: no I/O, no async, no logging, so every rule can be tested
 //! exhaustively and the engine can call it from anywhere.
 //!
-//! A command is the first line of a comment that starts with [`PREFIX`] and that
-//! GitHub renders as plain text: lines in fenced or indented code, block quotes,
-//! HTML comments and multi-line inline code spans are skipped, because a user
-//! quoting or documenting a command must not trigger it.
+//! A command is the first line of a comment that starts with [`PREFIX`] (after
+//! at most three spaces) and that GitHub shows as text. pulldown-cmark decides
+//! what is code (blocks and spans), block quotes or HTML (blocks and comments);
+//! a command there is skipped, because a user quoting or documenting a command
+//! must not trigger it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -274,7 +275,7 @@ pub fn help_markdown() -> String {
         "### bg-agent commands\n\n\
          Write a command at the start of a line in a comment. Only the first command \
          in a comment counts; commands in code blocks, inline code, quotes and HTML \
-         comments are ignored.\n\n",
+         are ignored.\n\n",
     );
     for kind in CommandKind::ALL {
         out.push_str(&format!("- {} — {}", code(kind.usage()), kind.summary()));

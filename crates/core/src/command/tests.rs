@@ -25,6 +25,14 @@ fn run(instructions: &str) -> Command {
     }
 }
 
+/// The reply a person reads for `err`. Its first paragraph is the error's
+/// `Display`, so a snapshot of the reply shows both.
+fn reply(err: &ParseError) -> String {
+    let reply = err.render_markdown();
+    assert!(reply.starts_with(&format!("{err}\n\n")), "{reply}");
+    reply
+}
+
 fn unknown(given: &str, suggestion: Option<&str>) -> ParseError {
     ParseError::UnknownCommand {
         given: given.to_string(),
@@ -443,13 +451,13 @@ fn duplicate_key() {
         key: "a".to_string(),
     };
     assert_eq!(parse("/bg-agent t a=1 a=2"), Err(err.clone()));
-    assert_eq!(err.to_string(), "Argument `a` is given more than once.");
-    assert_eq!(
-        err.render_markdown(),
-        "Argument `a` is given more than once.\n\n\
-         Usage: `/bg-agent <template> [args...] [key=value...]`\n\n\
-         See `/bg-agent help` for all commands."
-    );
+    insta::assert_snapshot!(reply(&err), @"
+    Argument `a` is given more than once.
+
+    Usage: `/bg-agent <template> [args...] [key=value...]`
+
+    See `/bg-agent help` for all commands.
+    ");
     // Keys are case-sensitive.
     assert_eq!(
         parse("/bg-agent t a=1 A=2"),
@@ -465,23 +473,25 @@ fn unclosed_quote() {
     };
     assert_eq!(parse("/bg-agent t \"a b"), Err(err.clone()));
     assert_eq!(parse("/bg-agent t \"a\\\""), Err(err.clone()));
-    assert_eq!(
-        err.to_string(),
-        "Unclosed quote `\"`: add the closing quote."
-    );
-    assert_eq!(
-        err.render_markdown(),
-        "Unclosed quote `\"`: add the closing quote.\n\n\
-         Usage: `/bg-agent <template> [args...] [key=value...]`\n\n\
-         See `/bg-agent help` for all commands."
-    );
-    assert_eq!(
-        parse("/bg-agent retry 'x"),
-        Err(ParseError::UnclosedQuote {
-            command: CommandKind::Retry,
-            quote: '\''
-        })
-    );
+    insta::assert_snapshot!(reply(&err), @r#"
+    Unclosed quote `"`: add the closing quote.
+
+    Usage: `/bg-agent <template> [args...] [key=value...]`
+
+    See `/bg-agent help` for all commands.
+    "#);
+    let single = ParseError::UnclosedQuote {
+        command: CommandKind::Retry,
+        quote: '\'',
+    };
+    assert_eq!(parse("/bg-agent retry 'x"), Err(single.clone()));
+    insta::assert_snapshot!(reply(&single), @"
+    Unclosed quote `'`: add the closing quote.
+
+    Usage: `/bg-agent retry [task-id]`
+
+    See `/bg-agent help` for all commands.
+    ");
     // A quote on the next line does not close it: arguments are one line.
     assert_eq!(
         parse("/bg-agent t note=\"a\nb\""),
@@ -549,32 +559,30 @@ fn known_templates_beat_typo_detection() {
 #[test]
 fn unknown_command_rendering() {
     let err = unknown("stauts", Some("status"));
-    assert_eq!(
-        err.to_string(),
-        "Unknown command `stauts`. Did you mean `status`?"
-    );
-    assert_eq!(
-        err.render_markdown(),
-        "Unknown command `stauts`. Did you mean `status`?\n\n\
-         Usage: `/bg-agent status`\n\n\
-         See `/bg-agent help` for all commands."
-    );
+    insta::assert_snapshot!(reply(&err), @"
+    Unknown command `stauts`. Did you mean `status`?
+
+    Usage: `/bg-agent status`
+
+    See `/bg-agent help` for all commands.
+    ");
     let err = unknown("123", None);
-    assert_eq!(err.to_string(), "Unknown command `123`.");
-    assert_eq!(
-        err.render_markdown(),
-        "Unknown command `123`.\n\n\
-         Usage: `/bg-agent <template> [args...] [key=value...]`\n\n\
-         See `/bg-agent help` for all commands."
-    );
+    insta::assert_snapshot!(reply(&err), @"
+    Unknown command `123`.
+
+    Usage: `/bg-agent <template> [args...] [key=value...]`
+
+    See `/bg-agent help` for all commands.
+    ");
 }
 
 #[test]
 fn user_text_cannot_break_out_of_code() {
-    assert_eq!(unknown("a`b", None).to_string(), "Unknown command ``a`b``.");
-    assert_eq!(unknown("`x", None).to_string(), "Unknown command `` `x ``.");
+    insta::assert_snapshot!(unknown("a`b", None).to_string(), @"Unknown command ``a`b``.");
+    insta::assert_snapshot!(unknown("`x", None).to_string(), @"Unknown command `` `x ``.");
     let long = unknown(&"x".repeat(500), None).to_string();
     assert!(long.len() < 100, "{long}");
+    insta::assert_snapshot!(long, @"Unknown command `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`.");
     assert!(long.contains('…'));
 }
 
@@ -612,13 +620,13 @@ fn run_missing_instructions() {
     };
     assert_eq!(parse("/bg-agent run"), Err(err.clone()));
     assert_eq!(parse("/bg-agent run   \n \r\n\t"), Err(err.clone()));
-    assert_eq!(err.to_string(), "`/bg-agent run` needs instructions.");
-    assert_eq!(
-        err.render_markdown(),
-        "`/bg-agent run` needs instructions.\n\n\
-         Usage: `/bg-agent run <instructions>`\n\n\
-         See `/bg-agent help` for all commands."
-    );
+    insta::assert_snapshot!(reply(&err), @"
+    `/bg-agent run` needs instructions.
+
+    Usage: `/bg-agent run <instructions>`
+
+    See `/bg-agent help` for all commands.
+    ");
 }
 
 // --- retry / cancel / status / help -----------------------------------------
@@ -687,16 +695,25 @@ fn invalid_task_ids() {
         command: CommandKind::Retry,
         given: "abc".to_string(),
     };
-    assert_eq!(
-        err.to_string(),
-        "`abc` is not a task id; use a number such as `42` or `#42`."
-    );
-    assert_eq!(
-        err.render_markdown(),
-        "`abc` is not a task id; use a number such as `42` or `#42`.\n\n\
-         Usage: `/bg-agent retry [task-id]`\n\n\
-         See `/bg-agent help` for all commands."
-    );
+    let empty = ParseError::InvalidTaskId {
+        command: CommandKind::Cancel,
+        given: String::new(),
+    };
+    assert_eq!(parse("/bg-agent cancel \"\""), Err(empty.clone()));
+    insta::assert_snapshot!(reply(&empty), @r#"
+    `""` is not a task id; use a number such as `42` or `#42`.
+
+    Usage: `/bg-agent cancel [task-id]`
+
+    See `/bg-agent help` for all commands.
+    "#);
+    insta::assert_snapshot!(reply(&err), @"
+    `abc` is not a task id; use a number such as `42` or `#42`.
+
+    Usage: `/bg-agent retry [task-id]`
+
+    See `/bg-agent help` for all commands.
+    ");
 }
 
 #[test]
@@ -725,17 +742,22 @@ fn unexpected_arguments() {
         parse("/bg-agent help me please"),
         Err(unexpected(CommandKind::Help, "me"))
     );
+    // A `key=value` argument where none is taken.
+    insta::assert_snapshot!(reply(&unexpected(CommandKind::Retry, "task=1")), @"
+    Unexpected argument `task=1` for `/bg-agent retry`.
+
+    Usage: `/bg-agent retry [task-id]`
+
+    See `/bg-agent help` for all commands.
+    ");
     let err = unexpected(CommandKind::Status, "all");
-    assert_eq!(
-        err.to_string(),
-        "Unexpected argument `all` for `/bg-agent status`."
-    );
-    assert_eq!(
-        err.render_markdown(),
-        "Unexpected argument `all` for `/bg-agent status`.\n\n\
-         Usage: `/bg-agent status`\n\n\
-         See `/bg-agent help` for all commands."
-    );
+    insta::assert_snapshot!(reply(&err), @"
+    Unexpected argument `all` for `/bg-agent status`.
+
+    Usage: `/bg-agent status`
+
+    See `/bg-agent help` for all commands.
+    ");
 }
 
 // --- parse_line ---------------------------------------------------------------
@@ -805,6 +827,22 @@ fn every_command_kind_is_listed_and_documented() {
         }
     }
     assert!(help.contains("`/bg-agent upgrade lodash 4.17.21`"));
+}
+
+#[test]
+fn help_text() {
+    insta::assert_snapshot!(help_markdown(), @r#"
+    ### bg-agent commands
+
+    Write a command at the start of a line in a comment. Only the first command in a comment counts; commands in code blocks, inline code, quotes and HTML are ignored.
+
+    - `/bg-agent <template> [args...] [key=value...]` — Start a task from a template, with positional and `key=value` arguments (quote values that contain spaces: `note="a b"`). Example: `/bg-agent upgrade lodash 4.17.21`
+    - `/bg-agent run <instructions>` — Start a free-form task; the instructions are the rest of the line and every line below it. Example: `/bg-agent run Add a --json flag to the export command`
+    - `/bg-agent retry [task-id]` — Retry a task (`42` or `#42`); without an id, the latest task here. Example: `/bg-agent retry #42`
+    - `/bg-agent cancel [task-id]` — Cancel a queued or running task; without an id, the latest task here. Example: `/bg-agent cancel 42`
+    - `/bg-agent status` — Show the tasks of this issue or pull request.
+    - `/bg-agent help` — Show this help.
+    "#);
 }
 
 #[test]
