@@ -657,15 +657,15 @@ fn code(text: &str) -> String {
 // Finding the command line: pulldown-cmark decides what GitHub renders as text.
 // ---------------------------------------------------------------------------
 
-/// GitHub's flavour. None of these extensions makes code, quotes or HTML of
-/// anything, but they keep the block structure the one GitHub shows.
+/// GitHub's flavour. These extensions make nothing code, a quote or HTML; they
+/// keep the block structure the same as on GitHub.
 const MARKDOWN: Options = Options::ENABLE_TABLES
     .union(Options::ENABLE_STRIKETHROUGH)
     .union(Options::ENABLE_TASKLISTS)
     .union(Options::ENABLE_GFM);
 
-/// Byte offset of the first command: a line that [`is_command_line`] and whose
-/// prefix is rendered as text outside code, block quotes and HTML.
+/// Byte offset of the first command: the prefix of a line for which
+/// [`is_command_line`] holds, where it is text outside code, block quotes and HTML.
 fn find_command_line(body: &str) -> Option<usize> {
     // Where `/bg-agent` starts on each candidate line, in order. Most comments
     // have none, and then the Markdown is not parsed at all.
