@@ -1,6 +1,7 @@
 //! What people read about a task, rendered from its stored state alone: the tracking
-//! comment, the check run's output and buttons, the pull request, and the task page.
-//! Pure functions, so every report can be re-rendered after a restart.
+//! comment, the check run's output and buttons, and the pull request. (The task page is
+//! HTML, built by the server's web module from the same pieces.) Pure functions, so every
+//! report can be re-rendered after a restart.
 
 use std::fmt::Write as _;
 
@@ -87,7 +88,8 @@ fn running_line(task: &TaskRecord, now: DateTime<Utc>) -> String {
     )
 }
 
-fn state_word(task: &TaskRecord) -> &'static str {
+/// The task's state in a word or three, e.g. `done: no changes needed`.
+pub fn state_word(task: &TaskRecord) -> &'static str {
     match task.state {
         TaskState::Queued => "queued",
         TaskState::Starting => "starting",
@@ -329,106 +331,6 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     body
 }
 
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The read-only task page, plain HTML. It refreshes itself while the task is active.
-pub fn task_page(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
-    let e = html_escape;
-    let mut html = String::new();
-    let _ = write!(
-        html,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\">{}\
-         <title>bg-agent task #{}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}\
-         pre{{background:#f6f8fa;padding:1rem;overflow:auto}}progress{{width:20rem}}</style></head><body>",
-        if task.state.is_active() {
-            "<meta http-equiv=\"refresh\" content=\"3\">"
-        } else {
-            ""
-        },
-        task.id
-    );
-    let _ = write!(
-        html,
-        "<h1>Task #{} — {}</h1><p><strong>{}</strong> in <code>{}</code>, requested by @{} (attempt {}{})</p>",
-        task.id,
-        e(&task.summary),
-        e(state_word(task)),
-        e(&task.repository),
-        e(&task.creator_login),
-        task.attempt,
-        task.retry_of
-            .map(|id| format!(", retry of <a href=\"{id}\">#{id}</a>"))
-            .unwrap_or_default()
-    );
-    let _ = write!(
-        html,
-        "<p>Phase <strong id=\"phase\">{}</strong> <progress id=\"progress\" max=\"100\" value=\"{}\"></progress> {} % · {} elapsed</p>",
-        task.phase,
-        task.progress,
-        task.progress,
-        elapsed(task, cx.now)
-    );
-    if let Some(url) = &task.pr_url {
-        let _ = write!(
-            html,
-            "<p>Pull request: <a id=\"pr\" href=\"{0}\">{0}</a></p>",
-            e(url)
-        );
-    }
-    if let Some(error) = &task.error {
-        let _ = write!(
-            html,
-            "<p id=\"error\"><strong>Error:</strong> {}</p>",
-            e(error)
-        );
-    }
-    if !cx.validations.is_empty() {
-        html.push_str(
-            "<h2>Validation</h2><table><tr><th>command</th><th>result</th><th>duration</th></tr>",
-        );
-        for v in cx.validations {
-            let _ = write!(
-                html,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{:.1} s</td></tr>",
-                e(&v.command),
-                if v.passed() {
-                    "passed".to_owned()
-                } else {
-                    format!(
-                        "failed ({})",
-                        v.exit_code.map_or("killed".into(), |c| format!("exit {c}"))
-                    )
-                },
-                v.duration_ms as f64 / 1000.0
-            );
-        }
-        html.push_str("</table>");
-    }
-    let _ = write!(
-        html,
-        "<h2>Instructions</h2><pre>{}</pre><h2>Log</h2><pre id=\"log\">{}</pre></body></html>",
-        e(&task.instructions),
-        e(&cx.log_tail.join("\n"))
-    );
-    html
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,16 +469,5 @@ mod tests {
         assert!(body.contains("- `package-lock.json`"), "{body}");
         assert_eq!(pull_request_title(&t), "[bg-agent] upgrade lodash 4.17.21");
         assert_eq!(check_run_status(&t), ("completed", Some("success")));
-    }
-
-    #[test]
-    fn the_page_escapes_what_users_wrote() {
-        let mut t = task(TaskState::Running);
-        t.instructions = "<script>alert(1)</script>".into();
-        let page = task_page(&t, &cx(&[], &["a < b".into()]));
-        assert!(!page.contains("<script>alert"));
-        assert!(page.contains("&lt;script&gt;"));
-        assert!(page.contains("a &lt; b"));
-        assert!(page.contains("http-equiv=\"refresh\""));
     }
 }
