@@ -58,6 +58,18 @@ async fn github_fake_delivers_a_comment_to_the_server() {
         &sim_log,
     )
     .await;
+    // It answers while it seeds its world; its banner comes once the world is there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&sim_log)
+        .unwrap_or_default()
+        .contains("state: curl")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fake GitHub never said it was ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let client = reqwest::Client::new();
     let made = client
