@@ -1,7 +1,8 @@
 //! Background work that ends with the server. A [`CancellationToken`] asks it to stop, a
 //! [`TaskTracker`] lets shutdown wait for it (for a bounded time), and a panic in it is
-//! logged and counted instead of vanishing with a detached task. Nothing in the server
-//! calls `tokio::spawn` for work that outlives the caller; it goes through [`Background`].
+//! logged and counted instead of vanishing with a detached task. The server spawns its
+//! background work only through [`Background`] (its one `tokio::spawn` is the server's own
+//! task, whose handle `RunningServer` keeps and awaits).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
