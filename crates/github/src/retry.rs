@@ -1,10 +1,13 @@
 //! The client's one retry policy: what a response means (done, wait as told, back off,
-//! give up) and how long to wait. Pure functions; the loop lives in `http`.
+//! give up) and how long to wait. Pure functions; the loop is `GitHubApp`'s, the backoff
+//! arithmetic in `bg_agent_core::backoff`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
+
+use bg_agent_core::backoff::Backoff;
 
 /// Backoff after the first failure; doubles per attempt up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -98,16 +101,15 @@ pub fn bounded_wait(asked: Duration, max: Duration) -> Option<Duration> {
     (asked <= max).then_some(asked)
 }
 
-/// The backoff after `failures` consecutive failures (1 for the first), with "equal
-/// jitter": half the exponential delay plus `jitter` (in `[0, 1]`) of the other half,
-/// so retries of many clients spread out but never collapse to zero.
+/// The client's backoff: 1 s, 2 s, 4 s … up to [`BACKOFF_CAP`], with "equal jitter"
+/// (half of each delay fixed, half random), so retries of many clients spread out but
+/// never collapse to zero.
+pub const BACKOFF: Backoff = Backoff::new(BACKOFF_BASE, 2, BACKOFF_CAP).with_jitter(0.5);
+
+/// The backoff after `failures` consecutive failures (1 for the first), `jitter` (in
+/// `[0, 1]`) choosing where it falls between half the exponential delay and all of it.
 pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let nominal = BACKOFF_BASE
-        .saturating_mul(1u32 << exponent)
-        .min(BACKOFF_CAP);
-    let half = nominal / 2;
-    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    BACKOFF.delay(failures, jitter)
 }
 
 /// [`backoff_delay`] with a random jitter.

@@ -1,20 +1,25 @@
-//! Wiring: the database (external or embedded), the HTTP server, the intake writers and
-//! the delivery workers, started together and stopped in order.
+//! Wiring: the database (external or embedded), the HTTP server, the intake writers, the
+//! delivery workers and the task engine, started together and stopped in order (see
+//! [`RunningServer::start_with`]), all background work tracked by [`Background`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::background::Background;
 
 use crate::config::{Config, LogFormat};
 use crate::engine::reporter::{Reporter, ReporterSettings};
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
-use crate::engine::{DeliveryWorker, Shutdown, ShutdownTrigger, Signal, TriggerHandler};
+use crate::engine::{DeliveryWorker, Signal, TriggerHandler};
 use crate::executor::{Executor, LocalExecutor};
 use crate::store::Store;
 use crate::store::embedded::{Durability, EmbeddedPostgres};
@@ -69,10 +74,14 @@ impl Database {
     }
 }
 
+/// How long shutdown waits for each kind of background work (intake writers, delivery
+/// workers, the engine's loops) before leaving it to end with the process.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// A running server; [`RunningServer::stop`] shuts it down gracefully.
 pub struct RunningServer {
     pub addr: SocketAddr,
-    shutdown: ShutdownTrigger,
+    background: Background,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -96,23 +105,27 @@ impl RunningServer {
         handler: Arc<H>,
         listener: TcpListener,
         signal: Signal,
-        background: Vec<BackgroundLoop>,
+        loops: Vec<BackgroundLoop>,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
-        let (trigger, shutdown) = Shutdown::new();
-        let (writer, fresh, writers) = IntakeWriter::spawn(store.clone(), &config.intake);
+        // One stop request for everything; a group per kind of work, so shutdown can
+        // wait for each in turn.
+        let background = Background::new();
+        let (writers, workers, engine) =
+            (background.group(), background.group(), background.group());
+        let (writer, fresh) = IntakeWriter::spawn(store.clone(), &config.intake, &writers);
         let context = DecodeContext {
             app_id: config.app_id.and_then(|id| i64::try_from(id).ok()),
             app_slug: config.app_slug.clone(),
         };
         let worker = DeliveryWorker::new(store.clone(), handler, context, config.worker.clone());
-        let workers: Vec<_> = (0..config.worker.workers)
-            .map(|_| tokio::spawn(worker.clone().run(fresh.clone(), shutdown.clone())))
-            .collect();
-        let loops: Vec<_> = background
-            .into_iter()
-            .map(|spawn| spawn(shutdown.clone()))
-            .collect();
+        for _ in 0..config.worker.workers {
+            let run = worker.clone().run(fresh.clone(), workers.token().clone());
+            workers.spawn("delivery worker", run);
+        }
+        for start in loops {
+            start(&engine);
+        }
         let router = crate::web::router(
             store,
             Arc::new(config.webhook_secrets.clone()),
@@ -120,35 +133,39 @@ impl RunningServer {
             signal,
             config.run.public_url.clone(),
         );
-        let mut server_shutdown = shutdown.clone();
+        let stopping = background.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { server_shutdown.requested().await })
-                .await
-                .context("HTTP server failed")?;
+            let stop_serving = stopping.token().clone().cancelled_owned();
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop_serving)
+                .await;
+            // Also when serving failed: the rest must not run on without intake.
+            stopping.stop();
             // In-flight requests are answered; the router's writer handles are gone, so
-            // the writers drain their queue and stop.
-            for handle in writers {
-                handle.await.context("intake writer panicked")?;
+            // the writers store what they hold and stop. The workers and the engine were
+            // asked to stop with the server; the supervisor ends the local runners last.
+            writers.finish("intake writers", SHUTDOWN_GRACE).await;
+            workers.finish("delivery workers", SHUTDOWN_GRACE).await;
+            engine.finish("the task engine", SHUTDOWN_GRACE).await;
+            served.context("HTTP server failed")?;
+            match stopping.panics() {
+                0 => Ok(()),
+                n => Err(anyhow::anyhow!(
+                    "{n} piece(s) of background work panicked; see the log"
+                )),
             }
-            for handle in workers {
-                handle.await.context("delivery worker panicked")?;
-            }
-            for handle in loops {
-                handle.await.context("a background loop panicked")?;
-            }
-            Ok(())
         });
         Ok(Self {
             addr,
-            shutdown: trigger,
+            background,
             task,
         })
     }
 
     /// Graceful stop: finish in-flight requests, store what was accepted, stop workers.
+    /// Fails if the server failed or any of its background work panicked.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.trigger();
+        self.background.stop();
         self.wait().await
     }
 
@@ -157,13 +174,15 @@ impl RunningServer {
         self.task.await.context("server task panicked")?
     }
 
-    pub fn shutdown_trigger(&self) -> &ShutdownTrigger {
-        &self.shutdown
+    /// Cancelling this token stops the server as [`RunningServer::stop`] does.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.background.token().clone()
     }
 }
 
-/// A loop started with the server and stopped with it.
-pub type BackgroundLoop = Box<dyn FnOnce(Shutdown) -> JoinHandle<()> + Send>;
+/// Starts a loop in the given group, with the server; the loop must end once the
+/// group's token is cancelled.
+pub type BackgroundLoop = Box<dyn FnOnce(&Background) + Send>;
 
 /// How the task engine runs, beyond the configuration.
 #[derive(Debug, Clone)]
@@ -245,8 +264,12 @@ pub fn start_app_on<E: Executor>(
         signal.clone(),
     );
     let background: Vec<BackgroundLoop> = vec![
-        Box::new(move |shutdown| tokio::spawn(supervisor.run(shutdown))),
-        Box::new(move |shutdown| tokio::spawn(reporter.run(shutdown))),
+        Box::new(move |engine: &Background| {
+            engine.spawn("supervisor", supervisor.run(engine.clone()));
+        }),
+        Box::new(move |engine: &Background| {
+            engine.spawn("reporter", reporter.run(engine.clone()));
+        }),
     ];
     RunningServer::start_with(
         config,

@@ -1,5 +1,6 @@
 //! Background work driven from Postgres: the delivery worker, the triggers → tasks
-//! handler, the supervisor (dispatch, executions, reconciliation) and the reporter.
+//! handler, the supervisor (dispatch, executions, reconciliation) and the reporter. They
+//! run as [`crate::background::Background`] work and stop on its token.
 
 pub mod delivery_worker;
 pub mod reporter;
@@ -11,39 +12,12 @@ pub use delivery_worker::{
 };
 
 use tokio::sync::watch;
-
-/// A shutdown signal shared by background loops.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// Flips every [`Shutdown`] made from it.
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-impl Shutdown {
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(tx), Shutdown(rx))
-    }
-
-    pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once shutdown is requested (or the trigger is gone).
-    pub async fn requested(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
-impl ShutdownTrigger {
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
-}
+use tokio_util::sync::CancellationToken;
 
 /// "Something changed, look again": wakes the supervisor and the reporter at once instead
 /// of at their next poll. Each loop holds its own [`Wakeups`], so no wake-up is lost to
-/// another loop.
+/// another loop, and one that came while the loop was busy is not lost either (a
+/// generation counter, which `Notify` would not give every loop).
 #[derive(Clone)]
 pub struct Signal(std::sync::Arc<watch::Sender<u64>>);
 
@@ -72,11 +46,11 @@ impl Default for Signal {
 
 impl Wakeups {
     /// Returns on a wake-up, after `poll` at the latest, or when shutdown is requested.
-    pub async fn next(&mut self, poll: std::time::Duration, shutdown: &mut Shutdown) {
+    pub async fn next(&mut self, poll: std::time::Duration, shutdown: &CancellationToken) {
         tokio::select! {
             _ = self.0.changed() => {}
             () = tokio::time::sleep(poll) => {}
-            () = shutdown.requested() => {}
+            () = shutdown.cancelled() => {}
         }
     }
 }

@@ -80,9 +80,12 @@ pub trait Executor: Send + Sync + 'static {
     }
 
     /// The server is stopping. Executions that cannot outlive it (the local executor's
-    /// child processes) are stopped; those that can (Kubernetes Jobs) keep running and are
-    /// found again by the next server's reconciler.
-    fn server_stopping(&self) {}
+    /// child processes) are stopped, and this resolves once they have ended (within a
+    /// bound); those that can (Kubernetes Jobs) keep running and are found again by the
+    /// next server's reconciler.
+    fn server_stopping(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 
     /// Resolves once the execution is no longer running, saying how it ended. Executors
     /// that cannot be told poll [`Executor::observe`].

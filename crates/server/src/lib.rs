@@ -3,6 +3,7 @@
 //! ARCHITECTURE.md (at the repository's root) maps the crates and their boundaries.
 
 pub mod app;
+pub mod background;
 pub mod config;
 pub mod engine;
 pub mod executor;

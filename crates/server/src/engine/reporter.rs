@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use crate::background::Background;
 use crate::store::tasks::{Actor, TaskRecord};
 use crate::store::{Store, StoreError};
+use bg_agent_core::backoff::Backoff;
 use bg_agent_core::protocol::ValidationResult;
 use bg_agent_core::task::TaskState;
 use bg_agent_core::task::render::{self, CHECK_RUN_NAME, RenderContext};
@@ -18,7 +20,7 @@ use bg_agent_github::{
     GitHubError, InstallationClient, NewCheckRun, NewPullRequest, PullRequestUpdate, RepoName,
 };
 
-use super::{Shutdown, Signal};
+use super::Signal;
 
 /// The label put on every pull request the app opens.
 pub const PR_LABEL: &str = "bg-agent";
@@ -55,9 +57,12 @@ pub struct Reporter {
     signal: Signal,
 }
 
-/// 2 s, 4 s, 8 s … up to 5 minutes.
+/// 2 s, 4 s, 8 s … up to 5 minutes between tries at a report GitHub refused. No jitter:
+/// the reports of one outage are retried 16 at a time anyway.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(2), 2, Duration::from_secs(300));
+
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_pow(failures.min(20)).min(300))
+    RETRY.delay(failures, rand::random())
 }
 
 fn conclusion(name: &str) -> Option<CheckRunConclusion> {
@@ -100,12 +105,16 @@ impl Reporter {
     /// Works until shutdown. Reports run side by side and each is claimed as soon as a
     /// place is free, so a new task's check run never waits behind a slow report (a pull
     /// request being opened, say); the client caps requests per installation.
-    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+    /// A report that panics is logged by `background`; its task stays claimed only until
+    /// the lease runs out, then it is reported again.
+    pub async fn run(self: Arc<Self>, background: Background) {
         let mut wakeups = self.signal.subscribe();
+        // Reports are the loop's own: it needs each one's end (a free place), and any still
+        // under way when it stops are aborted with the set.
         let mut reports = tokio::task::JoinSet::new();
         // Throttled tasks become due without a wake-up: look again soon.
         let poll = self.settings.poll.min(self.settings.throttle);
-        while !shutdown.is_requested() {
+        while !background.is_stopping() {
             let free = IN_FLIGHT.saturating_sub(reports.len());
             if free > 0 {
                 let limit = i64::try_from(free).unwrap_or(1);
@@ -118,9 +127,8 @@ impl Reporter {
                         for task in tasks {
                             let span = tracing::info_span!("task", task = task.id);
                             let this = Arc::clone(&self);
-                            reports.spawn(
-                                async move { this.report_one(&task).await }.instrument(span),
-                            );
+                            let report = async move { this.report_one(&task).await };
+                            reports.spawn(background.guarded("report", report).instrument(span));
                         }
                     }
                     Err(e) => {
@@ -130,7 +138,7 @@ impl Reporter {
             }
             // A finished report frees a place: look again then too.
             tokio::select! {
-                () = wakeups.next(poll, &mut shutdown) => {}
+                () = wakeups.next(poll, background.token()) => {}
                 Some(_) = reports.join_next(), if !reports.is_empty() => {}
             }
         }
@@ -372,4 +380,15 @@ impl Reporter {
 
 fn validation_passed(validations: &[ValidationResult]) -> bool {
     validations.iter().all(ValidationResult::passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn report_retries_double_from_two_seconds_up_to_five_minutes() {
+        let secs = [1, 2, 3, 8, 9, 50, u32::MAX].map(|n| backoff(n).as_secs());
+        assert_eq!(secs, [2, 4, 8, 256, 300, 300, 300]);
+    }
 }

@@ -4,7 +4,7 @@
 //! Everything it decides from is in the database, so any replica can do it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+use crate::background::Background;
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{Actor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
@@ -20,7 +21,7 @@ use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
 use bg_agent_core::task::{TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, RepoName};
 
-use super::{Shutdown, Signal};
+use super::Signal;
 
 /// A timed-out execution that is somehow still running gets this long before the
 /// supervisor stops it itself (the executor's own timeout should have come first).
@@ -35,6 +36,9 @@ const INSTANCE_SILENCE: Duration = Duration::from_secs(30);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// The runner token must outlive the task by this much (pushing happens at the end).
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+/// At shutdown, launches and stops under way get this long to finish before the
+/// executor is told the server is stopping (a stop takes the runner's grace period).
+const WORK_GRACE: Duration = Duration::from_secs(15);
 
 const SUPERVISOR: Actor<'static> = Actor {
     name: "bg-agent",
@@ -72,7 +76,7 @@ pub struct Supervisor<E> {
     settings: SupervisorSettings,
     signal: Signal,
     /// Tasks this process is launching or stopping right now (not to be judged lost).
-    busy: Mutex<HashSet<i64>>,
+    busy: BusyTasks,
     /// This server process, as recorded with the tasks it launches.
     instance: uuid::Uuid,
     /// When this process last told the database it is alive.
@@ -102,30 +106,36 @@ impl<E: Executor> Supervisor<E> {
             executor,
             settings,
             signal,
-            busy: Mutex::new(HashSet::new()),
+            busy: BusyTasks::default(),
             instance: uuid::Uuid::new_v4(),
             last_heartbeat: Mutex::new(None),
         })
     }
 
-    /// Runs until shutdown, then tells the executor the server is stopping (the local
-    /// executor's runners end with it).
-    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+    /// Runs until shutdown, lets the launches and stops under way finish, then tells the
+    /// executor the server is stopping (the local executor's runners end with it, even
+    /// one launched during shutdown).
+    pub async fn run(self: Arc<Self>, background: Background) {
+        // Launches, stops and execution watchers: a group of their own, to be waited for
+        // before the executor stops.
+        let work = background.group();
         let mut wakeups = self.signal.subscribe();
-        while !shutdown.is_requested() {
-            if let Err(e) = self.pass().await {
+        while !work.is_stopping() {
+            if let Err(e) = self.pass(&work).await {
                 tracing::warn!(error = %e, "supervisor pass failed; trying again");
             }
-            wakeups.next(self.settings.poll, &mut shutdown).await;
+            wakeups.next(self.settings.poll, work.token()).await;
         }
-        self.executor.server_stopping();
+        work.finish("task launches and stops", WORK_GRACE).await;
+        self.executor.server_stopping().await;
         if let Err(e) = self.store.engine_gone(self.instance).await {
             tracing::warn!(error = %e, "cannot sign off; other replicas will wait out the silence");
         }
     }
 
     /// One round: stop what must stop, settle ended executions, start what may start.
-    pub async fn pass(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// Launches and stops go on in `work`.
+    pub async fn pass(self: &Arc<Self>, work: &Background) -> Result<(), StoreError> {
         self.heartbeat().await?;
         // With an executor that sees only its own runs, another live replica's tasks are
         // that replica's to judge (one look-up per pass).
@@ -135,7 +145,7 @@ impl<E: Executor> Supervisor<E> {
             Some(self.store.live_engines(INSTANCE_SILENCE).await?)
         };
         for task in self.store.executing_tasks().await? {
-            if self.is_busy(task.id) {
+            if self.busy.contains(task.id) {
                 continue;
             }
             if let (Some(live), Some(launcher)) = (&live_elsewhere, task.launched_by)
@@ -144,21 +154,25 @@ impl<E: Executor> Supervisor<E> {
             {
                 continue;
             }
-            self.supervise(task).await?;
+            self.supervise(task, work).await?;
         }
         while let Some(task) = self
             .store
             .dispatch_next(self.settings.caps, SUPERVISOR)
             .await?
         {
-            self.mark_busy(task.id, true);
+            // Just dispatched, so no one else here holds it.
+            let Some(busy) = self.busy.claim(task.id) else {
+                continue;
+            };
             let this = Arc::clone(self);
             let span = tracing::info_span!("task", task = task.id);
-            tokio::spawn(
+            let launched_in = work.clone();
+            work.spawn(
+                "task launch",
                 async move {
-                    let id = task.id;
-                    this.launch(task).await;
-                    this.mark_busy(id, false);
+                    let _busy = busy;
+                    this.launch(task, &launched_in).await;
                 }
                 .instrument(span),
             );
@@ -183,20 +197,6 @@ impl<E: Executor> Supervisor<E> {
         Ok(())
     }
 
-    fn is_busy(&self, id: i64) -> bool {
-        self.busy.lock().is_ok_and(|busy| busy.contains(&id))
-    }
-
-    fn mark_busy(&self, id: i64, busy: bool) {
-        if let Ok(mut set) = self.busy.lock() {
-            if busy {
-                set.insert(id);
-            } else {
-                set.remove(&id);
-            }
-        }
-    }
-
     async fn end(&self, task: &TaskRecord, to: TaskState, error: Option<&str>) {
         match self.store.end_task(task.id, to, SUPERVISOR, error).await {
             Ok(Some(_)) => {
@@ -209,7 +209,11 @@ impl<E: Executor> Supervisor<E> {
     }
 
     /// Decides about one task that occupies an executor.
-    async fn supervise(self: &Arc<Self>, task: TaskRecord) -> Result<(), StoreError> {
+    async fn supervise(
+        self: &Arc<Self>,
+        task: TaskRecord,
+        work: &Background,
+    ) -> Result<(), StoreError> {
         let Some(execution) = task.execution_id.clone().map(ExecutionId) else {
             let stuck_for = Utc::now() - task.started_at.unwrap_or(task.created_at);
             if task.cancel_requested_by.is_some() {
@@ -231,9 +235,9 @@ impl<E: Executor> Supervisor<E> {
                     + chrono::TimeDelta::seconds(i64::from(task.timeout_secs))
                     + chrono::TimeDelta::from_std(TIMEOUT_GRACE).unwrap_or_default();
                 if Utc::now() > deadline {
-                    self.stop(task, execution, TaskState::TimedOut);
+                    self.stop(task, execution, TaskState::TimedOut, work);
                 } else if task.cancel_requested_by.is_some() {
-                    self.stop(task, execution, TaskState::Cancelled);
+                    self.stop(task, execution, TaskState::Cancelled, work);
                 }
             }
             Observed::Exited { code } => {
@@ -273,10 +277,20 @@ impl<E: Executor> Supervisor<E> {
 
     /// Stops an execution in the background (a runner gets a grace period) and ends the
     /// task as `to` once it has stopped.
-    fn stop(self: &Arc<Self>, task: TaskRecord, execution: ExecutionId, to: TaskState) {
-        self.mark_busy(task.id, true);
+    fn stop(
+        self: &Arc<Self>,
+        task: TaskRecord,
+        execution: ExecutionId,
+        to: TaskState,
+        work: &Background,
+    ) {
+        let Some(busy) = self.busy.claim(task.id) else {
+            return;
+        };
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let span = tracing::info_span!("task", task = task.id);
+        let stop = async move {
+            let _busy = busy;
             if let Err(e) = this.executor.cancel(&execution).await {
                 tracing::warn!(task = task.id, error = %e, "cannot stop the execution");
             }
@@ -288,21 +302,27 @@ impl<E: Executor> Supervisor<E> {
                     .map(|by| format!("cancelled by @{by}")),
             };
             this.end(&task, to, error.as_deref()).await;
-            this.mark_busy(task.id, false);
-        });
+        };
+        work.spawn("execution stop", stop.instrument(span));
     }
 
-    async fn launch(self: &Arc<Self>, task: TaskRecord) {
+    async fn launch(self: &Arc<Self>, task: TaskRecord, work: &Background) {
         match self.try_launch(&task).await {
             Ok(execution) => {
                 tracing::info!(task = task.id, execution = %execution.0, "runner started");
                 self.signal.wake();
                 let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    this.executor.wait(&execution).await;
-                    // The runner's last report has been applied by now; the next pass
-                    // settles anything it left open.
-                    this.signal.wake();
+                let stopping = work.token().clone();
+                work.spawn("execution watch", async move {
+                    tokio::select! {
+                        _ = this.executor.wait(&execution) => {
+                            // The runner's last report has been applied by now; the next
+                            // pass settles anything it left open.
+                            this.signal.wake();
+                        }
+                        // What happens to the runner now is the executor's affair.
+                        () = stopping.cancelled() => {}
+                    }
                 });
             }
             Err(e) => {
@@ -419,5 +439,86 @@ impl<E: Executor> Supervisor<E> {
             }
         }
         Ok(execution)
+    }
+}
+
+/// Tasks this process is launching or stopping right now. A mark is held by a
+/// [`BusyTask`] guard and goes when the guard is dropped, so work that panics or is
+/// cut short cannot leave its task marked busy (and never supervised again).
+#[derive(Default)]
+struct BusyTasks(Arc<Mutex<HashSet<i64>>>);
+
+/// The mark on one busy task; dropping it clears the mark.
+struct BusyTask {
+    tasks: Arc<Mutex<HashSet<i64>>>,
+    id: i64,
+}
+
+impl BusyTasks {
+    /// Marks `id` busy, unless it is already (then someone else is at it).
+    fn claim(&self, id: i64) -> Option<BusyTask> {
+        lock(&self.0).insert(id).then(|| BusyTask {
+            tasks: Arc::clone(&self.0),
+            id,
+        })
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        lock(&self.0).contains(&id)
+    }
+}
+
+impl Drop for BusyTask {
+    fn drop(&mut self) {
+        lock(&self.tasks).remove(&self.id);
+    }
+}
+
+/// A panic elsewhere cannot leave the set half-changed (single inserts and removals),
+/// so a poisoned lock is still good to use — and a guard must release its mark anyway.
+fn lock(tasks: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    tasks.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_busy_while_its_guard_lives_and_only_once() {
+        let busy = BusyTasks::default();
+        let guard = busy.claim(7).unwrap();
+        assert!(busy.contains(7));
+        assert!(busy.claim(7).is_none(), "claimed twice");
+        assert!(!busy.contains(8));
+        drop(guard);
+        assert!(!busy.contains(7));
+        assert!(busy.claim(7).is_some());
+    }
+
+    #[test]
+    fn a_panic_while_busy_leaves_no_mark() {
+        let busy = BusyTasks::default();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _busy = busy.claim(7).unwrap();
+            panic!("the launch failed");
+        }));
+        assert!(unwound.is_err());
+        assert!(!busy.contains(7));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_background_launch_leaves_no_task_marked_busy() {
+        let busy = BusyTasks::default();
+        let work = Background::new();
+        let guard = busy.claim(7).unwrap();
+        work.spawn("task launch", async move {
+            let _busy = guard;
+            tokio::task::yield_now().await;
+            panic!("the launch failed");
+        });
+        assert!(work.finish("test launches", Duration::from_secs(60)).await);
+        assert_eq!(work.panics(), 1, "the panic was observed");
+        assert!(!busy.contains(7), "the task is still marked busy");
     }
 }

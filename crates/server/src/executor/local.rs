@@ -16,10 +16,15 @@ use tokio::sync::{oneshot, watch};
 
 use bg_agent_core::protocol::Redactor;
 
+use crate::background::Background;
+
 use super::{ExecutionId, Executor, ExecutorError, Launch, Observed};
 
 /// How long a cancelled runner gets to stop on SIGTERM before SIGKILL.
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+/// At server shutdown, killed runners get this long to be reaped, their output read to
+/// the end and their workspaces removed.
+const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct LocalExecutor {
@@ -31,6 +36,9 @@ struct Inner {
     args: Vec<String>,
     workspaces: PathBuf,
     executions: Mutex<HashMap<ExecutionId, Execution>>,
+    /// Per runner: the task that reaps it and removes its workspace, and the readers of
+    /// its output.
+    work: Background,
 }
 
 struct Execution {
@@ -49,6 +57,7 @@ impl LocalExecutor {
                 args,
                 workspaces,
                 executions: Mutex::new(HashMap::new()),
+                work: Background::new(),
             }),
         }
     }
@@ -143,7 +152,7 @@ impl Executor for LocalExecutor {
         .flatten()
         {
             let redactor = redactor.clone();
-            tokio::spawn(async move {
+            self.inner.work.spawn("runner output", async move {
                 let mut lines = BufReader::new(output).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
@@ -154,7 +163,7 @@ impl Executor for LocalExecutor {
         let (state_tx, state_rx) = watch::channel(Observed::Running);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let timeout = launch.timeout;
-        tokio::spawn(async move {
+        self.inner.work.spawn("runner", async move {
             let observed = tokio::select! {
                 status = child.wait() => Observed::Exited {
                     code: status.ok().and_then(|s| s.code()),
@@ -227,8 +236,9 @@ impl Executor for LocalExecutor {
     }
 
     /// Children of a stopping server would report into nothing and be judged lost by
-    /// the next one anyway: they end now, with everything they started.
-    fn server_stopping(&self) {
+    /// the next one anyway: they end now, with everything they started, and their
+    /// workspaces go.
+    async fn server_stopping(&self) {
         for execution in self.executions().values() {
             if *execution.state.borrow() == Observed::Running
                 && let Some(pgid) = execution.pgid
@@ -236,6 +246,7 @@ impl Executor for LocalExecutor {
                 signal_group(pgid, Signal::SIGKILL);
             }
         }
+        self.inner.work.finish("runners", CLEANUP_GRACE).await;
     }
 
     async fn wait(&self, id: &ExecutionId) -> Observed {

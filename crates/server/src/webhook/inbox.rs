@@ -13,10 +13,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::verify_signature;
+use crate::background::Background;
 use crate::config::{IntakeConfig, WebhookSecrets};
 use crate::store::{ClaimedDelivery, NewDelivery, Store, StoreError};
 
@@ -97,29 +97,31 @@ impl FreshDeliveries {
 }
 
 impl IntakeWriter {
-    /// Starts `config.writers` writer tasks. They stop once every `IntakeWriter` clone is
-    /// dropped and the queue is drained; await the handles for a clean shutdown.
+    /// Starts `config.writers` writer tasks in `background`. They ignore its stop
+    /// request: they stop once every `IntakeWriter` clone is dropped and the queue is
+    /// drained, so wait for `background` after the last request for a clean shutdown.
     pub fn spawn(
         store: Store,
         config: &IntakeConfig,
-    ) -> (Self, FreshDeliveries, Vec<JoinHandle<()>>) {
+        background: &Background,
+    ) -> (Self, FreshDeliveries) {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let queue = Arc::new(Mutex::new(queue));
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
-        let handles = (0..config.writers)
-            .map(|_| {
-                tokio::spawn(write_batches(
+        for _ in 0..config.writers {
+            background.spawn(
+                "intake writer",
+                write_batches(
                     store.clone(),
                     queue.clone(),
                     config.batch_max,
                     fresh_tx.clone(),
-                ))
-            })
-            .collect();
+                ),
+            );
+        }
         (
             Self { jobs },
             FreshDeliveries(Arc::new(Mutex::new(fresh_rx))),
-            handles,
         )
     }
 

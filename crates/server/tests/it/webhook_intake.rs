@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use bg_agent::config::WorkerConfig;
-use bg_agent::engine::{DeliveryWorker, Shutdown};
+use bg_agent::engine::DeliveryWorker;
 use bg_agent::store::{DeliveryState, NewDelivery, Store};
 use bg_agent::webhook::inbox::FreshDeliveries;
 use bg_agent::webhook::trigger::{CheckRunAction, InstallationChange, ParsedCommand};
@@ -426,7 +426,7 @@ async fn two_workers_never_process_one_delivery_twice() {
         app_id: Some(APP_ID as i64),
         app_slug: "bg-agent".into(),
     };
-    let (stop, shutdown) = Shutdown::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let store = Store::connect(db.connect_options(), 4).await.unwrap();
@@ -447,7 +447,7 @@ async fn two_workers_never_process_one_delivery_twice() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    stop.trigger();
+    shutdown.cancel();
     for replica in replicas {
         replica.await.unwrap();
     }
