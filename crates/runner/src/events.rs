@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use bg_agent_core::backoff::Backoff;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -26,8 +27,8 @@ pub const BATCH_DELAY: Duration = Duration::from_millis(500);
 pub const MAX_LINE_CHARS: usize = 2000;
 /// Total time spent retrying one report before giving up on it.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// Between attempts to deliver one report: 200 ms doubling to 4 s (the shared policy).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), 2, Duration::from_secs(4));
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +261,7 @@ impl Sender {
             event,
         };
         let deadline = Instant::now() + RETRY_BUDGET;
-        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0;
         loop {
             let error = match self.attempt(&report).await {
                 Attempt::Delivered => return Ok(()),
@@ -270,6 +271,8 @@ impl Sender {
                 }
                 Attempt::Transient(why) => why,
             };
+            failures += 1;
+            let backoff = RETRY.delay(failures, 0.0);
             if !retry || Instant::now() + backoff > deadline {
                 eprintln!(
                     "bg-agent runner: report {} not delivered: {error}",
@@ -279,7 +282,6 @@ impl Sender {
                 return Err(EventError::NotDelivered(error));
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
