@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod engine;
 pub mod executor;
+pub mod github_app;
 pub mod store;
 pub mod web;
 pub mod webhook;
