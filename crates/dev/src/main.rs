@@ -7,8 +7,8 @@ mod demo;
 use std::process::ExitCode;
 
 use bg_agent::app::{init_logging, shutdown_signal};
-use bg_agent::config::Config;
-use clap::{Parser, Subcommand};
+use bg_agent::config::{Config, Settings};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,8 @@ struct Cli {
 enum Commands {
     /// Try it all on this machine: a fake GitHub with a sample npm repository, a comment
     /// asking for an upgrade, and the task followed to its pull request.
+    ///
+    /// Takes bg-agent's settings (below); the GitHub App and the npm registry are the fake's.
     Demo,
     /// Run a local fake GitHub (API, git over HTTP, webhooks) seeded with the test fixtures' world.
     GithubFake {
@@ -43,8 +45,16 @@ enum Commands {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let matches = Cli::command()
+        .mut_subcommand("demo", Settings::add_to)
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config = match matches.subcommand() {
+        Some(("demo", demo)) => Config::from_matches(demo),
+        // The others only want the webhook secret and the log format, from the environment.
+        _ => Config::from_env(),
+    };
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("bg-agent-dev: configuration error: {e}");

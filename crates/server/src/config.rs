@@ -1,154 +1,28 @@
-//! Typed configuration from environment variables and an optional TOML file.
+//! Typed configuration from flags, environment variables and an optional TOML file.
 //!
-//! Precedence: environment variable > file (`BG_AGENT_CONFIG`) > default. Every
-//! variable is listed in [`VARIABLES`] (and the README) so none goes undocumented.
-//! Secrets are held in `secrecy` types: their `Debug` prints `[REDACTED]`.
+//! Every setting is declared once, with clap, in [`Settings`]: `bg-agent serve --help`
+//! prints them all and `docs/configuration.md` mirrors them (a test compares the two).
+//! Precedence: flag > environment variable > file (`BG_AGENT_CONFIG`) > default.
+//! Secrets are held in `secrecy` types: their `Debug` prints `[REDACTED]`, and `--help`
+//! never shows their values.
 
-use bg_agent_github::GitHubConfig;
+mod settings;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use clap::FromArgMatches;
+use clap::parser::ValueSource;
 use secrecy::{ExposeSecret, SecretString};
+
+pub use settings::{Declaration, Settings};
 
 /// The secret used when none is configured, so `serve` and `webhook send` work together
 /// out of the box on a developer machine. It is public knowledge: `serve` warns loudly.
 pub const DEVELOPMENT_WEBHOOK_SECRET: &str = "bg-agent-development-secret";
-
-/// (variable, default, meaning) — the README's configuration table mirrors this list.
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "BG_AGENT_CONFIG",
-        "(none)",
-        "Path of an optional TOML file; its keys are the variable names in lower case without the `BG_AGENT_` prefix.",
-    ),
-    (
-        "BG_AGENT_LISTEN",
-        "127.0.0.1:3000",
-        "Address the HTTP server binds to.",
-    ),
-    (
-        "DATABASE_URL",
-        "(embedded)",
-        "PostgreSQL URL. Unset: a private cluster is started under BG_AGENT_DATA_DIR on a Unix socket.",
-    ),
-    (
-        "BG_AGENT_DATA_DIR",
-        ".bg-agent",
-        "Where the embedded PostgreSQL cluster (and later, workspaces) live.",
-    ),
-    (
-        "GITHUB_WEBHOOK_SECRET",
-        "(development secret)",
-        "Webhook secret(s), comma-separated to rotate: any one verifies. Unset: a well-known development secret, with a warning.",
-    ),
-    (
-        "GITHUB_APP_ID",
-        "(none)",
-        "The App's id; comments made through it are ignored (no loops).",
-    ),
-    (
-        "GITHUB_APP_SLUG",
-        "bg-agent",
-        "The App's slug; comments by `<slug>[bot]` are ignored.",
-    ),
-    (
-        "GITHUB_API_URL",
-        "https://api.github.com",
-        "GitHub's REST API base URL; for GitHub Enterprise Server `https://HOST/api/v3`.",
-    ),
-    (
-        "GITHUB_PRIVATE_KEY",
-        "(none)",
-        "The App's RSA private key, PEM text (`\\n` escapes accepted). Set this or GITHUB_PRIVATE_KEY_PATH to talk to GitHub.",
-    ),
-    (
-        "GITHUB_PRIVATE_KEY_PATH",
-        "(none)",
-        "Path of a file holding the App's PEM private key (instead of GITHUB_PRIVATE_KEY).",
-    ),
-    (
-        "BG_AGENT_GITHUB_CONCURRENCY",
-        "10",
-        "Most GitHub requests in flight at once per installation (App-level calls have their own limit).",
-    ),
-    (
-        "BG_AGENT_GITHUB_TIMEOUT_SECS",
-        "30",
-        "Timeout of one GitHub request attempt.",
-    ),
-    (
-        "BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS",
-        "60",
-        "Longest wait honoured when GitHub rate-limits a request; a longer one fails the call.",
-    ),
-    (
-        "BG_AGENT_REQUIRED_PERMISSION",
-        "write",
-        "Least permission on a repository (`read`, `write` or `admin`; maintain counts as write) needed to start tasks there.",
-    ),
-    (
-        "BG_AGENT_TASK_TIMEOUT_SECS",
-        "3600",
-        "Default task timeout; templates may ask for less; never more than 3600.",
-    ),
-    (
-        "BG_AGENT_PUBLIC_URL",
-        "http://BG_AGENT_LISTEN",
-        "The server's base URL as runners and people reach it: runners report to it, and check runs and comments link to its task pages.",
-    ),
-    (
-        "BG_AGENT_MAX_TASKS_PER_INSTALLATION",
-        "10",
-        "At most this many tasks run at once per installation; more wait, queued.",
-    ),
-    (
-        "BG_AGENT_MAX_TASKS",
-        "20",
-        "At most this many tasks run at once in all.",
-    ),
-    (
-        "BG_AGENT_AGENT_COMMAND",
-        "(none)",
-        "The coding agent for free-text tasks: a command line (split into argv, no shell) that reads the instructions on stdin in the repository's checkout. Unset: free-text tasks fail with a clear error.",
-    ),
-    (
-        "BG_AGENT_NPM_REGISTRY",
-        "(npm's default)",
-        "npm registry the `upgrade` recipe resolves versions from.",
-    ),
-    (
-        "BG_AGENT_DB_MAX_CONNECTIONS",
-        "16",
-        "Size of the PostgreSQL connection pool.",
-    ),
-    (
-        "BG_AGENT_INTAKE_BATCH",
-        "256",
-        "Most deliveries committed together by the intake writer (group commit).",
-    ),
-    (
-        "BG_AGENT_INTAKE_WRITERS",
-        "2",
-        "Intake writer tasks; each commits one batch at a time.",
-    ),
-    (
-        "BG_AGENT_WORKERS",
-        "2",
-        "Delivery workers in this process; 0 makes an intake-only replica (others process).",
-    ),
-    (
-        "BG_AGENT_WORKER_POLL_MS",
-        "1000",
-        "How often an idle worker looks for deliveries stored by other replicas.",
-    ),
-    (
-        "BG_AGENT_LOG_FORMAT",
-        "text",
-        "`text` or `json`. Levels come from RUST_LOG (default `info`).",
-    ),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -159,17 +33,21 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid TOML: {message}")]
     ParseFile { path: PathBuf, message: String },
+    #[error("config file {path} has an unknown key `{key}` (docs/configuration.md lists them)")]
+    UnknownKey { path: PathBuf, key: String },
     #[error("{name} = {value:?} is invalid: {reason}")]
     Invalid {
-        name: &'static str,
+        name: String,
         value: String,
         reason: String,
     },
     #[error("{name} is not set; it is needed {needed_for}")]
     Missing {
-        name: &'static str,
+        name: String,
         needed_for: &'static str,
     },
+    #[error("cannot read the settings: {0}")]
+    Arguments(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,7 +141,7 @@ pub enum PrivateKeySource {
 }
 
 /// GitHub settings as configured; all optional so the server starts without any of them.
-/// [`Config::github_app`] turns them into the [`GitHubConfig`] the client needs.
+/// `crate::github_app::client_config` turns them into what the client needs.
 #[derive(Debug, Clone)]
 pub struct GitHubSettings {
     pub api_url: String,
@@ -310,116 +188,164 @@ pub struct RunSettings {
 }
 
 impl Config {
-    /// Reads the process environment (and the file it names).
+    /// Reads the process environment (and the file it names); flags are not looked at.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect())
+        let vars = std::env::vars_os()
+            .map(|(name, value)| {
+                (
+                    name.to_string_lossy().into_owned(),
+                    value.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        Self::from_vars(&vars)
     }
 
-    /// Builds a config from a variable map (the environment in production, a literal in tests).
-    pub fn from_vars(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let file = match env.get("BG_AGENT_CONFIG").filter(|p| !p.is_empty()) {
-            Some(path) => load_file(PathBuf::from(path))?,
-            None => HashMap::new(),
-        };
-        let vars = Vars { env, file: &file };
+    /// Builds a config from what clap matched for a command extended by
+    /// [`Settings::add_to`]: the flags and variables given (a flag wins over its variable)
+    /// go through [`Config::from_vars`], so the file and the defaults apply to the rest.
+    pub fn from_matches(matches: &clap::ArgMatches) -> Result<Self, ConfigError> {
+        let mut vars = HashMap::new();
+        for declaration in Settings::declarations() {
+            // Asked first: it answers "absent" for a command without the settings, where
+            // `value_source` would panic.
+            let Ok(Some(mut raw)) = matches.try_get_raw(&declaration.id) else {
+                continue;
+            };
+            let given = matches!(
+                matches.value_source(&declaration.id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if let (true, Some(value)) = (given, raw.next()) {
+                vars.insert(declaration.env, value.to_string_lossy().into_owned());
+            }
+        }
+        Self::from_vars(&vars)
+    }
 
-        let listen = vars.parsed("BG_AGENT_LISTEN", "127.0.0.1:3000".parse().ok())?;
-        let database_url = vars
-            .get("DATABASE_URL")
-            .map(|s| SecretString::from(s.to_owned()));
-        let data_dir = vars
-            .get("BG_AGENT_DATA_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".bg-agent"));
-        let webhook_secrets = match vars.get("GITHUB_WEBHOOK_SECRET") {
-            Some(raw) => WebhookSecrets::parse(raw).ok_or(ConfigError::Invalid {
-                name: "GITHUB_WEBHOOK_SECRET",
-                value: "[REDACTED]".into(),
-                reason: "holds no secret (only commas or spaces)".into(),
+    /// Builds a config from a variable map (the environment, or a literal in tests) through
+    /// the same declarations as the command line; the process environment is not read.
+    /// Precedence: variable > file (`BG_AGENT_CONFIG`) > default; an empty value is unset.
+    pub fn from_vars(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let declarations = Settings::declarations();
+        let given = |d: &Declaration| env.get(&d.env).filter(|v| !v.is_empty());
+        // Each layer is a run of `--flag=value`; a later value of a flag replaces an earlier one.
+        let mut args = Vec::new();
+        if let Some(path) = declarations
+            .iter()
+            .find(|d| d.id == "config")
+            .and_then(given)
+        {
+            let path = PathBuf::from(path);
+            for (key, value) in load_file(&path)? {
+                let Some(declaration) = declarations.iter().find(|d| d.file_key() == key) else {
+                    return Err(ConfigError::UnknownKey { path, key });
+                };
+                if !value.is_empty() {
+                    args.push(format!("--{}={value}", declaration.flag));
+                }
+            }
+        }
+        for declaration in &declarations {
+            if let Some(value) = given(declaration) {
+                args.push(format!("--{}={value}", declaration.flag));
+            }
+        }
+        // Every value is text and every flag is declared, so clap has nothing to refuse;
+        // its message could quote a secret, hence only the kind.
+        let settings = Settings::parser()
+            .try_get_matches_from(args)
+            .and_then(|matches| Settings::from_arg_matches(&matches))
+            .map_err(|e| ConfigError::Arguments(e.kind().to_string()))?;
+        Self::from_settings(settings)
+    }
+
+    /// Checks and converts the declared settings' text.
+    fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = parse("listen", &s.listen)?;
+        let webhook_secrets = match &s.github_webhook_secret {
+            Some(raw) => WebhookSecrets::parse(raw.expose_secret()).ok_or_else(|| {
+                invalid(
+                    "github_webhook_secret",
+                    "[REDACTED]",
+                    "holds no secret (only commas or spaces)",
+                )
             })?,
             None => WebhookSecrets::development(),
         };
-        let app_id = match vars.get("GITHUB_APP_ID") {
-            Some(_) => Some(vars.parsed::<u64>("GITHUB_APP_ID", None)?),
-            None => None,
-        };
-        let app_slug = vars.get("GITHUB_APP_SLUG").unwrap_or("bg-agent").to_owned();
-        let github = github_settings(&vars)?;
-        let db_max_connections = vars.positive("BG_AGENT_DB_MAX_CONNECTIONS", 16)?;
-        let intake = IntakeConfig {
-            batch_max: vars.positive("BG_AGENT_INTAKE_BATCH", 256)?,
-            writers: vars.positive("BG_AGENT_INTAKE_WRITERS", 2)?,
-        };
+        let app_id = s
+            .github_app_id
+            .as_deref()
+            .map(|raw| parse::<u64>("github_app_id", raw))
+            .transpose()?;
+        let github = github_settings(&s)?;
         let worker = WorkerConfig {
-            workers: vars.parsed("BG_AGENT_WORKERS", Some(2))?,
-            poll_interval: Duration::from_millis(vars.positive("BG_AGENT_WORKER_POLL_MS", 1000)?),
+            workers: parse("workers", &s.workers)?,
+            poll_interval: Duration::from_millis(positive("worker_poll_ms", &s.worker_poll_ms)?),
             claim_batch: 128,
         };
-        let tasks = TaskSettings {
-            required_permission: match vars.get("BG_AGENT_REQUIRED_PERMISSION").unwrap_or("write") {
-                "read" => bg_agent_core::task::Permission::Read,
-                "write" => bg_agent_core::task::Permission::Write,
-                "admin" => bg_agent_core::task::Permission::Admin,
-                other => {
-                    return Err(ConfigError::Invalid {
-                        name: "BG_AGENT_REQUIRED_PERMISSION",
-                        value: other.into(),
-                        reason: "expected `read`, `write` or `admin`".into(),
-                    });
-                }
-            },
-            default_timeout_secs: vars
-                .positive(
-                    "BG_AGENT_TASK_TIMEOUT_SECS",
-                    bg_agent_core::task::MAX_TIMEOUT_SECS,
-                )?
-                .min(bg_agent_core::task::MAX_TIMEOUT_SECS),
-            max_per_installation: vars.positive("BG_AGENT_MAX_TASKS_PER_INSTALLATION", 10)?,
-            max_global: vars.positive("BG_AGENT_MAX_TASKS", 20)?,
+        let required_permission = match s.required_permission.as_str() {
+            "read" => bg_agent_core::task::Permission::Read,
+            "write" => bg_agent_core::task::Permission::Write,
+            "admin" => bg_agent_core::task::Permission::Admin,
+            other => {
+                return Err(invalid(
+                    "required_permission",
+                    other,
+                    "expected `read`, `write` or `admin`",
+                ));
+            }
         };
-        let agent_command = match vars.get("BG_AGENT_AGENT_COMMAND") {
+        let tasks = TaskSettings {
+            required_permission,
+            default_timeout_secs: positive::<u32>("task_timeout_secs", &s.task_timeout_secs)?
+                .min(bg_agent_core::task::MAX_TIMEOUT_SECS),
+            max_per_installation: positive(
+                "max_tasks_per_installation",
+                &s.max_tasks_per_installation,
+            )?,
+            max_global: positive("max_tasks", &s.max_tasks)?,
+        };
+        let agent_command = match &s.agent_command {
             None => None,
             Some(line) => match bg_agent_core::task::repo_config::split_words(line) {
                 Some(argv) if !argv.is_empty() => Some(argv),
                 _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "BG_AGENT_AGENT_COMMAND",
-                        value: line.into(),
-                        reason: "expected a command line (quotes must be closed)".into(),
-                    });
+                    return Err(invalid(
+                        "agent_command",
+                        line,
+                        "expected a command line (quotes must be closed)",
+                    ));
                 }
             },
         };
         let run = RunSettings {
-            public_url: vars
-                .get("BG_AGENT_PUBLIC_URL")
-                .map_or_else(|| format!("http://{listen}"), str::to_owned)
+            public_url: s
+                .public_url
+                .unwrap_or_else(|| format!("http://{listen}"))
                 .trim_end_matches('/')
                 .to_owned(),
             agent_command,
-            npm_registry: vars.get("BG_AGENT_NPM_REGISTRY").map(str::to_owned),
+            npm_registry: s.npm_registry,
         };
-        let log_format = match vars.get("BG_AGENT_LOG_FORMAT").unwrap_or("text") {
+        let log_format = match s.log_format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "BG_AGENT_LOG_FORMAT",
-                    value: other.into(),
-                    reason: "expected `text` or `json`".into(),
-                });
-            }
+            other => return Err(invalid("log_format", other, "expected `text` or `json`")),
         };
         Ok(Self {
             listen,
-            database_url,
-            data_dir,
+            database_url: s.database_url,
+            data_dir: PathBuf::from(s.data_dir),
             webhook_secrets,
             app_id,
-            app_slug,
+            app_slug: s.github_app_slug,
             github,
-            db_max_connections,
-            intake,
+            db_max_connections: positive("db_max_connections", &s.db_max_connections)?,
+            intake: IntakeConfig {
+                batch_max: positive("intake_batch", &s.intake_batch)?,
+                writers: positive("intake_writers", &s.intake_writers)?,
+            },
             worker,
             tasks,
             run,
@@ -428,79 +354,80 @@ impl Config {
     }
 }
 
-impl Config {
-    /// The GitHub client's configuration, or an error naming the first missing variable.
-    /// Reads the key file named by `GITHUB_PRIVATE_KEY_PATH`.
-    pub fn github_app(&self) -> Result<GitHubConfig, ConfigError> {
-        const NEEDED_FOR: &str = "to act as the GitHub App";
-        let app_id = self.app_id.ok_or(ConfigError::Missing {
-            name: "GITHUB_APP_ID",
-            needed_for: NEEDED_FOR,
-        })?;
-        let private_key_pem = match &self.github.private_key {
-            Some(PrivateKeySource::Pem(pem)) => pem.clone(),
-            Some(PrivateKeySource::Path(path)) => std::fs::read_to_string(path)
-                .map(SecretString::from)
-                .map_err(|source| ConfigError::ReadFile {
-                    path: path.clone(),
-                    source,
-                })?,
-            None => {
-                return Err(ConfigError::Missing {
-                    name: "GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)",
-                    needed_for: NEEDED_FOR,
-                });
-            }
-        };
-        Ok(GitHubConfig {
-            concurrency_per_installation: self.github.concurrency_per_installation,
-            request_timeout: self.github.request_timeout,
-            max_retry_wait: self.github.max_retry_wait,
-            ..GitHubConfig::new(self.github.api_url.clone(), app_id, private_key_pem)
-        })
-    }
-}
-
-fn github_settings(vars: &Vars<'_>) -> Result<GitHubSettings, ConfigError> {
-    let api_url = vars
-        .get("GITHUB_API_URL")
-        .unwrap_or(DEFAULT_GITHUB_API_URL)
-        .trim_end_matches('/')
-        .to_owned();
+fn github_settings(s: &Settings) -> Result<GitHubSettings, ConfigError> {
+    let api_url = s.github_api_url.trim_end_matches('/').to_owned();
     if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-        return Err(ConfigError::Invalid {
-            name: "GITHUB_API_URL",
-            value: api_url,
-            reason: "expected an http:// or https:// URL".into(),
-        });
+        return Err(invalid(
+            "github_api_url",
+            api_url,
+            "expected an http:// or https:// URL",
+        ));
     }
-    let private_key = match (
-        vars.get("GITHUB_PRIVATE_KEY"),
-        vars.get("GITHUB_PRIVATE_KEY_PATH"),
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::Invalid {
-                name: "GITHUB_PRIVATE_KEY_PATH",
-                value: vars
-                    .get("GITHUB_PRIVATE_KEY_PATH")
-                    .unwrap_or_default()
-                    .into(),
-                reason: "GITHUB_PRIVATE_KEY is set too; set only one of them".into(),
-            });
+    let private_key = match (&s.github_private_key, &s.github_private_key_path) {
+        (Some(_), Some(path)) => {
+            return Err(invalid(
+                "github_private_key_path",
+                path,
+                format!(
+                    "{} is set too; set only one of them",
+                    env_name("github_private_key")
+                ),
+            ));
         }
-        (Some(pem), None) => Some(PrivateKeySource::Pem(SecretString::from(unescape_pem(pem)))),
+        (Some(pem), None) => Some(PrivateKeySource::Pem(SecretString::from(unescape_pem(
+            pem.expose_secret(),
+        )))),
         (None, Some(path)) => Some(PrivateKeySource::Path(PathBuf::from(path))),
         (None, None) => None,
     };
     Ok(GitHubSettings {
         api_url,
         private_key,
-        concurrency_per_installation: vars.positive("BG_AGENT_GITHUB_CONCURRENCY", 10)?,
-        request_timeout: Duration::from_secs(vars.positive("BG_AGENT_GITHUB_TIMEOUT_SECS", 30)?),
-        max_retry_wait: Duration::from_secs(
-            vars.parsed("BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS", Some(60))?,
-        ),
+        concurrency_per_installation: positive("github_concurrency", &s.github_concurrency)?,
+        request_timeout: Duration::from_secs(positive(
+            "github_timeout_secs",
+            &s.github_timeout_secs,
+        )?),
+        max_retry_wait: Duration::from_secs(parse(
+            "github_max_retry_wait_secs",
+            &s.github_max_retry_wait_secs,
+        )?),
     })
+}
+
+/// The environment variable of the setting whose clap id (field of [`Settings`]) is `id`:
+/// errors name what a person sets.
+pub fn env_name(id: &str) -> String {
+    Settings::declaration(id).map_or_else(|| id.to_owned(), |d| d.env)
+}
+
+fn invalid(id: &str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name: env_name(id),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse<T>(id: &str, raw: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    raw.parse()
+        .map_err(|e: T::Err| invalid(id, raw, e.to_string()))
+}
+
+fn positive<T>(id: &str, raw: &str) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Default,
+    T::Err: std::fmt::Display,
+{
+    let value = parse(id, raw)?;
+    if value <= T::default() {
+        return Err(invalid(id, raw, "must be greater than zero"));
+    }
+    Ok(value)
 }
 
 /// Env files and CI secrets often carry a PEM on one line with literal `\n`; a value
@@ -513,14 +440,14 @@ fn unescape_pem(pem: &str) -> String {
     }
 }
 
-fn load_file(path: PathBuf) -> Result<HashMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
-        path: path.clone(),
+fn load_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
         source,
     })?;
     let table: HashMap<String, toml::Value> =
         toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
-            path: path.clone(),
+            path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
     Ok(table
@@ -543,63 +470,6 @@ fn load_file(path: PathBuf) -> Result<HashMap<String, String>, ConfigError> {
             (key, value)
         })
         .collect())
-}
-
-struct Vars<'a> {
-    env: &'a HashMap<String, String>,
-    file: &'a HashMap<String, String>,
-}
-
-impl Vars<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        if let Some(v) = self.env.get(name).filter(|v| !v.is_empty()) {
-            return Some(v);
-        }
-        let key = name
-            .strip_prefix("BG_AGENT_")
-            .unwrap_or(name)
-            .to_lowercase();
-        self.file
-            .get(&key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn parsed<T>(&self, name: &'static str, default: Option<T>) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr,
-        T::Err: std::fmt::Display,
-    {
-        match (self.get(name), default) {
-            (Some(raw), _) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                value: raw.into(),
-                reason: e.to_string(),
-            }),
-            (None, Some(default)) => Ok(default),
-            (None, None) => Err(ConfigError::Invalid {
-                name,
-                value: String::new(),
-                reason: "is required".into(),
-            }),
-        }
-    }
-
-    fn positive<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr + PartialOrd + Default + Copy,
-        T::Err: std::fmt::Display,
-    {
-        let value = self.parsed(name, Some(default))?;
-        if value <= T::default() {
-            return Err(ConfigError::Invalid {
-                name,
-                value: self.get(name).unwrap_or_default().into(),
-                reason: "must be greater than zero".into(),
-            });
-        }
-        Ok(value)
-    }
 }
 
 #[cfg(test)]
@@ -681,69 +551,6 @@ mod tests {
     }
 
     #[test]
-    fn github_is_optional_and_its_absence_names_the_variable() {
-        let config = Config::from_vars(&HashMap::new()).unwrap();
-        assert_eq!(config.github.api_url, DEFAULT_GITHUB_API_URL);
-        assert_eq!(config.github.concurrency_per_installation, 10);
-        assert_eq!(config.github.request_timeout, Duration::from_secs(30));
-        assert_eq!(config.github.max_retry_wait, Duration::from_secs(60));
-        let err = config.github_app().unwrap_err();
-        assert!(
-            err.to_string().starts_with("GITHUB_APP_ID is not set"),
-            "{err}"
-        );
-
-        let config = Config::from_vars(&vars(&[("GITHUB_APP_ID", "42")])).unwrap();
-        let err = config.github_app().unwrap_err();
-        assert!(err.to_string().starts_with("GITHUB_PRIVATE_KEY"), "{err}");
-    }
-
-    #[test]
-    fn github_app_config_from_pem_text_or_file() {
-        let pem = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n";
-        let config = Config::from_vars(&vars(&[
-            ("GITHUB_APP_ID", "42"),
-            ("GITHUB_PRIVATE_KEY", &pem.replace('\n', "\\n")),
-            ("GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
-            ("BG_AGENT_GITHUB_CONCURRENCY", "3"),
-            ("BG_AGENT_GITHUB_TIMEOUT_SECS", "5"),
-            ("BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS", "0"),
-        ]))
-        .unwrap();
-        let github = config.github_app().unwrap();
-        assert_eq!(github.app_id, 42);
-        assert_eq!(github.private_key_pem.expose_secret(), pem);
-        assert_eq!(github.api_url, "https://ghe.example.com/api/v3");
-        assert_eq!(github.concurrency_per_installation, 3);
-        assert_eq!(github.request_timeout, Duration::from_secs(5));
-        assert_eq!(github.max_retry_wait, Duration::ZERO);
-        assert!(!format!("{config:?} {github:?}").contains("abc"));
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key.pem");
-        std::fs::write(&path, pem).unwrap();
-        let config = Config::from_vars(&vars(&[
-            ("GITHUB_APP_ID", "42"),
-            ("GITHUB_PRIVATE_KEY_PATH", path.to_str().unwrap()),
-        ]))
-        .unwrap();
-        assert_eq!(
-            config.github_app().unwrap().private_key_pem.expose_secret(),
-            pem
-        );
-
-        let missing = Config::from_vars(&vars(&[
-            ("GITHUB_APP_ID", "42"),
-            ("GITHUB_PRIVATE_KEY_PATH", "/nonexistent/key.pem"),
-        ]))
-        .unwrap();
-        assert!(matches!(
-            missing.github_app(),
-            Err(ConfigError::ReadFile { .. })
-        ));
-    }
-
-    #[test]
     fn invalid_github_settings_name_the_variable() {
         let err = Config::from_vars(&vars(&[("GITHUB_API_URL", "api.github.com")])).unwrap_err();
         assert!(err.to_string().starts_with("GITHUB_API_URL"), "{err}");
@@ -761,10 +568,122 @@ mod tests {
     }
 
     #[test]
-    fn every_variable_is_documented_in_the_readme() {
-        let readme = include_str!("../../../README.md");
-        for (name, _, _) in VARIABLES {
-            assert!(readme.contains(name), "README.md does not document {name}");
+    fn flags_and_file_keys_follow_the_variable_names() {
+        let declarations = Settings::declarations();
+        assert_eq!(
+            declarations.len(),
+            Settings::parser().get_arguments().count()
+        );
+        for d in &declarations {
+            let expected = d.env.to_lowercase();
+            let expected = expected.strip_prefix("bg_agent_").unwrap_or(&expected);
+            assert_eq!(d.flag, expected.replace('_', "-"), "{}", d.env);
+            assert_eq!(d.file_key(), expected, "{}", d.env);
+            assert!(!d.help.is_empty(), "{} has no meaning", d.env);
+        }
+        // Values `--help` must never show, even when they are set in the environment.
+        let secrets: Vec<&str> = declarations
+            .iter()
+            .filter(|d| d.secret)
+            .map(|d| d.env.as_str())
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                "DATABASE_URL",
+                "GITHUB_WEBHOOK_SECRET",
+                "GITHUB_PRIVATE_KEY"
+            ]
+        );
+        assert!(
+            declarations
+                .iter()
+                .all(|d| !d.secret || d.default.is_none())
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_empty_is_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bg-agent.toml");
+        std::fs::write(&path, "workers = 3\nintake_batch = 7\nmax_tasks = 9\n").unwrap();
+        // The process environment is left out, as `from_vars` leaves it out.
+        let command = Settings::add_to(clap::Command::new("serve")).mut_args(|a| a.env(None));
+        let matches = command
+            .try_get_matches_from([
+                "serve",
+                "--config",
+                path.to_str().unwrap(),
+                "--workers=5",
+                "--listen",
+                "127.0.0.1:4100",
+                "--log-format=",
+            ])
+            .unwrap();
+        let config = Config::from_matches(&matches).unwrap();
+        assert_eq!(config.worker.workers, 5);
+        assert_eq!(config.intake.batch_max, 7);
+        assert_eq!(config.tasks.max_global, 9);
+        assert_eq!(config.listen.port(), 4100);
+        assert_eq!(config.run.public_url, "http://127.0.0.1:4100");
+        // Empty is unset: the default.
+        assert_eq!(config.log_format, LogFormat::Text);
+
+        let err = Config::from_matches(
+            &Settings::add_to(clap::Command::new("serve"))
+                .mut_args(|a| a.env(None))
+                .try_get_matches_from(["serve", "--intake-writers", "0"])
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("BG_AGENT_INTAKE_WRITERS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_key_that_is_no_setting_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bg-agent.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:4000\"\nworkerz = 3\n").unwrap();
+        let err =
+            Config::from_vars(&vars(&[("BG_AGENT_CONFIG", path.to_str().unwrap())])).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "workerz"));
+        assert!(err.to_string().contains("docs/configuration.md"), "{err}");
+    }
+
+    /// docs/configuration.md's table and the clap declarations agree: every setting is
+    /// documented with its flag and default, and nothing else is.
+    #[test]
+    fn docs_configuration_lists_every_setting_as_declared() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                line.trim()
+                    .trim_matches('|')
+                    .split(" | ")
+                    .map(str::trim)
+                    .collect()
+            })
+            .collect();
+        let declarations = Settings::declarations();
+        let documented: Vec<&str> = rows.iter().map(|row| row[0].trim_matches('`')).collect();
+        let declared: Vec<&str> = declarations.iter().map(|d| d.env.as_str()).collect();
+        assert_eq!(
+            documented, declared,
+            "the table lists the settings in order"
+        );
+        for (row, d) in rows.iter().zip(&declarations) {
+            assert_eq!(row.len(), 4, "{row:?}");
+            assert_eq!(row[1], format!("`--{}`", d.flag), "{}", d.env);
+            match &d.default {
+                Some(default) => assert_eq!(row[2], format!("`{default}`"), "{}", d.env),
+                None => assert!(row[2].starts_with('('), "{}: no default: {}", d.env, row[2]),
+            }
+            assert!(!row[3].is_empty(), "{} has no meaning", d.env);
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod background;
 pub mod config;
 pub mod engine;
 pub mod executor;
+pub mod github_app;
 pub mod store;
 pub mod web;
 pub mod webhook;

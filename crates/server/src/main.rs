@@ -3,20 +3,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use bg_agent::app::{
     Database, EngineOptions, RunningServer, init_logging, shutdown_signal, start_app,
 };
-use bg_agent::config::Config;
+use bg_agent::config::{Config, ConfigError, Settings};
 use bg_agent::engine::LoggingHandler;
+use bg_agent::github_app;
 use bg_agent_github::{GitHubApp, SystemClock};
 
 // Allocation-heavy request handling (JSON, headers) runs measurably faster than on glibc malloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// `serve`, `migrate` and `webhook send` also take the settings (`config::Settings`, added
+// in `command()`), so their `--help` lists them all.
 /// bg-agent: a GitHub App that runs background coding tasks and opens validated pull requests.
 #[derive(Parser)]
 #[command(version, about)]
@@ -28,6 +31,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run the server (webhook intake, workers). Without DATABASE_URL it starts its own PostgreSQL.
+    ///
+    /// Every setting below is a flag or an environment variable (the flag wins), or a key
+    /// of the BG_AGENT_CONFIG file; docs/configuration.md has the same list.
     Serve,
     /// Apply database migrations and exit.
     Migrate,
@@ -59,9 +65,33 @@ enum WebhookCommand {
     },
 }
 
+/// The command line: [`Cli`] with the settings added to the subcommands that read them.
+fn command() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("serve", Settings::add_to)
+        .mut_subcommand("migrate", Settings::add_to)
+        .mut_subcommand("webhook", |webhook| {
+            webhook.mut_subcommand("send", Settings::add_to)
+        })
+}
+
+/// The matches of the subcommand that was run, where its settings are.
+fn innermost(matches: &ArgMatches) -> &ArgMatches {
+    match matches.subcommand() {
+        Some((_, sub)) => innermost(sub),
+        None => matches,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let config = match &cli.command {
+        // The runner takes no flags; its log format comes from the environment it is given.
+        Commands::Runner => Config::from_env(),
+        _ => Config::from_matches(innermost(&matches)),
+    };
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("bg-agent: configuration error: {e}");
@@ -114,7 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     // Without App credentials the server still takes deliveries (and can be tried with
     // `webhook send`), but cannot act on GitHub.
-    let server = match config.github_app() {
+    let server = match github_app::client_config(&config) {
         Ok(github) => {
             let github = GitHubApp::new(github, Arc::new(SystemClock))
                 .context("configuring the GitHub App client")?;
@@ -127,7 +157,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 &EngineOptions::new(runner),
             )?
         }
-        Err(missing @ bg_agent::config::ConfigError::Missing { .. }) => {
+        Err(missing @ ConfigError::Missing { .. }) => {
             tracing::warn!(%missing, "not acting on GitHub: deliveries are stored and decoded only");
             RunningServer::start(
                 &config,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bg_agent::app::RunningServer;
-use bg_agent::config::{Config, WebhookSecrets};
+use bg_agent::config::Config;
 use bg_agent::engine::{DeliveryMeta, HandlerError, TriggerHandler};
 use bg_agent::store::{DeliveryRecord, DeliveryState};
 use bg_agent::webhook::Trigger;
@@ -67,12 +67,19 @@ impl TriggerHandler for RecordingHandler {
     }
 }
 
+/// The server's configuration in tests, read the way `bg-agent serve` reads its
+/// environment (the process environment is not looked at): both webhook secrets, the
+/// fixtures' App, and idle workers that look again soon.
 pub fn test_config() -> Config {
-    let mut config = Config::from_vars(&HashMap::new()).expect("default config");
-    config.webhook_secrets = WebhookSecrets::new([SECRET, ROTATED_SECRET]);
-    config.app_id = Some(APP_ID);
-    config.worker.poll_interval = Duration::from_millis(50);
-    config
+    let vars = HashMap::from([
+        (
+            "GITHUB_WEBHOOK_SECRET".to_owned(),
+            format!("{SECRET},{ROTATED_SECRET}"),
+        ),
+        ("GITHUB_APP_ID".to_owned(), APP_ID.to_string()),
+        ("BG_AGENT_WORKER_POLL_MS".to_owned(), "50".to_owned()),
+    ]);
+    Config::from_vars(&vars).expect("test config")
 }
 
 pub struct TestApp {

@@ -93,3 +93,43 @@ fn configuration_errors_are_one_clear_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("BG_AGENT_LISTEN"), "{stderr}");
 }
+
+/// `serve --help` is the reference of every setting: each variable is named, and secrets
+/// set in the environment are not shown.
+#[test]
+fn serve_help_lists_every_setting_and_shows_no_secret() {
+    let output = bg_agent()
+        .args(["serve", "--help"])
+        .env("GITHUB_WEBHOOK_SECRET", "hunter2-webhook")
+        .env("DATABASE_URL", "postgres://u:pa55word@h/db")
+        .env("GITHUB_PRIVATE_KEY", "pem-that-is-secret")
+        .env("BG_AGENT_WORKERS", "7")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.starts_with("Run the server"), "{help}");
+    for declaration in bg_agent::config::Settings::declarations() {
+        assert!(
+            help.contains(&format!("--{} <", declaration.flag)),
+            "{help}"
+        );
+        assert!(help.contains(&declaration.env), "{help}");
+    }
+    assert!(help.contains("[env: BG_AGENT_WORKERS=7]"), "{help}");
+    for secret in ["hunter2", "pa55word", "pem-that-is-secret"] {
+        assert!(!help.contains(secret), "{help}");
+    }
+}
+
+#[test]
+fn a_flag_is_checked_like_its_variable() {
+    let output = bg_agent()
+        .args(["serve", "--workers", "many"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("BG_AGENT_WORKERS = \"many\""), "{stderr}");
+}

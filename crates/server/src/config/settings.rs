@@ -1,0 +1,282 @@
+//! Every setting, declared once: its flag, environment variable, default and meaning.
+//! `bg-agent serve --help` prints these declarations and `docs/configuration.md` mirrors
+//! them (a test keeps the two in step). Values are kept as text here and checked in
+//! [`super::Config`], so an invalid one is reported by its variable's name in one line,
+//! and an empty variable counts as unset wherever it comes from.
+//!
+//! Naming rule (tested): the flag is the variable in lower case, without `BG_AGENT_`, `_`
+//! turned into `-`; the config file's key is the same with `_`.
+
+use clap::{Arg, Args, Command};
+use secrecy::SecretString;
+
+use super::DEFAULT_GITHUB_API_URL;
+
+// The settings as clap parses them from flags and environment variables. (Not a doc
+// comment: clap would make it the `about` of every subcommand given the settings.)
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Settings (flag or environment variable; the flag wins)")]
+pub struct Settings {
+    /// Path of an optional TOML file of defaults; its keys are the flags' names with `_`
+    /// (`listen = "0.0.0.0:3000"`, `github_webhook_secret = ["new", "old"]`).
+    #[arg(long, env = "BG_AGENT_CONFIG", value_name = "PATH")]
+    pub config: Option<String>,
+
+    /// Address the HTTP server binds to.
+    #[arg(
+        long,
+        env = "BG_AGENT_LISTEN",
+        default_value = "127.0.0.1:3000",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+
+    /// PostgreSQL URL. Unset: a private cluster is started under BG_AGENT_DATA_DIR, on a
+    /// Unix socket only, and stopped with the server.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL", value_parser = secret)]
+    pub database_url: Option<SecretString>,
+
+    /// Where the embedded PostgreSQL cluster and task workspaces live.
+    #[arg(
+        long,
+        env = "BG_AGENT_DATA_DIR",
+        default_value = ".bg-agent",
+        value_name = "DIR"
+    )]
+    pub data_dir: String,
+
+    /// Webhook secret; several comma-separated during a rotation (any one verifies, the
+    /// first signs `webhook send`). Unset: the public development secret, with a warning.
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true, value_name = "SECRETS", value_parser = secret)]
+    pub github_webhook_secret: Option<SecretString>,
+
+    /// The App's id: comments made through it and check runs of other apps are ignored.
+    /// Needed, with a private key, to act on GitHub.
+    #[arg(long, env = "GITHUB_APP_ID", value_name = "ID")]
+    pub github_app_id: Option<String>,
+
+    /// The App's slug: comments by `<slug>[bot]` are ignored.
+    #[arg(
+        long,
+        env = "GITHUB_APP_SLUG",
+        default_value = "bg-agent",
+        value_name = "SLUG"
+    )]
+    pub github_app_slug: String,
+
+    /// GitHub's REST API base URL; for GitHub Enterprise Server `https://HOST/api/v3`.
+    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL, value_name = "URL")]
+    pub github_api_url: String,
+
+    /// The App's private key, PEM text (a one-line value with `\n` escapes works). This or
+    /// GITHUB_PRIVATE_KEY_PATH, not both; without either the server starts but does not
+    /// act on GitHub.
+    #[arg(long, env = "GITHUB_PRIVATE_KEY", hide_env_values = true, value_name = "PEM", value_parser = secret)]
+    pub github_private_key: Option<SecretString>,
+
+    /// Path of a file holding the App's PEM private key (instead of GITHUB_PRIVATE_KEY).
+    #[arg(long, env = "GITHUB_PRIVATE_KEY_PATH", value_name = "PATH")]
+    pub github_private_key_path: Option<String>,
+
+    /// Most GitHub requests in flight at once per installation (App-level calls have their
+    /// own limit of the same size).
+    #[arg(
+        long,
+        env = "BG_AGENT_GITHUB_CONCURRENCY",
+        default_value = "10",
+        value_name = "N"
+    )]
+    pub github_concurrency: String,
+
+    /// Timeout of one GitHub request attempt, in seconds.
+    #[arg(
+        long,
+        env = "BG_AGENT_GITHUB_TIMEOUT_SECS",
+        default_value = "30",
+        value_name = "SECS"
+    )]
+    pub github_timeout_secs: String,
+
+    /// Longest rate-limit wait honoured, in seconds; GitHub asking for longer fails the call.
+    #[arg(
+        long,
+        env = "BG_AGENT_GITHUB_MAX_RETRY_WAIT_SECS",
+        default_value = "60",
+        value_name = "SECS"
+    )]
+    pub github_max_retry_wait_secs: String,
+
+    /// Least permission on a repository needed to ask for tasks there: `read`, `write` or
+    /// `admin` (maintain counts as write); others get a short refusal.
+    #[arg(
+        long,
+        env = "BG_AGENT_REQUIRED_PERMISSION",
+        default_value = "write",
+        value_name = "LEVEL"
+    )]
+    pub required_permission: String,
+
+    /// Default task timeout, in seconds; templates may ask for less; never more than 3600.
+    #[arg(
+        long,
+        env = "BG_AGENT_TASK_TIMEOUT_SECS",
+        default_value = "3600",
+        value_name = "SECS"
+    )]
+    pub task_timeout_secs: String,
+
+    /// This server's base URL as runners and people reach it: runners report to it, check
+    /// runs and comments link to its task pages. Unset: `http://` + BG_AGENT_LISTEN.
+    #[arg(long, env = "BG_AGENT_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Most tasks running at once per installation; more wait, queued.
+    #[arg(
+        long,
+        env = "BG_AGENT_MAX_TASKS_PER_INSTALLATION",
+        default_value = "10",
+        value_name = "N"
+    )]
+    pub max_tasks_per_installation: String,
+
+    /// Most tasks running at once in all.
+    #[arg(
+        long,
+        env = "BG_AGENT_MAX_TASKS",
+        default_value = "20",
+        value_name = "N"
+    )]
+    pub max_tasks: String,
+
+    /// The coding agent for free-text tasks: a command line (split into argv, no shell) run
+    /// in the checkout with the instructions on stdin. Unset: such tasks fail with a clear error.
+    #[arg(long, env = "BG_AGENT_AGENT_COMMAND", value_name = "COMMAND")]
+    pub agent_command: Option<String>,
+
+    /// npm registry the `upgrade` recipe resolves versions from. Unset: npm's default.
+    #[arg(long, env = "BG_AGENT_NPM_REGISTRY", value_name = "URL")]
+    pub npm_registry: Option<String>,
+
+    /// Size of the PostgreSQL connection pool.
+    #[arg(
+        long,
+        env = "BG_AGENT_DB_MAX_CONNECTIONS",
+        default_value = "16",
+        value_name = "N"
+    )]
+    pub db_max_connections: String,
+
+    /// Most deliveries stored in one commit by the intake writer (group commit).
+    #[arg(
+        long,
+        env = "BG_AGENT_INTAKE_BATCH",
+        default_value = "256",
+        value_name = "N"
+    )]
+    pub intake_batch: String,
+
+    /// Intake writer tasks; each commits one batch at a time.
+    #[arg(
+        long,
+        env = "BG_AGENT_INTAKE_WRITERS",
+        default_value = "2",
+        value_name = "N"
+    )]
+    pub intake_writers: String,
+
+    /// Delivery workers in this process; 0 makes an intake-only replica (others process).
+    #[arg(long, env = "BG_AGENT_WORKERS", default_value = "2", value_name = "N")]
+    pub workers: String,
+
+    /// How often an idle worker looks for deliveries stored by other replicas, in milliseconds.
+    #[arg(
+        long,
+        env = "BG_AGENT_WORKER_POLL_MS",
+        default_value = "1000",
+        value_name = "MS"
+    )]
+    pub worker_poll_ms: String,
+
+    /// Log format, `text` or `json`; levels come from RUST_LOG (default `info`).
+    #[arg(
+        long,
+        env = "BG_AGENT_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: String,
+}
+
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// One declared setting, as the clap definitions state it.
+#[derive(Debug, Clone)]
+pub struct Declaration {
+    /// clap's id (the field's name).
+    pub id: String,
+    pub env: String,
+    pub flag: String,
+    pub default: Option<String>,
+    pub help: String,
+    /// Its value is never shown (`--help` hides it from the environment too).
+    pub secret: bool,
+}
+
+impl Declaration {
+    fn of(arg: &Arg) -> Option<Self> {
+        Some(Self {
+            id: arg.get_id().to_string(),
+            env: arg.get_env()?.to_str()?.to_owned(),
+            flag: arg.get_long()?.to_owned(),
+            default: arg
+                .get_default_values()
+                .first()
+                .and_then(|v| v.to_str())
+                .map(str::to_owned),
+            help: arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            secret: arg.is_hide_env_values_set(),
+        })
+    }
+
+    /// The config file's key for this setting.
+    pub fn file_key(&self) -> String {
+        self.flag.replace('-', "_")
+    }
+}
+
+impl Settings {
+    /// Adds the settings to a (sub)command, so its `--help` documents them.
+    pub fn add_to(command: Command) -> Command {
+        <Self as Args>::augment_args(command)
+    }
+
+    /// Every setting, in declaration order.
+    pub fn declarations() -> Vec<Declaration> {
+        Self::add_to(Command::new("bg-agent"))
+            .get_arguments()
+            .filter_map(Declaration::of)
+            .collect()
+    }
+
+    /// The declarations as a parser of `--flag=value` arguments only: the process
+    /// environment is not read (callers pass variables in), and a later value of a flag
+    /// replaces an earlier one (how layers are stacked).
+    pub(super) fn parser() -> Command {
+        Self::add_to(Command::new("bg-agent"))
+            .no_binary_name(true)
+            .args_override_self(true)
+            .disable_help_flag(true)
+            .mut_args(|arg| arg.env(None))
+    }
+
+    /// The declaration with clap id `id`; the ids are this struct's field names.
+    pub(super) fn declaration(id: &str) -> Option<Declaration> {
+        Self::declarations().into_iter().find(|d| d.id == id)
+    }
+}
