@@ -30,6 +30,7 @@ use bg_agent_core::task::render::{CHECK_RUN_NAME, VALIDATION_CHECK_NAME};
 use bg_agent_core::task::{Permission, Phase, TaskRecord, TaskState};
 use bg_agent_github::{GitHubApp, SystemClock};
 use github_fake::{CheckRunRecord, GitHubSim, Role, RunningSim, SimConfig, SimState, world};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::db::TestDb;
 use crate::fixtures::{SECRET, github_config, package_json, passing_test};
@@ -565,6 +566,27 @@ impl TaskProxy<'_> {
             })
             .await
             .unwrap_or_else(|e| panic!("task {id} was never reported as ended: {e}"));
+        // Log lines may still come in after the end: wait until GitHub has been shown
+        // the task's last version, so what a test reads there is final.
+        let mut conn = self.h.db.connect_options().connect().await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let settled: bool =
+                sqlx::query_scalar("SELECT reported_version >= version FROM tasks WHERE id = $1")
+                    .bind(self.id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            if settled {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id}'s last version was never reported"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = conn.close().await;
         self.get().await
     }
 
