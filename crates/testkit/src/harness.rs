@@ -8,7 +8,9 @@
 //! let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent")).start().await;
 //! h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
 //! let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
-//! assert_eq!(h.pr_of(&task).title, "[bg-agent] upgrade lodash 4.17.21");
+//! let pr = h.pr(task.pr_number.unwrap() as u64);
+//! assert_eq!(pr.title, "[bg-agent] upgrade lodash 4.17.21");
+//! assert_eq!(h.check_run(task.id).conclusion.as_deref(), Some("success"));
 //! h.finish().await;
 //! ```
 //!
