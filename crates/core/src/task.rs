@@ -5,6 +5,7 @@
 pub mod permission;
 pub mod record;
 pub mod render;
+pub mod reply;
 pub mod repo_config;
 pub mod template;
 

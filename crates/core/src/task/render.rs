@@ -272,6 +272,19 @@ fn capitalise(word: &str) -> String {
     }
 }
 
+/// The check run with the validation results, on the pull request's head commit.
+pub const VALIDATION_CHECK_NAME: &str = "bg-agent / validation";
+
+/// The validation check's output: (title, summary).
+pub fn validation_check_output(validations: &[ValidationResult]) -> (String, String) {
+    let title = if validations.is_empty() {
+        "No validation commands".to_owned()
+    } else {
+        format!("{} validation commands passed", validations.len())
+    };
+    (title, validation_table(validations))
+}
+
 /// `[bg-agent] upgrade lodash 4.17.21`
 pub fn pull_request_title(task: &TaskRecord) -> String {
     format!("[bg-agent] {}", task.summary)
@@ -332,12 +345,13 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::task::{Phase, Recipe};
     use std::collections::BTreeMap;
 
-    fn task(state: TaskState) -> TaskRecord {
+    /// Task #42, attempt 2, started at 10:00:00 and seen at 10:01:05 (see [`cx`]).
+    pub(crate) fn task(state: TaskState) -> TaskRecord {
         let at = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -469,5 +483,454 @@ mod tests {
         assert!(body.contains("- `package-lock.json`"), "{body}");
         assert_eq!(pull_request_title(&t), "[bg-agent] upgrade lodash 4.17.21");
         assert_eq!(check_run_status(&t), ("completed", Some("success")));
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-11-21T{time}Z"))
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn passed(command: &str, duration_ms: u64) -> ValidationResult {
+        ValidationResult {
+            command: command.into(),
+            exit_code: Some(0),
+            duration_ms,
+            output_tail: String::new(),
+        }
+    }
+
+    /// Everything GitHub shows of the task, as a person reads it: the tracking comment,
+    /// then the check run (status, title, summary, text, buttons).
+    fn shown(t: &TaskRecord, cx: &RenderContext<'_>) -> String {
+        let (status, conclusion) = check_run_status(t);
+        let (title, summary, text) = check_run_output(t, cx);
+        let buttons: Vec<String> = check_run_actions(t)
+            .into_iter()
+            .map(|(label, description, id)| format!("[{label}] {description} ({id})"))
+            .collect();
+        format!(
+            "{}\n\n======== check run: {status} {} ========\n# {title}\n\n{summary}\n\n---- text ----\n{text}\n---- buttons: {} ----",
+            tracking_comment(t, cx),
+            conclusion.unwrap_or("-"),
+            if buttons.is_empty() {
+                "none".to_owned()
+            } else {
+                buttons.join(", ")
+            }
+        )
+    }
+
+    fn ended(state: TaskState) -> TaskRecord {
+        let mut t = task(state);
+        t.finished_at = Some(at("10:02:30"));
+        t
+    }
+
+    #[test]
+    fn a_queued_task_shows_its_place_in_the_queue() {
+        let mut t = task(TaskState::Queued);
+        t.phase = Phase::Queued;
+        t.progress = 0;
+        t.started_at = None;
+        let mut cx = cx(&[], &[]);
+        cx.queue_position = Some(2);
+        insta::assert_snapshot!(shown(&t, &cx), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **queued**, position 2 in this repository's queue
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        ======== check run: queued - ========
+        # Queued
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Waiting: position 2 in the queue.
+
+        ---- text ----
+
+        ---- buttons: [Cancel] Stop this task (cancel) ----
+        ");
+    }
+
+    #[test]
+    fn a_starting_task_shows_its_first_phase() {
+        let mut t = task(TaskState::Starting);
+        t.phase = Phase::Starting;
+        t.progress = 5;
+        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **starting**
+
+        Phase **starting** ░░░░░░░░░░ 5 % · 1 min 05 s elapsed
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        ======== check run: in_progress - ========
+        # Starting — 5 %
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Phase **starting** ░░░░░░░░░░ 5 % · 1 min 05 s elapsed
+
+        ---- text ----
+
+        ---- buttons: [Cancel] Stop this task (cancel) ----
+        ");
+    }
+
+    #[test]
+    fn a_running_task_shows_progress_validation_so_far_and_its_log() {
+        let t = task(TaskState::Running);
+        let validations = [passed("npm ci --ignore-scripts --no-audit --no-fund", 4200)];
+        let log: Vec<String> = (1..=20).map(|n| format!("line {n}")).collect();
+        insta::assert_snapshot!(shown(&t, &cx(&validations, &log)), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **running**
+
+        Phase **validating** ▓▓▓▓▓▓▓░░░ 72 % · 1 min 05 s elapsed
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        ======== check run: in_progress - ========
+        # Validating — 72 %
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Phase **validating** ▓▓▓▓▓▓▓░░░ 72 % · 1 min 05 s elapsed
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | 4.2 s |
+
+        ### Last log lines
+
+        ```
+        line 6
+        line 7
+        line 8
+        line 9
+        line 10
+        line 11
+        line 12
+        line 13
+        line 14
+        line 15
+        line 16
+        line 17
+        line 18
+        line 19
+        line 20
+        ```
+
+        ---- buttons: [Cancel] Stop this task (cancel) ----
+        ");
+    }
+
+    #[test]
+    fn a_succeeded_task_links_its_pull_request() {
+        let mut t = ended(TaskState::Succeeded);
+        t.phase = Phase::Finished;
+        t.progress = 100;
+        t.changed = Some(true);
+        let validations = [passed("npm test", 1250)];
+        // Before the pull request is open, then after.
+        insta::assert_snapshot!(tracking_comment(&t, &cx(&validations, &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **succeeded** after 2 min 30 s
+
+        Opening the pull request…
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+        ");
+        t.pr_number = Some(18);
+        t.pr_url = Some("https://github.com/acme/widgets/pull/18".into());
+        insta::assert_snapshot!(shown(&t, &cx(&validations, &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **succeeded** after 2 min 30 s
+
+        Pull request: https://github.com/acme/widgets/pull/18
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        ======== check run: completed success ========
+        # Succeeded
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        Pull request: https://github.com/acme/widgets/pull/18
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm test` | ✅ passed | 1.2 s |
+
+
+        ---- buttons: none ----
+        ");
+    }
+
+    #[test]
+    fn a_task_that_needed_no_change_says_so() {
+        let mut t = ended(TaskState::Succeeded);
+        t.phase = Phase::Finished;
+        t.progress = 100;
+        t.changed = Some(false);
+        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **done: no changes needed** after 2 min 30 s
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        ======== check run: completed neutral ========
+        # Done: no changes needed
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        ---- text ----
+
+        ---- buttons: none ----
+        ");
+    }
+
+    #[test]
+    fn a_failed_task_names_the_command_and_how_to_retry() {
+        let mut t = ended(TaskState::Failed);
+        t.failing_command = Some("npm test".into());
+        t.error = Some("validation failed: npm test exited with 1".into());
+        let validations = [
+            passed("npm ci --ignore-scripts --no-audit --no-fund", 4200),
+            ValidationResult {
+                command: "npm test".into(),
+                exit_code: Some(1),
+                duration_ms: 800,
+                output_tail: "lodash 4.17.21 breaks the widgets".into(),
+            },
+        ];
+        let log = [
+            "npm test".to_owned(),
+            "lodash 4.17.21 breaks the widgets".to_owned(),
+        ];
+        insta::assert_snapshot!(shown(&t, &cx(&validations, &log)), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **failed** after 2 min 30 s
+
+        > validation failed: npm test exited with 1
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ======== check run: completed failure ========
+        # Failed
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        Failing command: `npm test`
+
+        > validation failed: npm test exited with 1
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | 4.2 s |
+        | `npm test` | ❌ exit 1 | 0.8 s |
+
+        ### Last log lines
+
+        ```
+        npm test
+        lodash 4.17.21 breaks the widgets
+        ```
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ---- buttons: [Retry] Run this task again (retry) ----
+        ");
+    }
+
+    #[test]
+    fn a_cancelled_task_says_who_stopped_it() {
+        let mut t = ended(TaskState::Cancelled);
+        t.error = Some("cancelled by @octo-lead".into());
+        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **cancelled** after 2 min 30 s
+
+        > cancelled by @octo-lead
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ======== check run: completed cancelled ========
+        # Cancelled
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        > cancelled by @octo-lead
+
+        ---- text ----
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ---- buttons: [Retry] Run this task again (retry) ----
+        ");
+    }
+
+    #[test]
+    fn a_timed_out_task_says_after_how_long() {
+        let mut t = ended(TaskState::TimedOut);
+        t.finished_at = Some(at("11:00:00"));
+        t.error = Some("timed out after 3600 s".into());
+        let validations = [ValidationResult {
+            command: "node -e \"setTimeout(() => {}, 600000)\"".into(),
+            exit_code: None,
+            duration_ms: 3_540_000,
+            output_tail: String::new(),
+        }];
+        insta::assert_snapshot!(shown(&t, &cx(&validations, &[])), @r#"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **timed out** after 60 min 00 s
+
+        > timed out after 3600 s
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ======== check run: completed timed_out ========
+        # Timed out
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 60 min 00 s.
+
+        > timed out after 3600 s
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `node -e "setTimeout(() => {}, 600000)"` | ❌ killed | 3540.0 s |
+
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ---- buttons: [Retry] Run this task again (retry) ----
+        "#);
+    }
+
+    #[test]
+    fn a_long_error_is_one_shortened_line() {
+        let mut t = ended(TaskState::Failed);
+        t.error = Some(format!("the runner said:\n\n{}", "very long ".repeat(60)));
+        insta::assert_snapshot!(tracking_comment(&t, &cx(&[], &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **failed** after 2 min 30 s
+
+        > the runner said: very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long very long ve…
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+        ");
+    }
+
+    #[test]
+    fn the_pull_request_of_a_template_task() {
+        let mut t = ended(TaskState::Succeeded);
+        t.changed = Some(true);
+        t.changed_files = vec!["package.json".into(), "package-lock.json".into()];
+        t.instructions = "Upgrade lodash to 4.17.21.\nKeep the lockfile in step.".into();
+        let validations = [
+            passed("npm ci --ignore-scripts --no-audit --no-fund", 4200),
+            passed("npm test", 1250),
+        ];
+        insta::assert_snapshot!(pull_request_title(&t), @"[bg-agent] upgrade lodash 4.17.21");
+        insta::assert_snapshot!(pull_request_body(&t, &cx(&validations, &[])), @"
+        This pull request was made by **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) (attempt 2), asked for by @octo-lead in #17.
+
+        **Template:** `upgrade` with `package=lodash`, `version=4.17.21`
+
+        ### Instructions
+
+        > Upgrade lodash to 4.17.21.
+        > Keep the lockfile in step.
+
+        ### Changed files
+
+        - `package.json`
+        - `package-lock.json`
+
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | 4.2 s |
+        | `npm test` | ✅ passed | 1.2 s |
+
+        Related: #17
+        ");
+    }
+
+    #[test]
+    fn the_pull_request_of_a_free_text_task_without_validation() {
+        let mut t = ended(TaskState::Succeeded);
+        t.changed = Some(true);
+        t.template = None;
+        t.params = BTreeMap::new();
+        t.issue_number = None;
+        t.summary = "tidy the README".into();
+        t.instructions = "tidy the README".into();
+        t.changed_files = vec!["README.md".into()];
+        insta::assert_snapshot!(pull_request_title(&t), @"[bg-agent] tidy the README");
+        insta::assert_snapshot!(pull_request_body(&t, &cx(&[], &[])), @"
+        This pull request was made by **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) (attempt 2), asked for by @octo-lead.
+
+        **Free-text task**
+
+        ### Instructions
+
+        > tidy the README
+
+        ### Changed files
+
+        - `README.md`
+
+        ### Validation
+
+        No validation commands ran.
+        ");
+    }
+
+    #[test]
+    fn the_validation_check_on_the_pull_request() {
+        let validations = [
+            passed("npm ci --ignore-scripts --no-audit --no-fund", 4200),
+            passed("npm test | tee `log`", 1250),
+        ];
+        let (title, summary) = validation_check_output(&validations);
+        insta::assert_snapshot!(format!("# {title}\n\n{summary}"), @r"
+        # 2 validation commands passed
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | 4.2 s |
+        | `npm test \| tee 'log'` | ✅ passed | 1.2 s |
+        ");
+        let (title, summary) = validation_check_output(&[]);
+        insta::assert_snapshot!(format!("# {title}\n\n{summary}"), @"
+        # No validation commands
+
+        No validation commands ran.
+        ");
     }
 }

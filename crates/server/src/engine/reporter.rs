@@ -350,7 +350,7 @@ impl Reporter {
             self.signal.wake();
         }
         if task.pr_check_run_id.is_none() {
-            let mut run = NewCheckRun::new(format!("{CHECK_RUN_NAME} / validation"), commit);
+            let mut run = NewCheckRun::new(render::VALIDATION_CHECK_NAME, commit);
             run.details_url = Some(cx.page_url.to_owned());
             run.external_id = Some(task.id.to_string());
             run.status = Some(CheckRunStatus::Completed);
@@ -360,14 +360,8 @@ impl Reporter {
                 CheckRunConclusion::Failure
             });
             run.completed_at = task.finished_at;
-            let mut output = CheckRunOutput::new(
-                format!("{} validation commands passed", cx.validations.len()),
-                render::validation_table(cx.validations),
-            );
-            if cx.validations.is_empty() {
-                output.title = "No validation commands".into();
-            }
-            run.output = Some(output);
+            let (title, summary) = render::validation_check_output(cx.validations);
+            run.output = Some(CheckRunOutput::new(title, summary));
             let created = client.create_check_run(repo, run).await?;
             let id = i64::try_from(created.id)
                 .map_err(|_| ReportError::Invalid("check run id out of range".into()))?;

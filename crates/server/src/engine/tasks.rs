@@ -26,6 +26,7 @@ use bg_agent_github::{GitHubApp, GitHubError, InstallationClient, Reaction, Repo
 use super::{DeliveryMeta, HandlerError, Signal, TriggerHandler};
 use crate::store::runs::CancelRequested;
 use bg_agent_core::task::render::{self, TaskDetails};
+use bg_agent_core::task::reply;
 
 /// How long a looked-up permission is trusted: short, so a revoked collaborator is
 /// refused within a minute, but a burst of commands costs one call.
@@ -180,16 +181,7 @@ impl TaskIntake {
             .map_err(store_error)?;
         self.reply(
             origin,
-            &format!(
-                "**bg-agent:** @{} only people with {} access to this repository can ask me for tasks.",
-                origin.sender.login,
-                match self.policy.required_permission {
-                    Permission::Admin => "admin",
-                    Permission::Write => "write",
-                    Permission::Read => "read",
-                    Permission::None => "some",
-                }
-            ),
+            &reply::no_permission(&origin.sender.login, self.policy.required_permission),
         )
         .await?;
         Ok(false)
@@ -364,7 +356,7 @@ impl TaskIntake {
         let templates = match templates {
             Ok(templates) => templates,
             Err(message) => {
-                self.refuse(origin, &format!("**bg-agent:** {message}"))
+                self.refuse(origin, &reply::unusable_repo_config(&message))
                     .await?;
                 return Ok(None);
             }
@@ -385,17 +377,16 @@ impl TaskIntake {
         }
     }
 
-    async fn refuse(&self, origin: &Origin<'_>, reply: &str) -> Result<(), HandlerError> {
-        let reason: String = reply
-            .trim_start_matches("**bg-agent:** ")
-            .chars()
-            .take(200)
-            .collect();
+    async fn refuse(&self, origin: &Origin<'_>, text: &str) -> Result<(), HandlerError> {
         self.store
-            .record_refusal(origin.repository.id, origin.actor(), &reason)
+            .record_refusal(
+                origin.repository.id,
+                origin.actor(),
+                &reply::refusal_reason(text),
+            )
             .await
             .map_err(store_error)?;
-        self.reply(origin, reply).await
+        self.reply(origin, text).await
     }
 
     async fn status(&self, origin: &Origin<'_>) -> Result<(), HandlerError> {
@@ -404,28 +395,8 @@ impl TaskIntake {
             .tasks_of(origin.sender.id, origin.repository.id, STATUS_LIMIT)
             .await
             .map_err(store_error)?;
-        let mut reply = format!(
-            "**bg-agent:** @{}'s tasks in `{}`",
-            origin.sender.login, origin.repository.full_name
-        );
-        if tasks.is_empty() {
-            reply.push_str(": none yet. Try `/bg-agent help`.");
-        } else {
-            reply.push_str(
-                " (newest first):\n\n| task | what | state | since |\n| --- | --- | --- | --- |",
-            );
-            for task in &tasks {
-                let _ = write!(
-                    reply,
-                    "\n| #{} | {} | {} | {} |",
-                    task.id,
-                    task.template.as_deref().unwrap_or("run"),
-                    task.state,
-                    task.created_at.format("%Y-%m-%d %H:%M UTC")
-                );
-            }
-        }
-        self.reply(origin, &reply).await
+        let text = reply::status(&origin.sender.login, &origin.repository.full_name, &tasks);
+        self.reply(origin, &text).await
     }
 
     async fn create(&self, origin: &Origin<'_>, request: TaskRequest) -> Result<(), HandlerError> {
@@ -463,11 +434,7 @@ impl TaskIntake {
                 return self
                     .refuse(
                         origin,
-                        &format!(
-                            "**bg-agent:** @{} you already have an active task, #{active_task}; one at a time. \
-                             Use `/bg-agent status` to see it.",
-                            origin.sender.login
-                        ),
+                        &reply::already_active(&origin.sender.login, active_task),
                     )
                     .await;
             }
@@ -546,14 +513,7 @@ impl TaskIntake {
                 .next(),
         };
         if task.is_none() {
-            let what = id.map_or("you have no task".to_owned(), |id| {
-                format!("there is no task #{id}")
-            });
-            self.reply(
-                origin,
-                &format!("**bg-agent:** nothing to {verb}: {what} in this repository."),
-            )
-            .await?;
+            self.reply(origin, &reply::no_such_task(verb, id)).await?;
         }
         Ok(task)
     }
@@ -570,13 +530,7 @@ impl TaskIntake {
     ) -> Result<(), HandlerError> {
         if !task.state.is_retryable() {
             return self
-                .reply(
-                    origin,
-                    &format!(
-                        "**bg-agent:** task #{} is {}; only failed, cancelled or timed-out tasks can be retried.",
-                        task.id, task.state
-                    ),
-                )
+                .reply(origin, &reply::not_retryable(task.id, task.state))
                 .await;
         }
         let request = TaskRequest {
@@ -619,14 +573,8 @@ impl TaskIntake {
                 Ok(())
             }
             Some(CancelRequested::AlreadyEnded(task)) => {
-                self.reply(
-                    origin,
-                    &format!(
-                        "**bg-agent:** task #{} already ended ({}).",
-                        task.id, task.state
-                    ),
-                )
-                .await
+                self.reply(origin, &reply::already_ended(task.id, task.state))
+                    .await
             }
             None => Ok(()),
         }

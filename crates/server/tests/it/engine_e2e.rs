@@ -4,286 +4,43 @@
 //! real `bg-agent runner` through the local executor, and reports on the fake GitHub
 //! through the real client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bg_agent::app::{EngineOptions, RunningServer, start_app};
-use bg_agent::config::Config;
-use bg_agent::store::DeliveryState;
-use bg_agent_core::task::{Phase, TaskRecord, TaskState};
-use bg_agent_github::{GitHubApp, SystemClock};
-use bg_agent_testkit::db::TestDb;
-use bg_agent_testkit::fixtures::{SECRET, package_json, passing_test, picky_test};
-use bg_agent_testkit::recording::{test_config, wait_for_delivery};
-use github_fake::{Fault, FaultKind, GitHubSim, Role, RunningSim, SimConfig, SimState};
+use bg_agent_core::task::{Phase, TaskState};
+use bg_agent_testkit::fixtures::picky_test;
+use bg_agent_testkit::harness::{LEAD, PROJECT, REPO_ID, Scenario};
+use github_fake::{Fault, FaultKind, Role};
 
-const WIDGETS: &str = "acme/widgets";
-const WIDGETS_ID: i64 = 700001;
-const ISSUE: u64 = 17;
-const LEAD: &str = "octo-lead";
-/// Long enough for a clone, npm and a push on a busy 2-core machine.
-const WAIT: Duration = Duration::from_secs(120);
-/// The npm project in every test repository.
-const PROJECT: &str = "widgets";
-
-struct Harness {
-    sim: RunningSim,
-    db: TestDb,
-    config: Config,
-    github: GitHubApp,
-    server: Option<RunningServer>,
-    _data: tempfile::TempDir,
+/// The engine, running tasks with this very binary.
+fn scenario() -> Scenario {
+    Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
 }
 
-struct Setup<'a> {
-    test_js: String,
-    extra_files: Vec<(&'a str, String)>,
-    agent_command: Option<Vec<String>>,
-}
-
-impl Default for Setup<'_> {
-    fn default() -> Self {
-        Self {
-            test_js: passing_test(PROJECT),
-            extra_files: Vec::new(),
-            agent_command: None,
-        }
-    }
-}
-
-impl Harness {
-    async fn start(setup: Setup<'_>) -> Self {
-        let sim = GitHubSim::start(SimConfig {
-            webhook_secret: SECRET.into(),
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let package = package_json(PROJECT, "4.17.20", "node test.js");
-        let lock = sim.npm_lockfile(&package).await.unwrap();
-        let mut files: Vec<(&str, String)> = vec![
-            ("package.json", package),
-            ("package-lock.json", lock),
-            ("test.js", setup.test_js.clone()),
-        ];
-        files.extend(setup.extra_files);
-        let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
-        sim.seed_world_with(&files).await.unwrap();
-        let db = TestDb::new().await;
-        let github = GitHubApp::new(
-            bg_agent_testkit::fixtures::github_config(&sim),
-            Arc::new(SystemClock),
-        )
-        .unwrap();
-        let data = tempfile::tempdir().unwrap();
-        let mut config = test_config();
-        config.app_id = Some(sim.app_id());
-        config.app_slug = sim.app_slug();
-        config.data_dir = data.path().to_owned();
-        config.run.npm_registry = Some(sim.npm_registry_url());
-        config.run.agent_command = setup.agent_command;
-        let mut harness = Self {
-            sim,
-            db,
-            config,
-            github,
-            server: None,
-            _data: data,
-        };
-        harness.start_server().await;
-        harness
-    }
-
-    async fn start_server(&mut self) {
-        let server = self.replica().await;
-        self.sim
-            .set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
-        self.server = Some(server);
-    }
-
-    /// Another server on the same database and GitHub (webhooks still go to the first).
-    async fn replica(&mut self) -> RunningServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.config.run.public_url = format!("http://{}", listener.local_addr().unwrap());
-        let options = EngineOptions {
-            poll: Duration::from_millis(200),
-            report_throttle: Duration::from_millis(300),
-            ..EngineOptions::new(env!("CARGO_BIN_EXE_bg-agent").into())
-        };
-        start_app(
-            &self.config,
-            self.db.store().clone(),
-            self.github.clone(),
-            listener,
-            &options,
-        )
-        .unwrap()
-    }
-
-    async fn stop_server(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop().await.unwrap();
-        }
-    }
-
-    /// `user` comments on widgets#17; returns (comment id, delivery id) once the server
-    /// has processed the delivery.
-    async fn comment(&self, user: &str, body: &str) -> (u64, u64) {
-        let triggered = self.sim.comment(WIDGETS, ISSUE, user, body).await.unwrap();
-        assert_eq!(triggered.delivery.status_code, 202, "{triggered:?}");
-        self.processed(&triggered.delivery.guid).await;
-        (triggered.id.unwrap(), triggered.delivery.id)
-    }
-
-    async fn processed(&self, guid: &str) {
-        let record =
-            wait_for_delivery(self.db.store(), guid, |d| d.state != DeliveryState::Pending).await;
-        assert_eq!(record.state, DeliveryState::Processed, "{record:?}");
-    }
-
-    fn tasks(&self) -> Vec<TaskRecord> {
-        let store = self.db.store().clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                let mut all = store.repository_tasks(WIDGETS_ID, 50).await.unwrap();
-                all.reverse();
-                all
-            })
-        })
-    }
-
-    /// Waits until task `id` satisfies `condition` (re-reading it as the sim changes and
-    /// at least every 100 ms).
-    async fn wait_task(&self, id: i64, condition: impl Fn(&TaskRecord) -> bool) -> TaskRecord {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let task = self.db.store().task(id).await.unwrap().unwrap();
-            if condition(&task) {
-                return task;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "task {id} never got there; it is {task:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until the task has ended and GitHub has seen its final version.
-    async fn wait_reported_end(&self, id: i64) -> TaskRecord {
-        let task = self.wait_task(id, |t| t.state.is_terminal()).await;
-        let wanted_pr = task.state == TaskState::Succeeded && task.changed == Some(true);
-        let sim = &self.sim;
-        let task_id = id.to_string();
-        sim.wait_for(WAIT, |s: &SimState| {
-            let run = s
-                .check_runs_in(WIDGETS)
-                .into_iter()
-                .find(|r| r.external_id.as_deref() == Some(&task_id) && r.name == "bg-agent");
-            let completed = run.is_some_and(|r| r.status == "completed");
-            let pr_shown = !wanted_pr
-                || run.is_some_and(|r| {
-                    r.output
-                        .summary
-                        .as_deref()
-                        .is_some_and(|s| s.contains("Pull request:"))
-                });
-            completed && pr_shown
-        })
-        .await
-        .unwrap_or_else(|e| panic!("task {id} was never reported as ended: {e}"));
-        self.db.store().task(id).await.unwrap().unwrap()
-    }
-
-    fn check_run(&self, task: i64) -> github_fake::CheckRunRecord {
-        let id = task.to_string();
-        self.sim.read(|s| {
-            s.check_runs_in(WIDGETS)
-                .into_iter()
-                .find(|r| r.external_id.as_deref() == Some(&id) && r.name == "bg-agent")
-                .cloned()
-                .unwrap_or_else(|| panic!("no check run for task {task}"))
-        })
-    }
-
-    fn bot_comments(&self) -> Vec<String> {
-        let bot = self.sim.bot_login();
-        self.sim.read(|s| {
-            s.comments_on(WIDGETS, ISSUE)
-                .into_iter()
-                .filter(|c| c.author == bot)
-                .map(|c| c.body.clone())
-                .collect()
-        })
-    }
-
-    fn pulls(&self) -> Vec<(u64, String, String, String, Vec<String>)> {
-        self.sim.read(|s| {
-            s.pulls_in(WIDGETS)
-                .into_iter()
-                .map(|p| {
-                    let issue = s.issue(WIDGETS, p.number).unwrap();
-                    (
-                        p.number,
-                        p.head_ref.clone(),
-                        issue.title.clone(),
-                        issue.body.clone().unwrap_or_default(),
-                        issue.labels.clone(),
-                    )
-                })
-                .collect()
-        })
-    }
-
-    /// A file on a branch of the sim's bare repository.
-    fn show(&self, branch: &str, path: &str) -> String {
-        let repo = self.sim.read(|s| s.repo(WIDGETS).unwrap().git_dir.clone());
-        let output = std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(&repo)
-            .args(["show", &format!("{branch}:{path}")])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{branch}:{path} not found");
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    async fn stop(mut self) {
-        self.stop_server().await;
-        self.sim.assert_no_violations();
-    }
-}
+/// Validation that never ends, so a test can act while the task runs.
+const SLOW_VALIDATION: &str = "validation:\n  - node -e \"setTimeout(() => {}, 600000)\"\n";
 
 /// Scenarios 1–3: the upgrade becomes a validated pull request; progress moves forward;
 /// everything links back and the audit trail is complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
-    let h = Harness::start(Setup::default()).await;
-    let (comment, _) = h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let tasks = h.tasks();
-    assert_eq!(tasks.len(), 1);
-    let task = h.wait_reported_end(tasks[0].id).await;
-    assert_eq!(task.state, TaskState::Succeeded, "{task:#?}");
+    let h = scenario().start().await;
+    let comment = h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let proxy = h.only_task().await;
+    let task = proxy.expect_state(TaskState::Succeeded).await;
     assert_eq!(task.changed, Some(true));
     assert_eq!(task.phase, Phase::Finished);
     assert_eq!(task.progress, 100);
 
     // 👀 on the command.
-    let bot = h.sim.bot_login();
-    assert!(h.sim.read(|s| {
-        s.reactions_on(comment)
-            .iter()
-            .any(|r| r.user == bot && r.content == "eyes")
-    }));
+    assert!(h.reacted(comment.id, "eyes") > 0);
 
     // The check run went queued → in_progress → completed/success, forward only.
-    let run = h.check_run(task.id);
+    let run = proxy.check_run();
     assert_eq!(run.conclusion.as_deref(), Some("success"));
     assert_eq!(run.head_sha, task.head_sha.clone().unwrap());
     assert_eq!(
         run.details_url.as_deref(),
-        Some(format!("{}/tasks/{}", h.config.run.public_url, task.id).as_str())
+        Some(format!("{}/tasks/{}", h.public_url(), task.id).as_str())
     );
     let statuses: Vec<&str> = run.history.iter().map(|r| r.status.as_str()).collect();
     let first = |s: &str| statuses.iter().position(|x| *x == s).unwrap();
@@ -304,40 +61,49 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
     // The pull request: changed package.json and lockfile, validation table, links.
     let pulls = h.pulls();
     assert_eq!(pulls.len(), 1, "{pulls:?}");
-    let (number, head, title, body, labels) = &pulls[0];
-    assert_eq!(title, "[bg-agent] upgrade lodash 4.17.21");
-    assert_eq!(Some(head.as_str()), task.branch.as_deref());
+    let pr = h.pr(pulls[0].number);
+    assert_eq!(pr.title, "[bg-agent] upgrade lodash 4.17.21");
+    assert_eq!(Some(pr.head.as_str()), task.branch.as_deref());
     assert!(
-        head.starts_with(&format!("bg-agent/{}-", task.id)),
-        "{head}"
+        pr.head.starts_with(&format!("bg-agent/{}-", task.id)),
+        "{}",
+        pr.head
     );
-    assert!(labels.contains(&"bg-agent".to_owned()), "{labels:?}");
-    assert!(body.contains(&format!("/tasks/{}", task.id)), "{body}");
-    assert!(body.contains("#17"), "{body}");
-    assert!(body.contains("| `npm test` | ✅ passed |"), "{body}");
     assert!(
-        body.contains("| `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed |"),
-        "{body}"
+        pr.labels.contains(&"bg-agent".to_owned()),
+        "{:?}",
+        pr.labels
     );
-    assert!(body.contains("@octo-lead"), "{body}");
     assert!(
-        h.show(head, "package.json")
+        pr.body.contains(&format!("/tasks/{}", task.id)),
+        "{}",
+        pr.body
+    );
+    assert!(pr.body.contains("#17"), "{}", pr.body);
+    assert!(
+        pr.body.contains("| `npm test` | ✅ passed |"),
+        "{}",
+        pr.body
+    );
+    assert!(
+        pr.body
+            .contains("| `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed |"),
+        "{}",
+        pr.body
+    );
+    assert!(pr.body.contains("@octo-lead"), "{}", pr.body);
+    assert!(
+        h.show(&pr.head, "package.json")
             .contains("\"lodash\": \"4.17.21\"")
     );
     assert!(
-        h.show(head, "package-lock.json")
+        h.show(&pr.head, "package-lock.json")
             .contains("lodash-4.17.21.tgz")
     );
     assert!(h.show("main", "package.json").contains("4.17.20"));
-    assert_eq!(task.pr_number, Some(i32::try_from(*number).unwrap()));
+    assert_eq!(task.pr_number, Some(i32::try_from(pr.number).unwrap()));
     // The validation results also sit on the PR's head commit.
-    let pr_run = h.sim.read(|s| {
-        s.check_runs_in(WIDGETS)
-            .into_iter()
-            .find(|r| r.name == "bg-agent / validation")
-            .cloned()
-            .unwrap()
-    });
+    let pr_run = h.validation_check(task.id);
     assert_eq!(Some(pr_run.head_sha.as_str()), task.commit_sha.as_deref());
     assert_eq!(pr_run.conclusion.as_deref(), Some("success"));
 
@@ -348,16 +114,88 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
     assert!(comments[0].contains("Pull request: "), "{}", comments[0]);
     assert!(comments[0].contains(&format!("/tasks/{}", task.id)));
 
+    // All of it as people read it.
+    h.snapshot_settings().await.bind(|| {
+        insta::assert_snapshot!(comments[0], @"
+        **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) — `upgrade lodash 4.17.21` — **succeeded** after [elapsed]
+
+        Pull request: [github]/acme/widgets/pull/18
+
+        Requested by @octo-lead · attempt 1 · [details]([bg-agent]/tasks/[task 1])
+        ");
+        insta::assert_snapshot!(format!("{}\n\n{}", pr.title, pr.body), @"
+        [bg-agent] upgrade lodash 4.17.21
+
+        This pull request was made by **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) (attempt 1), asked for by @octo-lead in #17.
+
+        **Template:** `upgrade` with `package=lodash`, `version=4.17.21`
+
+        ### Instructions
+
+        > Upgrade the npm dependency lodash to version 4.17.21, updating package.json and the lockfile, and make the repository's checks pass.
+
+        ### Changed files
+
+        - `package-lock.json`
+        - `package.json`
+
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | [duration] |
+        | `npm test` | ✅ passed | [duration] |
+
+        Related: #17
+        ");
+        let output = &run.output;
+        insta::assert_snapshot!(
+            format!(
+                "# {}\n\n{}\n\n---- text ----\n{}",
+                output.title.as_deref().unwrap_or_default(),
+                output.summary.as_deref().unwrap_or_default(),
+                output.text.as_deref().unwrap_or_default()
+            ),
+            @"
+        # Succeeded
+
+        **upgrade lodash 4.17.21** · task [#[task 1]]([bg-agent]/tasks/[task 1]) · attempt 1 · requested by @octo-lead
+
+        Finished after [elapsed].
+
+        Pull request: [github]/acme/widgets/pull/18
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | [duration] |
+        | `npm test` | ✅ passed | [duration] |
+        "
+        );
+        insta::assert_snapshot!(
+            format!(
+                "{}: {}\n# {}\n\n{}",
+                pr_run.name,
+                pr_run.conclusion.as_deref().unwrap_or_default(),
+                pr_run.output.title.as_deref().unwrap_or_default(),
+                pr_run.output.summary.as_deref().unwrap_or_default()
+            ),
+            @"
+        bg-agent / validation: success
+        # 2 validation commands passed
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm ci --ignore-scripts --no-audit --no-fund` | ✅ passed | [duration] |
+        | `npm test` | ✅ passed | [duration] |
+        "
+        );
+    });
+
     // The audit trail, in order.
-    let events = h.db.store().task_events(task.id).await.unwrap();
-    let actions: Vec<String> = events
-        .iter()
-        .map(|e| match (&e.from_state, &e.to_state) {
-            (Some(from), Some(to)) => format!("{from}->{to}"),
-            (None, Some(to)) => format!("{}:{to}", e.action),
-            _ => e.action.clone(),
-        })
-        .collect();
+    let actions = proxy.audit().await;
     let expected = [
         "created:queued",
         "queued->starting",
@@ -378,11 +216,12 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
             .unwrap_or_else(|| panic!("{step} missing after position {at} in {actions:?}"));
         at += found + 1;
     }
+    let events = proxy.events().await;
     assert_eq!(events[0].actor, LEAD);
     assert!(events[0].delivery_guid.is_some());
 
     // The task page shows it all.
-    let page = reqwest::get(format!("{}/tasks/{}", h.config.run.public_url, task.id))
+    let page = reqwest::get(format!("{}/tasks/{}", h.public_url(), task.id))
         .await
         .unwrap()
         .text()
@@ -390,29 +229,24 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
         .unwrap();
     assert!(page.contains("succeeded"), "{page}");
     assert!(page.contains("npm test"), "{page}");
-    h.stop().await;
+    h.finish().await;
 }
 
 /// Scenario 4: tests fail after the change → no PR, `failure` naming the command; the
 /// Retry button makes attempt 2, linked to the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_validation_opens_no_pull_request_and_retry_makes_a_linked_attempt() {
-    let h = Harness::start(Setup {
-        test_js: picky_test(PROJECT),
-        ..Setup::default()
-    })
-    .await;
+    let h = scenario().tests(picky_test(PROJECT)).start().await;
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let first = h.tasks()[0].clone();
-    let first = h.wait_reported_end(first.id).await;
-    assert_eq!(first.state, TaskState::Failed);
+    let proxy = h.only_task().await;
+    let first = proxy.expect_state(TaskState::Failed).await;
     assert_eq!(first.failing_command.as_deref(), Some("npm test"));
     assert!(
         first.error.as_deref().unwrap().contains("npm test"),
         "{first:?}"
     );
     assert!(h.pulls().is_empty());
-    let run = h.check_run(first.id);
+    let run = proxy.check_run();
     assert_eq!(run.conclusion.as_deref(), Some("failure"));
     assert!(
         run.output
@@ -425,7 +259,7 @@ async fn failing_validation_opens_no_pull_request_and_retry_makes_a_linked_attem
     );
     let retry: Vec<&str> = run.actions.iter().map(|a| a.identifier.as_str()).collect();
     assert_eq!(retry, ["retry"]);
-    let validations = h.db.store().validations(first.id).await.unwrap();
+    let validations = proxy.validations().await;
     let commands: Vec<&str> = validations.iter().map(|v| v.command.as_str()).collect();
     assert_eq!(
         commands,
@@ -433,67 +267,78 @@ async fn failing_validation_opens_no_pull_request_and_retry_makes_a_linked_attem
     );
     assert_eq!(validations[1].exit_code, Some(1));
     assert!(validations[1].output_tail.contains("breaks the widgets"));
+    h.snapshot_settings().await.bind(|| {
+        insta::assert_snapshot!(h.last_reply(), @"
+        **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) — `upgrade lodash 4.17.21` — **failed** after [elapsed]
+
+        > validation failed: npm test exited with 1
+
+        Requested by @octo-lead · attempt 1 · [details]([bg-agent]/tasks/[task 1])
+
+        Comment `/bg-agent retry [task 1]` or press **Retry** on the check run to try again.
+        ");
+        insta::assert_snapshot!(
+            format!(
+                "# {}\n\n{}",
+                run.output.title.as_deref().unwrap_or_default(),
+                run.output.summary.as_deref().unwrap_or_default()
+            ),
+            @"
+        # Failed
+
+        **upgrade lodash 4.17.21** · task [#[task 1]]([bg-agent]/tasks/[task 1]) · attempt 1 · requested by @octo-lead
+
+        Finished after [elapsed].
+
+        Failing command: `npm test`
+
+        > validation failed: npm test exited with 1
+        "
+        );
+    });
 
     // Retry from the button.
-    let clicked = h
-        .sim
-        .request_check_run_action(run.id, LEAD, "retry")
-        .await
-        .unwrap();
-    h.processed(&clicked.delivery.guid).await;
-    let tasks = h.tasks();
+    h.click(first.id, LEAD, "retry").await;
+    let tasks = h.tasks().await;
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
     let second = &tasks[1];
     assert_eq!(second.retry_of, Some(first.id));
     assert_eq!(second.attempt, 2);
     assert_eq!(second.trigger, "retry_button");
-    let second = h.wait_reported_end(second.id).await;
-    assert_eq!(second.state, TaskState::Failed);
+    let second = h.task(second.id).expect_state(TaskState::Failed).await;
     // The original is kept as it was.
-    let original = h.db.store().task(first.id).await.unwrap().unwrap();
+    let original = proxy.get().await;
     assert_eq!(original.state, TaskState::Failed);
     assert_eq!(original.attempt, 1);
     // Clicking Retry on the first again does not make a third attempt.
-    let again = h
-        .sim
-        .request_check_run_action(run.id, LEAD, "retry")
-        .await
-        .unwrap();
-    h.processed(&again.delivery.guid).await;
-    assert_eq!(h.tasks().len(), 2);
+    h.click(first.id, LEAD, "retry").await;
+    assert_eq!(h.tasks().await.len(), 2);
     // GitHub's own "Re-run" on the second attempt's check run makes attempt 3.
-    let rerun = h
-        .sim
-        .rerequest_check_run(h.check_run(second.id).id, LEAD)
-        .await
-        .unwrap();
-    h.processed(&rerun.delivery.guid).await;
-    let tasks = h.tasks();
+    h.rerun(second.id, LEAD).await;
+    let tasks = h.tasks().await;
     assert_eq!(tasks.len(), 3, "{tasks:#?}");
     assert_eq!(tasks[2].retry_of, Some(second.id));
     assert_eq!(tasks[2].attempt, 3);
     assert_eq!(tasks[2].trigger, "rerun");
-    let third = h.wait_reported_end(tasks[2].id).await;
-    assert_eq!(third.state, TaskState::Failed);
-    h.stop().await;
+    h.task(tasks[2].id).expect_state(TaskState::Failed).await;
+    h.finish().await;
 }
 
 /// Scenario 5: a repository template with parameters, used twice with different values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_template_is_used_twice_and_counted() {
     let config = "templates:\n  - name: note\n    description: Leave a note for the team\n    parameters:\n      - { name: topic, pattern: \"[a-z]+\" }\n    instructions: Write a note about {{topic}}.\n";
-    let h = Harness::start(Setup {
-        extra_files: vec![(".github/bg-agent.yml", config.to_owned())],
-        agent_command: Some(vec!["sh".into(), "-c".into(), "cat > NOTE.md".into()]),
-        ..Setup::default()
-    })
-    .await;
+    let h = scenario()
+        .file(".github/bg-agent.yml", config)
+        .agent(&["sh", "-c", "cat > NOTE.md"])
+        .start()
+        .await;
     h.comment(LEAD, "/bg-agent note cats").await;
-    let first = h.wait_reported_end(h.tasks()[0].id).await;
-    assert_eq!(first.state, TaskState::Succeeded, "{first:#?}");
+    let first = h.tasks().await[0].id;
+    let first = h.task(first).expect_state(TaskState::Succeeded).await;
     h.comment(LEAD, "/bg-agent note dogs").await;
-    let second = h.wait_reported_end(h.tasks()[1].id).await;
-    assert_eq!(second.state, TaskState::Succeeded, "{second:#?}");
+    let second = h.tasks().await[1].id;
+    let second = h.task(second).expect_state(TaskState::Succeeded).await;
     assert!(
         h.show(first.branch.as_deref().unwrap(), "NOTE.md")
             .contains("Write a note about cats.")
@@ -502,31 +347,23 @@ async fn a_repository_template_is_used_twice_and_counted() {
         h.show(second.branch.as_deref().unwrap(), "NOTE.md")
             .contains("Write a note about dogs.")
     );
-    let (uses, last) =
-        h.db.store()
-            .template_usage(WIDGETS_ID, "note")
-            .await
-            .unwrap();
+    let (uses, last) = h.store().template_usage(REPO_ID, "note").await.unwrap();
     assert_eq!(uses, 2);
     assert!(last.is_some());
     assert_eq!(h.pulls().len(), 2);
     // A value that does not match the pattern is refused with the expected form.
     h.comment(LEAD, "/bg-agent note C4TS").await;
-    let last_reply = h.bot_comments().pop().unwrap();
+    let last_reply = h.last_reply();
     assert!(last_reply.contains("topic"), "{last_reply}");
-    assert_eq!(h.tasks().len(), 2);
-    h.stop().await;
-}
+    insta::assert_snapshot!(last_reply, @r#"
+    **bg-agent:** parameter topic is "C4TS", which does not match the expected form for `note`.
 
-/// Validation that never ends, so a test can act while the task runs.
-fn slow_validation() -> Setup<'static> {
-    Setup {
-        extra_files: vec![(
-            ".github/bg-agent.yml",
-            "validation:\n  - node -e \"setTimeout(() => {}, 600000)\"\n".to_owned(),
-        )],
-        ..Setup::default()
-    }
+    Usage: `/bg-agent note <topic>`
+
+    Expected `<topic>`: text matching `[a-z]+`
+    "#);
+    assert_eq!(h.tasks().await.len(), 2);
+    h.finish().await;
 }
 
 /// Limits: a second task by the same user is refused; a second user's task on the same
@@ -534,87 +371,95 @@ fn slow_validation() -> Setup<'static> {
 /// task, a duplicate delivery makes no second task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_queueing_cancel_and_duplicates() {
-    let h = Harness::start(slow_validation()).await;
-    let other = "octo-dev";
-    h.sim.add_user(other);
-    h.sim
-        .set_permission(WIDGETS, other, Some(Role::Write))
-        .unwrap();
-
-    let (_, delivery) = h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let first = h.tasks()[0].clone();
-    let first = h
-        .wait_task(first.id, |t| t.phase == Phase::Validating)
+    let h = scenario()
+        .file(".github/bg-agent.yml", SLOW_VALIDATION)
+        .start()
         .await;
-    assert_eq!(first.state, TaskState::Running);
+    let other = "octo-dev";
+    h.add_user(other, Role::Write);
+
+    let comment = h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let first = h.only_task().await;
+    first.wait_phase(Phase::Validating).await;
 
     // The same delivery again: still one task.
-    let redelivered = h.sim.redeliver(delivery).await.unwrap();
-    assert!(
-        matches!(redelivered.status_code, 200 | 202),
-        "{redelivered:?}"
-    );
-    assert_eq!(h.tasks().len(), 1);
+    let redelivered = h.redeliver(comment.delivery).await;
+    assert!(matches!(redelivered, 200 | 202), "{redelivered}");
+    assert_eq!(h.tasks().await.len(), 1);
 
     // Same user again: refused, naming the running task.
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let refusal = h.bot_comments().pop().unwrap();
+    let refusal = h.last_reply();
     assert!(refusal.contains(&format!("#{}", first.id)), "{refusal}");
-    assert_eq!(h.tasks().len(), 1);
+    assert_eq!(h.tasks().await.len(), 1);
 
     // Another user: queued behind it.
     h.comment(other, "/bg-agent upgrade lodash 4.17.21").await;
-    let tasks = h.tasks();
+    let tasks = h.tasks().await;
     assert_eq!(tasks.len(), 2);
-    let second = tasks[1].clone();
-    assert_eq!(second.state, TaskState::Queued);
-    assert!(
-        h.bot_comments().iter().any(|c| c.contains("position 1")),
-        "{:?}",
-        h.bot_comments()
-    );
+    let second = h.task(tasks[1].id);
+    second.expect_state(TaskState::Queued).await;
+    let queued = h.last_reply();
+    assert!(queued.contains("position 1"), "{:?}", h.bot_comments());
+    h.snapshot_settings().await.bind(|| {
+        insta::assert_snapshot!(refusal, @"**bg-agent:** @octo-lead you already have an active task, #[task 1]; one at a time. Use `/bg-agent status` to see it.");
+        insta::assert_snapshot!(queued, @"
+        **bg-agent** task [#[task 2]]([bg-agent]/tasks/[task 2]) — `upgrade lodash 4.17.21` — **queued**, position 1 in this repository's queue
+
+        Requested by @octo-dev · attempt 1 · [details]([bg-agent]/tasks/[task 2])
+        ");
+    });
 
     // Cancel the running one: it ends cancelled, and the queued one starts.
     h.comment(LEAD, "/bg-agent cancel").await;
-    let cancelled = h.wait_reported_end(first.id).await;
-    assert_eq!(cancelled.state, TaskState::Cancelled);
-    assert_eq!(
-        h.check_run(first.id).conclusion.as_deref(),
-        Some("cancelled")
-    );
-    let running = h
-        .wait_task(second.id, |t| t.phase == Phase::Validating)
-        .await;
-    assert_eq!(running.state, TaskState::Running);
+    first.expect_state(TaskState::Cancelled).await;
+    assert_eq!(first.check_run().conclusion.as_deref(), Some("cancelled"));
+    second.wait_phase(Phase::Validating).await;
 
     // Cancel the second from its check run's button.
-    h.sim
-        .wait_for(WAIT, |s: &SimState| {
-            s.check_runs_in(WIDGETS).iter().any(|r| {
-                r.external_id.as_deref() == Some(&second.id.to_string())
-                    && r.status == "in_progress"
-                    && r.actions.iter().any(|a| a.identifier == "cancel")
-            })
-        })
-        .await
-        .unwrap();
-    let run = h.check_run(second.id);
-    let clicked = h
-        .sim
-        .request_check_run_action(run.id, other, "cancel")
-        .await
-        .unwrap();
-    h.processed(&clicked.delivery.guid).await;
-    let second = h.wait_reported_end(second.id).await;
-    assert_eq!(second.state, TaskState::Cancelled);
+    second.wait_button("cancel").await;
+    h.click(second.id, other, "cancel").await;
+    second.expect_state(TaskState::Cancelled).await;
     assert!(h.pulls().is_empty());
-    h.stop().await;
+    let run = first.check_run();
+    h.snapshot_settings().await.bind(|| {
+        insta::assert_snapshot!(h.bot_comments()[0], @"
+        **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) — `upgrade lodash 4.17.21` — **cancelled** after [elapsed]
+
+        > cancelled by @octo-lead
+
+        Requested by @octo-lead · attempt 1 · [details]([bg-agent]/tasks/[task 1])
+
+        Comment `/bg-agent retry [task 1]` or press **Retry** on the check run to try again.
+        ");
+        insta::assert_snapshot!(
+            format!(
+                "# {}\n\n{}\n\n---- text ----\n{}",
+                run.output.title.as_deref().unwrap_or_default(),
+                run.output.summary.as_deref().unwrap_or_default(),
+                run.output.text.as_deref().unwrap_or_default()
+            ),
+            @"
+        # Cancelled
+
+        **upgrade lodash 4.17.21** · task [#[task 1]]([bg-agent]/tasks/[task 1]) · attempt 1 · requested by @octo-lead
+
+        Finished after [elapsed].
+
+        > cancelled by @octo-lead
+
+        ---- text ----
+        Comment `/bg-agent retry [task 1]` or press **Retry** on the check run to try again.
+        "
+        );
+    });
+    h.finish().await;
 }
 
 /// A GitHub outage while reporting delays the reports but loses none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_survive_github_errors() {
-    let h = Harness::start(Setup::default()).await;
+    let h = scenario().start().await;
     h.sim.inject_fault(
         Fault::new(
             "PATCH",
@@ -626,73 +471,113 @@ async fn reports_survive_github_errors() {
     h.sim
         .inject_fault(Fault::new("POST", "/repos/*/*/pulls", FaultKind::ServerError(500)).times(2));
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let task = h.wait_reported_end(h.tasks()[0].id).await;
-    assert_eq!(task.state, TaskState::Succeeded);
+    let task = h.only_task().await;
+    task.expect_state(TaskState::Succeeded).await;
     assert_eq!(h.pulls().len(), 1, "exactly one pull request");
-    assert_eq!(h.check_run(task.id).conclusion.as_deref(), Some("success"));
-    h.stop().await;
+    assert_eq!(task.check_run().conclusion.as_deref(), Some("success"));
+    h.finish().await;
 }
 
 /// The server stops mid-task and starts again: the task whose execution is gone ends
 /// `failed` (lost, retryable), nothing is duplicated, and a retry completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_task_leaves_nothing_stuck() {
-    let mut h = Harness::start(slow_validation()).await;
+    let mut h = scenario()
+        .file(".github/bg-agent.yml", SLOW_VALIDATION)
+        .start()
+        .await;
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let task = h.tasks()[0].clone();
-    h.wait_task(task.id, |t| t.phase == Phase::Validating).await;
+    let task = h.only_task().await.id;
+    h.task(task).wait_phase(Phase::Validating).await;
     h.stop_server().await;
     h.start_server().await;
-    let lost = h.wait_reported_end(task.id).await;
-    assert_eq!(lost.state, TaskState::Failed);
+    let lost = h.task(task).expect_state(TaskState::Failed).await;
     assert!(lost.error.as_deref().unwrap().contains("lost"), "{lost:?}");
-    assert_eq!(h.tasks().len(), 1, "no duplicate task");
+    assert_eq!(h.tasks().await.len(), 1, "no duplicate task");
     assert!(h.pulls().is_empty(), "no pull request");
-    let run = h.check_run(task.id);
+    let run = h.check_run(task);
     assert!(run.actions.iter().any(|a| a.identifier == "retry"));
-    h.stop().await;
+    h.snapshot_settings().await.bind(|| {
+        insta::assert_snapshot!(h.bot_comments()[0], @"
+        **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) — `upgrade lodash 4.17.21` — **failed** after [elapsed]
+
+        > lost: its execution is gone (the server restarted while it ran); retry to run it again
+
+        Requested by @octo-lead · attempt 1 · [details]([bg-agent]/tasks/[task 1])
+
+        Comment `/bg-agent retry [task 1]` or press **Retry** on the check run to try again.
+        ");
+    });
+    h.finish().await;
 }
 
 /// A task that runs past its timeout is stopped and ends `timed_out`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_timeout_ends_timed_out() {
-    let mut setup = slow_validation();
-    setup.extra_files[0].1.push_str(
-        "templates:\n  - name: slow\n    parameters: []\n    instructions: Take your time.\n    timeout_secs: 60\n",
+    let config = format!(
+        "{SLOW_VALIDATION}templates:\n  - name: slow\n    parameters: []\n    instructions: Take your time.\n    timeout_secs: 60\n"
     );
-    setup.agent_command = Some(vec!["sh".into(), "-c".into(), "cat > SLOW.md".into()]);
-    let h = Harness::start(setup).await;
+    let h = scenario()
+        .file(".github/bg-agent.yml", config)
+        .agent(&["sh", "-c", "cat > SLOW.md"])
+        .start()
+        .await;
     h.comment(LEAD, "/bg-agent slow").await;
-    let task = h.tasks()[0].clone();
-    assert_eq!(task.timeout_secs, 60);
-    let ended = h.wait_reported_end(task.id).await;
-    assert_eq!(ended.state, TaskState::TimedOut, "{ended:?}");
-    assert_eq!(
-        h.check_run(task.id).conclusion.as_deref(),
-        Some("timed_out")
-    );
-    h.stop().await;
+    let task = h.only_task().await;
+    assert_eq!(task.get().await.timeout_secs, 60);
+    task.expect_state(TaskState::TimedOut).await;
+    let run = task.check_run();
+    assert_eq!(run.conclusion.as_deref(), Some("timed_out"));
+    h.snapshot_settings().await.bind(|| {
+        insta::assert_snapshot!(h.bot_comments()[0], @"
+        **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) — `slow` — **timed out** after [elapsed]
+
+        > timed out after 60 s
+
+        Requested by @octo-lead · attempt 1 · [details]([bg-agent]/tasks/[task 1])
+
+        Comment `/bg-agent retry [task 1]` or press **Retry** on the check run to try again.
+        ");
+        insta::assert_snapshot!(
+            format!(
+                "# {}\n\n{}",
+                run.output.title.as_deref().unwrap_or_default(),
+                run.output.summary.as_deref().unwrap_or_default()
+            ),
+            @"
+        # Timed out
+
+        **slow** · task [#[task 1]]([bg-agent]/tasks/[task 1]) · attempt 1 · requested by @octo-lead
+
+        Finished after [elapsed].
+
+        > timed out after 60 s
+        "
+        );
+    });
+    h.finish().await;
 }
 
 /// Two replicas with local executors: neither takes the other's running task for lost
 /// while the other is alive; once it stops, the survivor settles the task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_leave_each_others_runs_alone_until_one_stops() {
-    let mut h = Harness::start(slow_validation()).await;
+    let mut h = scenario()
+        .file(".github/bg-agent.yml", SLOW_VALIDATION)
+        .start()
+        .await;
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let task = h.tasks()[0].clone();
-    h.wait_task(task.id, |t| t.phase == Phase::Validating).await;
-    let second = h.replica().await;
+    let task = h.only_task().await.id;
+    h.task(task).wait_phase(Phase::Validating).await;
+    h.start_replica().await;
     // Nothing may happen: give the second replica's supervisor about ten passes (200 ms
     // apart) in which it could wrongly judge the first one's runner lost.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let still = h.db.store().task(task.id).await.unwrap().unwrap();
+    let still = h.task(task).get().await;
     assert_eq!(still.state, TaskState::Running, "{still:?}");
     // The first replica stops (its runner with it): the second settles the task.
     h.stop_server().await;
-    let lost = h.wait_reported_end(task.id).await;
-    assert_eq!(lost.state, TaskState::Failed);
+    let lost = h.task(task).expect_state(TaskState::Failed).await;
     assert!(lost.error.as_deref().unwrap().contains("lost"), "{lost:?}");
-    second.stop().await.unwrap();
-    h.stop().await;
+    h.finish().await;
 }

@@ -3,31 +3,28 @@
 //! number is applied once, and an ended task's secret is useless.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use bg_agent::app::RunningServer;
-use bg_agent::engine::LoggingHandler;
 use bg_agent::engine::supervise::runner_secret_hash;
 use bg_agent::store::tasks::{Actor, Caps, CreatedTask, NewTask, TaskTrigger};
 use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
 use bg_agent_core::task::{Phase, Recipe, TaskState};
-use bg_agent_testkit::db::TestDb;
-use bg_agent_testkit::recording::test_config;
+use bg_agent_testkit::harness::{Harness, Scenario};
 use serde_json::json;
 
 const SECRET: &str = "per-task-secret-0123456789abcdef";
 
 struct Api {
-    db: TestDb,
+    h: Harness,
     url: String,
     client: reqwest::Client,
-    server: RunningServer,
     task: i64,
 }
 
+/// The real server (no task runs by itself) with one task launched, as if a runner had
+/// been started for it with [`SECRET`].
 async fn start() -> Api {
-    let db = TestDb::new().await;
-    let store = db.store();
+    let h = Scenario::intake().start().await;
+    let store = h.store();
     let created = store
         .create_task(&NewTask {
             installation_id: 1,
@@ -71,19 +68,10 @@ async fn start() -> Api {
             .await
             .unwrap()
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = RunningServer::start(
-        &test_config(),
-        store.clone(),
-        Arc::new(LoggingHandler),
-        listener,
-    )
-    .unwrap();
     Api {
-        url: format!("http://{}/internal/tasks/{}/events", server.addr, task.id),
-        db,
+        url: format!("{}/internal/tasks/{}/events", h.public_url(), task.id),
+        h,
         client: reqwest::Client::new(),
-        server,
         task: task.id,
     }
 }
@@ -129,16 +117,16 @@ async fn only_the_tasks_secret_is_accepted_and_bad_reports_get_a_clear_answer() 
         .await;
     assert_eq!(status, 422, "{body}");
     // Nothing was applied by any of those.
-    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    let task = api.h.store().task(api.task).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::Starting);
 
     assert_eq!(api.post(Some(SECRET), &phase).await.0, 200);
-    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    let task = api.h.store().task(api.task).await.unwrap().unwrap();
     assert_eq!(
         (task.state, task.phase, task.progress),
         (TaskState::Running, Phase::Cloning, 10)
     );
-    api.server.stop().await.unwrap();
+    api.h.finish().await;
 }
 
 #[tokio::test]
@@ -154,7 +142,7 @@ async fn each_report_is_applied_once_and_logs_are_redacted() {
     assert_eq!(api.report(1, log.clone()).await, 200);
     // The same report again (its answer was lost): acknowledged, not applied twice.
     assert_eq!(api.report(1, log).await, 200);
-    let lines = api.db.store().log_tail(api.task, 10).await.unwrap();
+    let lines = api.h.store().log_tail(api.task, 10).await.unwrap();
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(
         !lines
@@ -185,7 +173,7 @@ async fn each_report_is_applied_once_and_logs_are_redacted() {
         .await,
         200
     );
-    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    let task = api.h.store().task(api.task).await.unwrap().unwrap();
     assert_eq!((task.phase, task.progress), (Phase::Validating, 75));
 
     let finished = RunnerEvent::Finished(RunOutcome::Failed {
@@ -193,10 +181,10 @@ async fn each_report_is_applied_once_and_logs_are_redacted() {
         failing_command: Some("npm test".into()),
     });
     assert_eq!(api.report(4, finished.clone()).await, 200);
-    let task = api.db.store().task(api.task).await.unwrap().unwrap();
+    let task = api.h.store().task(api.task).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::Failed);
     assert_eq!(task.failing_command.as_deref(), Some("npm test"));
     // The task has ended: its secret opens nothing any more.
     assert_eq!(api.report(5, finished).await, 410);
-    api.server.stop().await.unwrap();
+    api.h.finish().await;
 }
