@@ -236,7 +236,7 @@ mod tests {
         insta::assert_snapshot!(help_markdown(), @r#"
         ### bg-agent commands
 
-        Write a command at the start of a line in a comment. Only the first command in a comment counts; commands in code blocks, inline code, quotes and HTML comments are ignored.
+        Write a command at the start of a line in a comment. Only the first command in a comment counts; commands in code blocks, inline code, quotes and HTML are ignored.
 
         - `/bg-agent <template> [args...] [key=value...]` — Start a task from a template, with positional and `key=value` arguments (quote values that contain spaces: `note="a b"`). Example: `/bg-agent upgrade lodash 4.17.21`
         - `/bg-agent run <instructions>` — Start a free-form task; the instructions are the rest of the line and every line below it. Example: `/bg-agent run Add a --json flag to the export command`
