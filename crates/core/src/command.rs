@@ -168,7 +168,7 @@ impl CommandKind {
             CommandKind::Cancel => {
                 "Cancel a queued or running task; without an id, the latest task here."
             }
-            CommandKind::Status => "Show the tasks of this issue or pull request.",
+            CommandKind::Status => "Show your latest tasks in this repository.",
             CommandKind::Help => "Show this help.",
         }
     }
@@ -624,33 +624,9 @@ fn quote_arg(arg: &str) -> String {
     out
 }
 
-/// Inline Markdown code for user text: cut to a readable length, with a
-/// backtick fence longer than any run inside so user backticks cannot break out.
+/// Inline Markdown code for user text, cut to a readable length.
 fn code(text: &str) -> String {
-    if text.is_empty() {
-        return "`\"\"`".to_string();
-    }
-    let mut shown: String = text
-        .chars()
-        .take(MAX_SHOWN_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(MAX_SHOWN_CHARS).is_some() {
-        shown.push('…');
-    }
-    let mut longest = 0;
-    let mut run = 0;
-    for c in shown.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    let fence = "`".repeat(longest + 1);
-    let pad = if shown.starts_with('`') || shown.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{fence}{pad}{shown}{pad}{fence}")
+    crate::markdown::inline_code(text, MAX_SHOWN_CHARS)
 }
 
 // ---------------------------------------------------------------------------

@@ -5,5 +5,6 @@
 
 pub mod backoff;
 pub mod command;
+pub mod markdown;
 pub mod protocol;
 pub mod task;

@@ -8,7 +8,12 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use super::{TaskRecord, TaskState, check_run_conclusion};
+use crate::markdown::{code_block, inert, inline_code};
 use crate::protocol::ValidationResult;
+
+/// Longest parameter (`key=value`) and failing command shown in full.
+const MAX_PARAM_CHARS: usize = 200;
+const MAX_ERROR_CHARS: usize = 200;
 
 /// The check run's name on GitHub.
 pub const CHECK_RUN_NAME: &str = "bg-agent";
@@ -114,10 +119,10 @@ fn retry_hint(task: &TaskRecord) -> Option<String> {
 /// The tracking comment on the issue, edited in place as the task moves.
 pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     let mut body = format!(
-        "**bg-agent** task [#{}]({}) — `{}` — **{}**",
+        "**bg-agent** task [#{}]({}) — {} — **{}**",
         task.id,
         cx.page_url,
-        task.summary,
+        inline_code(&task.summary, MAX_PARAM_CHARS),
         state_word(task)
     );
     match task.state {
@@ -139,7 +144,7 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         body.push_str("\n\nOpening the pull request…");
     }
     if let Some(error) = &task.error {
-        let _ = write!(body, "\n\n> {}", one_line(error, 300));
+        let _ = write!(body, "\n\n> {}", inert(&one_line(error, 300)));
     }
     let _ = write!(
         body,
@@ -206,7 +211,11 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
     };
     let mut summary = format!(
         "**{}** · task [#{}]({}) · attempt {} · requested by @{}",
-        task.summary, task.id, cx.page_url, task.attempt, task.creator_login
+        inert(&task.summary),
+        task.id,
+        cx.page_url,
+        task.attempt,
+        task.creator_login
     );
     match task.state {
         TaskState::Queued => {
@@ -220,10 +229,14 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
         _ => {
             let _ = write!(summary, "\n\nFinished after {}.", elapsed(task, cx.now));
             if let Some(command) = &task.failing_command {
-                let _ = write!(summary, "\n\nFailing command: `{command}`");
+                let _ = write!(
+                    summary,
+                    "\n\nFailing command: {}",
+                    inline_code(command, MAX_ERROR_CHARS)
+                );
             }
             if let Some(error) = &task.error {
-                let _ = write!(summary, "\n\n> {}", one_line(error, 500));
+                let _ = write!(summary, "\n\n> {}", inert(&one_line(error, 500)));
             }
             if let Some(url) = &task.pr_url {
                 let _ = write!(summary, "\n\nPull request: {url}");
@@ -309,7 +322,7 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
                 let params: Vec<String> = task
                     .params
                     .iter()
-                    .map(|(k, v)| format!("`{k}={v}`"))
+                    .map(|(k, v)| inline_code(&format!("{k}={v}"), MAX_PARAM_CHARS))
                     .collect();
                 let _ = write!(body, " with {}", params.join(", "));
             }
@@ -317,14 +330,12 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         }
         None => body.push_str("**Free-text task**\n\n"),
     }
+    // In a code block: instructions are shown, never read as Markdown (no mention, no
+    // "fixes #N" that would close an issue when the pull request is merged).
     let _ = write!(
         body,
         "### Instructions\n\n{}\n\n",
-        task.instructions
-            .lines()
-            .map(|l| format!("> {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        code_block(&task.instructions)
     );
     if !task.changed_files.is_empty() {
         body.push_str("### Changed files\n\n");
@@ -763,7 +774,7 @@ pub(crate) mod tests {
         insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
         **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **cancelled** after 2 min 30 s
 
-        > cancelled by @octo-lead
+        > cancelled by @​octo-lead
 
         Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
 
@@ -776,7 +787,7 @@ pub(crate) mod tests {
 
         Finished after 2 min 30 s.
 
-        > cancelled by @octo-lead
+        > cancelled by @​octo-lead
 
         ---- text ----
 
@@ -862,8 +873,10 @@ pub(crate) mod tests {
 
         ### Instructions
 
-        > Upgrade lodash to 4.17.21.
-        > Keep the lockfile in step.
+        ```text
+        Upgrade lodash to 4.17.21.
+        Keep the lockfile in step.
+        ```
 
         ### Changed files
 
@@ -899,7 +912,9 @@ pub(crate) mod tests {
 
         ### Instructions
 
-        > tidy the README
+        ```text
+        tidy the README
+        ```
 
         ### Changed files
 

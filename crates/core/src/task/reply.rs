@@ -242,7 +242,7 @@ mod tests {
         - `/bg-agent run <instructions>` — Start a free-form task; the instructions are the rest of the line and every line below it. Example: `/bg-agent run Add a --json flag to the export command`
         - `/bg-agent retry [task-id]` — Retry a task (`42` or `#42`); without an id, the latest task here. Example: `/bg-agent retry #42`
         - `/bg-agent cancel [task-id]` — Cancel a queued or running task; without an id, the latest task here. Example: `/bg-agent cancel 42`
-        - `/bg-agent status` — Show the tasks of this issue or pull request.
+        - `/bg-agent status` — Show your latest tasks in this repository.
         - `/bg-agent help` — Show this help.
         "#);
     }
