@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::{TaskRecord, TaskState, check_run_conclusion};
+use super::{TaskId, TaskRecord, TaskState, check_run_conclusion};
 use crate::protocol::ValidationResult;
 
 /// The check run's name on GitHub.
@@ -50,7 +50,7 @@ impl TaskDetails {
 }
 
 /// The task's page: `{base}/tasks/{id}`.
-pub fn page_url(public_url: &str, task_id: i64) -> String {
+pub fn page_url(public_url: &str, task_id: TaskId) -> String {
     format!("{}/tasks/{task_id}", public_url.trim_end_matches('/'))
 }
 
@@ -432,7 +432,7 @@ pub fn task_page(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Phase, Recipe};
+    use crate::task::{Phase, Recipe, TaskId};
     use std::collections::BTreeMap;
 
     fn task(state: TaskState) -> TaskRecord {
@@ -440,7 +440,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         TaskRecord {
-            id: 42,
+            id: TaskId::new(42),
             installation_id: 1,
             repository_id: 2,
             repository: "acme/widgets".into(),
@@ -453,7 +453,7 @@ mod tests {
             phase: Phase::Validating,
             progress: 72,
             attempt: 2,
-            retry_of: Some(41),
+            retry_of: Some(TaskId::new(41)),
             timeout_secs: 3600,
             error: None,
             tracking_comment_id: None,

@@ -17,7 +17,7 @@ use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{Actor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
 use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
-use bg_agent_core::task::{TaskState, branch_name};
+use bg_agent_core::task::{TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, RepoName};
 
 use super::{Shutdown, Signal};
@@ -72,7 +72,7 @@ pub struct Supervisor<E> {
     settings: SupervisorSettings,
     signal: Signal,
     /// Tasks this process is launching or stopping right now (not to be judged lost).
-    busy: Mutex<HashSet<i64>>,
+    busy: Mutex<HashSet<TaskId>>,
     /// This server process, as recorded with the tasks it launches.
     instance: uuid::Uuid,
     /// When this process last told the database it is alive.
@@ -153,7 +153,7 @@ impl<E: Executor> Supervisor<E> {
         {
             self.mark_busy(task.id, true);
             let this = Arc::clone(self);
-            let span = tracing::info_span!("task", task = task.id);
+            let span = tracing::info_span!("task", task = task.id.get());
             tokio::spawn(
                 async move {
                     let id = task.id;
@@ -183,11 +183,11 @@ impl<E: Executor> Supervisor<E> {
         Ok(())
     }
 
-    fn is_busy(&self, id: i64) -> bool {
+    fn is_busy(&self, id: TaskId) -> bool {
         self.busy.lock().is_ok_and(|busy| busy.contains(&id))
     }
 
-    fn mark_busy(&self, id: i64, busy: bool) {
+    fn mark_busy(&self, id: TaskId, busy: bool) {
         if let Ok(mut set) = self.busy.lock() {
             if busy {
                 set.insert(id);
@@ -200,11 +200,11 @@ impl<E: Executor> Supervisor<E> {
     async fn end(&self, task: &TaskRecord, to: TaskState, error: Option<&str>) {
         match self.store.end_task(task.id, to, SUPERVISOR, error).await {
             Ok(Some(_)) => {
-                tracing::info!(task = task.id, state = %to, error, "task ended");
+                tracing::info!(task = task.id.get(), state = %to, error, "task ended");
                 self.signal.wake();
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(task = task.id, error = %e, "cannot end task"),
+            Err(e) => tracing::warn!(task = task.id.get(), error = %e, "cannot end task"),
         }
     }
 
@@ -278,7 +278,7 @@ impl<E: Executor> Supervisor<E> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(e) = this.executor.cancel(&execution).await {
-                tracing::warn!(task = task.id, error = %e, "cannot stop the execution");
+                tracing::warn!(task = task.id.get(), error = %e, "cannot stop the execution");
             }
             let error = match to {
                 TaskState::TimedOut => Some(format!("timed out after {} s", task.timeout_secs)),
@@ -295,7 +295,7 @@ impl<E: Executor> Supervisor<E> {
     async fn launch(self: &Arc<Self>, task: TaskRecord) {
         match self.try_launch(&task).await {
             Ok(execution) => {
-                tracing::info!(task = task.id, execution = %execution.0, "runner started");
+                tracing::info!(task = task.id.get(), execution = %execution.0, "runner started");
                 self.signal.wake();
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
@@ -306,7 +306,7 @@ impl<E: Executor> Supervisor<E> {
                 });
             }
             Err(e) => {
-                tracing::warn!(task = task.id, error = %e, "cannot start the runner");
+                tracing::warn!(task = task.id.get(), error = %e, "cannot start the runner");
                 let error = format!("could not start the runner: {e}; retry to run it again");
                 self.end(&task, TaskState::Failed, Some(&error)).await;
             }
@@ -358,7 +358,7 @@ impl<E: Executor> Supervisor<E> {
         }
         let slug = &self.settings.app_slug;
         let spec = TaskSpec {
-            task_id: task.id,
+            task_id: task.id.get(),
             repository: task.repository.clone(),
             clone_url,
             default_branch,
@@ -381,7 +381,7 @@ impl<E: Executor> Supervisor<E> {
         let execution = self
             .executor
             .launch(Launch {
-                task_id: task.id,
+                task_id: task.id.get(),
                 callback_url: self.settings.public_url.clone(),
                 task_secret: SecretString::from(secret),
                 runner_token: token.secret().clone(),
@@ -407,7 +407,7 @@ impl<E: Executor> Supervisor<E> {
             Err(crate::store::tasks::TransitionError::Stale { actual, .. }) => {
                 // Cancelled (or ended) while launching: stop what was started.
                 tracing::info!(
-                    task = task.id,
+                    task = task.id.get(),
                     ?actual,
                     "task ended while launching; stopping the runner"
                 );

@@ -18,7 +18,7 @@ pub struct PagesState {
 
 pub async fn task_page(State(state): State<PagesState>, Path(id): Path<i64>) -> Response {
     let loaded = async {
-        let Some(task) = state.store.task(id).await? else {
+        let Some(task) = state.store.task(id.into()).await? else {
             return Ok(None);
         };
         let details = state.store.task_details(&task, PAGE_LOG_LINES).await?;
@@ -27,7 +27,7 @@ pub async fn task_page(State(state): State<PagesState>, Path(id): Path<i64>) -> 
     .await;
     match loaded {
         Ok(Some((task, details))) => {
-            let page_url = render::page_url(&state.public_url, id);
+            let page_url = render::page_url(&state.public_url, id.into());
             Html(render::task_page(&task, &details.context(&page_url))).into_response()
         }
         Ok(None) => (

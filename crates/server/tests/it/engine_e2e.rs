@@ -10,7 +10,7 @@ use std::time::Duration;
 use bg_agent::app::{EngineOptions, RunningServer, start_app};
 use bg_agent::config::Config;
 use bg_agent::store::DeliveryState;
-use bg_agent_core::task::{Phase, TaskRecord, TaskState};
+use bg_agent_core::task::{Phase, TaskId, TaskRecord, TaskState};
 use bg_agent_github::{GitHubApp, SystemClock};
 use bg_agent_testkit::db::TestDb;
 use bg_agent_testkit::fixtures::{SECRET, package_json, passing_test, picky_test};
@@ -155,7 +155,7 @@ impl Harness {
 
     /// Waits until task `id` satisfies `condition` (re-reading it as the sim changes and
     /// at least every 100 ms).
-    async fn wait_task(&self, id: i64, condition: impl Fn(&TaskRecord) -> bool) -> TaskRecord {
+    async fn wait_task(&self, id: TaskId, condition: impl Fn(&TaskRecord) -> bool) -> TaskRecord {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let task = self.db.store().task(id).await.unwrap().unwrap();
@@ -171,7 +171,7 @@ impl Harness {
     }
 
     /// Waits until the task has ended and GitHub has seen its final version.
-    async fn wait_reported_end(&self, id: i64) -> TaskRecord {
+    async fn wait_reported_end(&self, id: TaskId) -> TaskRecord {
         let task = self.wait_task(id, |t| t.state.is_terminal()).await;
         let wanted_pr = task.state == TaskState::Succeeded && task.changed == Some(true);
         let sim = &self.sim;
@@ -196,7 +196,7 @@ impl Harness {
         self.db.store().task(id).await.unwrap().unwrap()
     }
 
-    fn check_run(&self, task: i64) -> github_fake::CheckRunRecord {
+    fn check_run(&self, task: TaskId) -> github_fake::CheckRunRecord {
         let id = task.to_string();
         self.sim.read(|s| {
             s.check_runs_in(WIDGETS)

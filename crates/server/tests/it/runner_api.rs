@@ -10,7 +10,7 @@ use bg_agent::engine::LoggingHandler;
 use bg_agent::engine::supervise::runner_secret_hash;
 use bg_agent::store::tasks::{Actor, Caps, CreatedTask, NewTask, TaskTrigger};
 use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
-use bg_agent_core::task::{Phase, Recipe, TaskState};
+use bg_agent_core::task::{Phase, Recipe, TaskId, TaskState};
 use bg_agent_testkit::db::TestDb;
 use bg_agent_testkit::recording::test_config;
 use serde_json::json;
@@ -22,7 +22,7 @@ struct Api {
     url: String,
     client: reqwest::Client,
     server: RunningServer,
-    task: i64,
+    task: TaskId,
 }
 
 async fn start() -> Api {
