@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use permission::Permission;
-pub use record::TaskRecord;
+pub use record::{TaskId, TaskRecord};
 pub use repo_config::{RepoConfig, RepoConfigError, ValidationCommand};
 pub use template::{
     ParamError, ParamKind, Parameter, Recipe, Template, TemplateError, TemplateSource,
@@ -27,6 +27,11 @@ pub const MAX_TIMEOUT_SECS: u32 = 3600;
 /// database allows at most one active task per user and per repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum TaskState {
     Queued,
     Starting,
@@ -140,6 +145,11 @@ impl FromStr for TaskState {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum Phase {
     Queued,
     Starting,
@@ -267,7 +277,7 @@ pub fn free_text_summary(instructions: &str) -> String {
 
 /// The branch a task pushes: `bg-agent/<task-id>-<slug>`, where the slug is made of the
 /// summary's ASCII letters and digits so it is always a valid ref name.
-pub fn branch_name(task_id: i64, summary: &str) -> String {
+pub fn branch_name(task_id: TaskId, summary: &str) -> String {
     const MAX_SLUG: usize = 40;
     let mut slug = String::new();
     for c in summary.chars() {
@@ -391,12 +401,15 @@ mod tests {
     #[test]
     fn branch_names_are_safe_refs() {
         assert_eq!(
-            branch_name(42, "upgrade lodash 4.17.21"),
+            branch_name(TaskId::new(42), "upgrade lodash 4.17.21"),
             "bg-agent/42-upgrade-lodash-4-17-21"
         );
-        assert_eq!(branch_name(7, "  ../~^:?*[ "), "bg-agent/7");
-        assert_eq!(branch_name(7, "Ünïcode ok"), "bg-agent/7-n-code-ok");
-        let long = branch_name(1, &"a".repeat(200));
+        assert_eq!(branch_name(TaskId::new(7), "  ../~^:?*[ "), "bg-agent/7");
+        assert_eq!(
+            branch_name(TaskId::new(7), "Ünïcode ok"),
+            "bg-agent/7-n-code-ok"
+        );
+        let long = branch_name(TaskId::new(1), &"a".repeat(200));
         assert!(long.len() <= "bg-agent/1-".len() + 40);
     }
 }

@@ -1,4 +1,14 @@
 //! Every SQL statement the app runs. Schema and invariants live in `migrations/`.
+//!
+//! Statements are `sqlx::query!`-family macros, checked at build time against the query
+//! data in `.sqlx/` at the workspace root (`SQLX_OFFLINE=true` in `.cargo/config.toml`:
+//! builds need no database). After changing a statement or a migration, regenerate it
+//! against a migrated database:
+//! `SQLX_OFFLINE=false DATABASE_URL=postgres://… cargo sqlx prepare --workspace`.
+//! The only dynamic SQL left, each for a reason given where it is: `CREATE DATABASE` in
+//! [`embedded`] (an identifier cannot be a parameter), the plan-cache test below (a
+//! system view, test-only), and the per-test databases in `bg-agent-testkit` (created,
+//! dropped and locked by generated names, in a dev-only crate).
 
 pub mod embedded;
 pub mod runs;
@@ -8,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
@@ -21,8 +31,9 @@ pub enum StoreError {
 }
 
 /// Processing state of a stored delivery; mirrors the `deliveries.state` check constraint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
     Processed,
@@ -38,12 +49,6 @@ impl DeliveryState {
             Self::Ignored => "ignored",
             Self::Failed => "failed",
         }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Processed, Self::Ignored, Self::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == s)
     }
 }
 
@@ -137,15 +142,18 @@ impl Store {
 
     /// A server setting (`SHOW`-style), e.g. to check how the server runs.
     pub async fn setting(&self, name: &str) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar("SELECT current_setting($1)")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar!(r#"SELECT current_setting($1) AS "setting!""#, name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query_scalar!("SELECT 1 AS ping")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -164,17 +172,17 @@ impl Store {
         let guids: Vec<&str> = batch.iter().map(|d| d.guid.as_str()).collect();
         let events: Vec<&str> = batch.iter().map(|d| d.event.as_str()).collect();
         let bodies: Vec<&[u8]> = batch.iter().map(|d| d.body.as_ref()).collect();
-        let inserted: Vec<String> = sqlx::query_scalar(
+        let inserted: Vec<String> = sqlx::query_scalar!(
             "INSERT INTO deliveries (guid, event, body, next_attempt_at)
              SELECT g, e, b, now() + make_interval(secs => $4)
              FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS t(g, e, b)
              ON CONFLICT (guid) DO NOTHING
              RETURNING guid",
+            &guids as &[&str],
+            &events as &[&str],
+            &bodies as &[&[u8]],
+            local_grace.as_secs_f64(),
         )
-        .bind(&guids)
-        .bind(&events)
-        .bind(&bodies)
-        .bind(local_grace.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
 
@@ -208,29 +216,26 @@ impl Store {
     /// rolls back, so the deliveries are claimed again.
     pub async fn claim_deliveries(&self, limit: i64) -> Result<DeliveryClaim, StoreError> {
         let mut tx = self.begin_claim().await?;
-        let rows = sqlx::query(
+        let deliveries = sqlx::query!(
             "SELECT guid, event, body, attempts, received_at
              FROM deliveries
              WHERE state = 'pending' AND next_attempt_at <= now()
              ORDER BY next_attempt_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED",
+            limit,
         )
-        .bind(limit)
         .fetch_all(&mut *tx)
-        .await?;
-        let deliveries = rows
-            .into_iter()
-            .map(|row| {
-                Ok(ClaimedDelivery {
-                    guid: row.try_get("guid")?,
-                    event: row.try_get("event")?,
-                    body: bytes::Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
-                    attempts: row.try_get("attempts")?,
-                    received_at: row.try_get("received_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?
+        .into_iter()
+        .map(|row| ClaimedDelivery {
+            guid: row.guid,
+            event: row.event,
+            body: bytes::Bytes::from(row.body),
+            attempts: row.attempts,
+            received_at: row.received_at,
+        })
+        .collect();
         Ok(DeliveryClaim::new(tx, deliveries))
     }
 
@@ -245,25 +250,20 @@ impl Store {
         let guids: Vec<&str> = fresh.iter().map(|d| d.guid.as_str()).collect();
         // The state is checked here rather than in SQL: a `state` condition lets the
         // planner combine the pending index into a much slower bitmap scan.
-        let rows = sqlx::query(
-            "SELECT guid, state, attempts, received_at FROM deliveries
+        let rows = sqlx::query!(
+            r#"SELECT guid, state AS "state: DeliveryState", attempts, received_at
+             FROM deliveries
              WHERE guid = ANY($1)
-             FOR UPDATE SKIP LOCKED",
+             FOR UPDATE SKIP LOCKED"#,
+            &guids as &[&str],
         )
-        .bind(&guids)
         .fetch_all(&mut *tx)
         .await?;
-        let mut claimed = std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
-            if row.try_get::<&str, _>("state")? != DeliveryState::Pending.as_str() {
-                continue;
-            }
-            let guid: String = row.try_get("guid")?;
-            claimed.insert(
-                guid,
-                (row.try_get("attempts")?, row.try_get("received_at")?),
-            );
-        }
+        let mut claimed: std::collections::HashMap<String, (i32, DateTime<Utc>)> = rows
+            .into_iter()
+            .filter(|row| row.state == DeliveryState::Pending)
+            .map(|row| (row.guid, (row.attempts, row.received_at)))
+            .collect();
         let deliveries = fresh
             .into_iter()
             .filter_map(|mut d| {
@@ -277,32 +277,15 @@ impl Store {
     }
 
     pub async fn delivery(&self, guid: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT guid, event, action, installation_id, state, reason, attempts,
-                    received_at, processed_at
-             FROM deliveries WHERE guid = $1",
+        Ok(sqlx::query_as!(
+            DeliveryRecord,
+            r#"SELECT guid, event, action, installation_id, state AS "state: DeliveryState",
+                    reason, attempts, received_at, processed_at
+             FROM deliveries WHERE guid = $1"#,
+            guid,
         )
-        .bind(guid)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            let state: String = row.try_get("state")?;
-            Ok::<_, sqlx::Error>(DeliveryRecord {
-                guid: row.try_get("guid")?,
-                event: row.try_get("event")?,
-                action: row.try_get("action")?,
-                installation_id: row.try_get("installation_id")?,
-                state: DeliveryState::parse(&state).ok_or_else(|| {
-                    sqlx::Error::Decode(format!("unknown delivery state {state:?}").into())
-                })?,
-                reason: row.try_get("reason")?,
-                attempts: row.try_get("attempts")?,
-                received_at: row.try_get("received_at")?,
-                processed_at: row.try_get("processed_at")?,
-            })
-        })
-        .transpose()
-        .map_err(StoreError::from)
+        .await?)
     }
 
     /// Puts a delivery back for a later attempt after its claim was rolled back, or fails
@@ -314,18 +297,18 @@ impl Store {
         delay: Duration,
         max_attempts: i32,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE deliveries
              SET attempts = attempts + 1, reason = $2,
                  next_attempt_at = now() + make_interval(secs => $3),
                  state = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE state END,
                  processed_at = CASE WHEN attempts + 1 >= $4 THEN now() ELSE processed_at END
              WHERE guid = $1 AND state = 'pending'",
+            guid,
+            reason,
+            delay.as_secs_f64(),
+            max_attempts,
         )
-        .bind(guid)
-        .bind(reason)
-        .bind(delay.as_secs_f64())
-        .bind(max_attempts)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -333,59 +316,44 @@ impl Store {
 
     /// Number of deliveries in each state (pending, processed, ignored, failed).
     pub async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE state = 'pending')   AS pending,
-                    count(*) FILTER (WHERE state = 'processed') AS processed,
-                    count(*) FILTER (WHERE state = 'ignored')   AS ignored,
-                    count(*) FILTER (WHERE state = 'failed')    AS failed
-             FROM deliveries",
+        Ok(sqlx::query_as!(
+            DeliveryCounts,
+            r#"SELECT count(*) FILTER (WHERE state = 'pending')   AS "pending!",
+                    count(*) FILTER (WHERE state = 'processed') AS "processed!",
+                    count(*) FILTER (WHERE state = 'ignored')   AS "ignored!",
+                    count(*) FILTER (WHERE state = 'failed')    AS "failed!"
+             FROM deliveries"#,
         )
         .fetch_one(&self.pool)
-        .await?;
-        Ok(DeliveryCounts {
-            pending: row.try_get("pending")?,
-            processed: row.try_get("processed")?,
-            ignored: row.try_get("ignored")?,
-            failed: row.try_get("failed")?,
-        })
+        .await?)
     }
 
     pub async fn installation(&self, id: i64) -> Result<Option<InstallationRow>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "SELECT id, account_login, account_id, account_type, suspended, deleted_at
              FROM installations WHERE id = $1",
+            id,
         )
-        .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let repositories = sqlx::query(
-            "SELECT repository_id, full_name, private FROM installation_repositories
-             WHERE installation_id = $1 ORDER BY repository_id",
+        let repositories = sqlx::query_as!(
+            InstallationRepository,
+            r#"SELECT repository_id AS id, full_name, private FROM installation_repositories
+             WHERE installation_id = $1 ORDER BY repository_id"#,
+            id,
         )
-        .bind(id)
         .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| {
-            Ok(InstallationRepository {
-                id: r.try_get("repository_id")?,
-                full_name: r.try_get("full_name")?,
-                private: r.try_get("private")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?;
         Ok(Some(InstallationRow {
             account: InstallationAccount {
-                id: row.try_get("id")?,
-                account_login: row.try_get("account_login")?,
-                account_id: row.try_get("account_id")?,
-                account_type: row.try_get("account_type")?,
+                id: row.id,
+                account_login: row.account_login,
+                account_id: row.account_id,
+                account_type: row.account_type,
             },
-            suspended: row.try_get("suspended")?,
-            deleted: row
-                .try_get::<Option<DateTime<Utc>>, _>("deleted_at")?
-                .is_some(),
+            suspended: row.suspended,
+            deleted: row.deleted_at.is_some(),
             repositories,
         }))
     }
@@ -475,24 +443,21 @@ impl DeliveryClaim {
         account: &InstallationAccount,
         repositories: Option<&[InstallationRepository]>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO installations (id, account_login, account_id, account_type)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE
              SET account_login = EXCLUDED.account_login, account_id = EXCLUDED.account_id,
                  account_type = EXCLUDED.account_type, deleted_at = NULL, updated_at = now()",
+            account.id,
+            account.account_login,
+            account.account_id,
+            account.account_type,
         )
-        .bind(account.id)
-        .bind(&account.account_login)
-        .bind(account.account_id)
-        .bind(&account.account_type)
         .execute(&mut *self.tx)
         .await?;
         if let Some(repositories) = repositories {
-            sqlx::query("DELETE FROM installation_repositories WHERE installation_id = $1")
-                .bind(account.id)
-                .execute(&mut *self.tx)
-                .await?;
+            clear_installation_repositories(&mut *self.tx, account.id).await?;
             self.add_installation_repositories(account.id, repositories)
                 .await?;
         }
@@ -507,16 +472,16 @@ impl DeliveryClaim {
         let ids: Vec<i64> = repositories.iter().map(|r| r.id).collect();
         let names: Vec<&str> = repositories.iter().map(|r| r.full_name.as_str()).collect();
         let private: Vec<bool> = repositories.iter().map(|r| r.private).collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO installation_repositories (installation_id, repository_id, full_name, private)
              SELECT $1, i, n, p FROM UNNEST($2::int8[], $3::text[], $4::bool[]) AS t(i, n, p)
              ON CONFLICT (installation_id, repository_id) DO UPDATE
              SET full_name = EXCLUDED.full_name, private = EXCLUDED.private",
+            installation_id,
+            &ids,
+            &names as &[&str],
+            &private,
         )
-        .bind(installation_id)
-        .bind(&ids)
-        .bind(&names)
-        .bind(&private)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -527,12 +492,12 @@ impl DeliveryClaim {
         installation_id: i64,
         repository_ids: &[i64],
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM installation_repositories
              WHERE installation_id = $1 AND repository_id = ANY($2)",
+            installation_id,
+            repository_ids,
         )
-        .bind(installation_id)
-        .bind(repository_ids)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -543,16 +508,13 @@ impl DeliveryClaim {
         &mut self,
         installation_id: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE installations SET deleted_at = now(), updated_at = now() WHERE id = $1",
+            installation_id,
         )
-        .bind(installation_id)
         .execute(&mut *self.tx)
         .await?;
-        sqlx::query("DELETE FROM installation_repositories WHERE installation_id = $1")
-            .bind(installation_id)
-            .execute(&mut *self.tx)
-            .await?;
+        clear_installation_repositories(&mut *self.tx, installation_id).await?;
         Ok(())
     }
 
@@ -561,11 +523,13 @@ impl DeliveryClaim {
         installation_id: i64,
         suspended: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE installations SET suspended = $2, updated_at = now() WHERE id = $1")
-            .bind(installation_id)
-            .bind(suspended)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE installations SET suspended = $2, updated_at = now() WHERE id = $1",
+            installation_id,
+            suspended,
+        )
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -590,12 +554,12 @@ impl DeliveryClaim {
             guids.push(guid.as_str());
             actions.push(facts.action.as_deref());
             installations.push(facts.installation_id);
-            states.push(state.as_str());
+            states.push(state);
             reasons.push(reason.map(String::as_str));
             delays.push(delay);
         }
         if !guids.is_empty() {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE deliveries AS d
                  SET state = u.state, reason = u.reason,
                      action = u.action, installation_id = u.installation_id,
@@ -608,19 +572,34 @@ impl DeliveryClaim {
                              $6::int8[])
                       AS u(guid, state, reason, delay, action, installation_id)
                  WHERE d.guid = u.guid",
+                &guids as &[&str],
+                &states as &[DeliveryState],
+                &reasons as &[Option<&str>],
+                &delays,
+                &actions as &[Option<&str>],
+                &installations as &[Option<i64>],
             )
-            .bind(&guids)
-            .bind(&states)
-            .bind(&reasons)
-            .bind(&delays)
-            .bind(&actions)
-            .bind(&installations)
             .execute(&mut *self.tx)
             .await?;
         }
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// Forgets an installation's repositories (before a full list replaces them, or when the
+/// installation is deleted).
+async fn clear_installation_repositories(
+    executor: impl PgExecutor<'_>,
+    installation_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "DELETE FROM installation_repositories WHERE installation_id = $1",
+        installation_id,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -682,6 +661,8 @@ mod tests {
         claim_and_finish(&store, &many[..50]).await;
         assert_eq!(store.delivery_counts().await.unwrap().processed, 58);
 
+        // Dynamic on purpose: it reads a system view about this very session, in a test
+        // target that `cargo sqlx prepare` does not check.
         let plans: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements
              WHERE (statement LIKE '%FOR UPDATE SKIP LOCKED%'

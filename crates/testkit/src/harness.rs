@@ -29,7 +29,7 @@ use bg_agent::store::tasks::TaskEvent;
 use bg_agent::store::{DeliveryState, Store};
 use bg_agent_core::protocol::ValidationResult;
 use bg_agent_core::task::render::{CHECK_RUN_NAME, VALIDATION_CHECK_NAME};
-use bg_agent_core::task::{Permission, Phase, TaskRecord, TaskState};
+use bg_agent_core::task::{Permission, Phase, TaskId, TaskRecord, TaskState};
 use bg_agent_github::{GitHubApp, SystemClock};
 use github_fake::{CheckRunRecord, GitHubSim, Role, RunningSim, SimConfig, SimState, world};
 use sqlx::{ConnectOptions, Connection};
@@ -295,7 +295,7 @@ impl Harness {
     }
 
     /// `user` presses the button `identifier` on task `task`'s check run.
-    pub async fn click(&self, task: i64, user: &str, identifier: &str) {
+    pub async fn click(&self, task: impl Into<TaskId>, user: &str, identifier: &str) {
         let run = self.check_run(task);
         let clicked = self
             .sim
@@ -306,7 +306,7 @@ impl Harness {
     }
 
     /// `user` presses GitHub's own "Re-run" on task `task`'s check run.
-    pub async fn rerun(&self, task: i64, user: &str) {
+    pub async fn rerun(&self, task: impl Into<TaskId>, user: &str) {
         let run = self.check_run(task);
         let rerun = self.sim.rerequest_check_run(run.id, user).await.unwrap();
         self.processed(&rerun.delivery.guid).await;
@@ -346,24 +346,29 @@ impl Harness {
         self.task(tasks[0].id)
     }
 
-    pub fn task(&self, id: i64) -> TaskProxy<'_> {
-        TaskProxy { h: self, id }
+    pub fn task(&self, id: impl Into<TaskId>) -> TaskProxy<'_> {
+        TaskProxy {
+            h: self,
+            id: id.into(),
+        }
     }
 
     /// Task `task`'s check run on GitHub.
-    pub fn check_run(&self, task: i64) -> CheckRunRecord {
+    pub fn check_run(&self, task: impl Into<TaskId>) -> CheckRunRecord {
+        let task = task.into();
         self.find_check_run(task, CHECK_RUN_NAME)
             .unwrap_or_else(|| panic!("no check run for task {task}"))
     }
 
     /// The validation check on task `task`'s pull request.
-    pub fn validation_check(&self, task: i64) -> CheckRunRecord {
+    pub fn validation_check(&self, task: impl Into<TaskId>) -> CheckRunRecord {
+        let task = task.into();
         self.find_check_run(task, VALIDATION_CHECK_NAME)
             .unwrap_or_else(|| panic!("no validation check for task {task}"))
     }
 
-    fn find_check_run(&self, task: i64, name: &str) -> Option<CheckRunRecord> {
-        let id = task.to_string();
+    fn find_check_run(&self, task: impl Into<TaskId>, name: &str) -> Option<CheckRunRecord> {
+        let id = task.into().to_string();
         self.sim.read(|s| {
             s.check_runs_in(REPO)
                 .into_iter()
@@ -458,6 +463,7 @@ impl Harness {
             );
         }
         settings.add_filter(r"\b[0-9a-f]{40}\b", "[sha]");
+        settings.add_filter("\u{200B}", "<zwsp>");
         settings.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "[time]");
         settings.add_filter(
             r"(\*\* after |Finished after |· )\d+( min \d{2})? s\b",
@@ -492,7 +498,7 @@ fn regex_escape(text: &str) -> String {
 /// One task, read back from the store as it changes.
 pub struct TaskProxy<'h> {
     h: &'h Harness,
-    pub id: i64,
+    pub id: TaskId,
 }
 
 impl TaskProxy<'_> {

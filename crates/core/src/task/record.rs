@@ -1,16 +1,67 @@
 //! A task as stored: what was asked, by whom, and how far it got.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 
 use super::{Phase, Recipe, TaskState, TemplateSource};
 
+/// A task's number (`tasks.id`). Serialized, shown and parsed as the bare number, so JSON
+/// and URLs read as before.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+pub struct TaskId(i64);
+
+impl TaskId {
+    pub const fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl From<i64> for TaskId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
+
+impl From<TaskId> for i64 {
+    fn from(id: TaskId) -> Self {
+        id.0
+    }
+}
+
+impl PartialEq<i64> for TaskId {
+    fn eq(&self, other: &i64) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for TaskId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
 /// One task, as the store reads it back. Plain data: the store fills it, the engine and
 /// the renderers read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRecord {
-    pub id: i64,
+    pub id: TaskId,
     pub installation_id: i64,
     pub repository_id: i64,
     pub repository: String,
@@ -23,7 +74,7 @@ pub struct TaskRecord {
     pub phase: Phase,
     pub progress: i16,
     pub attempt: i32,
-    pub retry_of: Option<i64>,
+    pub retry_of: Option<TaskId>,
     pub timeout_secs: i32,
     pub error: Option<String>,
     pub tracking_comment_id: Option<i64>,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::{TaskRecord, TaskState, check_run_conclusion};
+use super::{TaskId, TaskRecord, TaskState, check_run_conclusion};
 use crate::markdown::{code_block, inert, inline_code};
 use crate::protocol::ValidationResult;
 
@@ -56,7 +56,7 @@ impl TaskDetails {
 }
 
 /// The task's page: `{base}/tasks/{id}`.
-pub fn page_url(public_url: &str, task_id: i64) -> String {
+pub fn page_url(public_url: &str, task_id: TaskId) -> String {
     format!("{}/tasks/{task_id}", public_url.trim_end_matches('/'))
 }
 
@@ -358,7 +358,7 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::task::{Phase, Recipe};
+    use crate::task::{Phase, Recipe, TaskId};
     use std::collections::BTreeMap;
 
     /// Task #42, attempt 2, started at 10:00:00 and seen at 10:01:05 (see [`cx`]).
@@ -367,7 +367,7 @@ pub(crate) mod tests {
             .unwrap()
             .with_timezone(&Utc);
         TaskRecord {
-            id: 42,
+            id: TaskId::new(42),
             installation_id: 1,
             repository_id: 2,
             repository: "acme/widgets".into(),
@@ -380,7 +380,7 @@ pub(crate) mod tests {
             phase: Phase::Validating,
             progress: 72,
             attempt: 2,
-            retry_of: Some(41),
+            retry_of: Some(TaskId::new(41)),
             timeout_secs: 3600,
             error: None,
             tracking_comment_id: None,
@@ -513,6 +513,8 @@ pub(crate) mod tests {
 
     /// Everything GitHub shows of the task, as a person reads it: the tracking comment,
     /// then the check run (status, title, summary, text, buttons).
+    /// Both texts of a task, with the zero-width spaces that keep user text inert shown
+    /// as `<zwsp>`.
     fn shown(t: &TaskRecord, cx: &RenderContext<'_>) -> String {
         let (status, conclusion) = check_run_status(t);
         let (title, summary, text) = check_run_output(t, cx);
@@ -520,7 +522,7 @@ pub(crate) mod tests {
             .into_iter()
             .map(|(label, description, id)| format!("[{label}] {description} ({id})"))
             .collect();
-        format!(
+        let shown = format!(
             "{}\n\n======== check run: {status} {} ========\n# {title}\n\n{summary}\n\n---- text ----\n{text}\n---- buttons: {} ----",
             tracking_comment(t, cx),
             conclusion.unwrap_or("-"),
@@ -529,7 +531,8 @@ pub(crate) mod tests {
             } else {
                 buttons.join(", ")
             }
-        )
+        );
+        shown.replace('\u{200B}', "<zwsp>")
     }
 
     fn ended(state: TaskState) -> TaskRecord {
@@ -774,7 +777,7 @@ pub(crate) mod tests {
         insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
         **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **cancelled** after 2 min 30 s
 
-        > cancelled by @​octo-lead
+        > cancelled by @<zwsp>octo-lead
 
         Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
 
@@ -787,7 +790,7 @@ pub(crate) mod tests {
 
         Finished after 2 min 30 s.
 
-        > cancelled by @​octo-lead
+        > cancelled by @<zwsp>octo-lead
 
         ---- text ----
 

@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Permission, TaskRecord, TaskState};
+use super::{Permission, TaskId, TaskRecord, TaskState};
 
 /// Every reply starts with this, so people see who is talking in a thread.
 pub const PREFIX: &str = "**bg-agent:** ";
@@ -35,7 +35,7 @@ pub fn unusable_repo_config(problem: &str) -> String {
 }
 
 /// One active task per person.
-pub fn already_active(login: &str, active_task: i64) -> String {
+pub fn already_active(login: &str, active_task: TaskId) -> String {
     format!(
         "{PREFIX}@{login} you already have an active task, #{active_task}; one at a time. \
          Use `/bg-agent status` to see it."
@@ -73,7 +73,7 @@ fn state_word(state: TaskState) -> &'static str {
 }
 
 /// `/bg-agent retry` of a task that has not failed.
-pub fn not_retryable(task: i64, state: TaskState) -> String {
+pub fn not_retryable(task: TaskId, state: TaskState) -> String {
     format!(
         "{PREFIX}task #{task} {}; only failed, cancelled or timed-out tasks can be retried.",
         state_phrase(state)
@@ -81,7 +81,7 @@ pub fn not_retryable(task: i64, state: TaskState) -> String {
 }
 
 /// `/bg-agent cancel` of a task that has ended.
-pub fn already_ended(task: i64, state: TaskState) -> String {
+pub fn already_ended(task: TaskId, state: TaskState) -> String {
     format!(
         "{PREFIX}task #{task} has already ended: it {}.",
         state_phrase(state)
@@ -128,7 +128,7 @@ mod tests {
     fn refusals_name_the_person_and_the_rule() {
         insta::assert_snapshot!(no_permission("drive-by", Permission::Write), @"**bg-agent:** @drive-by only people with write access to this repository can ask me for tasks.");
         insta::assert_snapshot!(no_permission("drive-by", Permission::Admin), @"**bg-agent:** @drive-by only people with admin access to this repository can ask me for tasks.");
-        insta::assert_snapshot!(already_active("octo-lead", 42), @"**bg-agent:** @octo-lead you already have an active task, #42; one at a time. Use `/bg-agent status` to see it.");
+        insta::assert_snapshot!(already_active("octo-lead", 42.into()), @"**bg-agent:** @octo-lead you already have an active task, #42; one at a time. Use `/bg-agent status` to see it.");
         insta::assert_snapshot!(
             unusable_repo_config(&RepoConfig::parse("templates: 3").unwrap_err().to_string()),
             @"**bg-agent:** .github/bg-agent.yml is not valid YAML for bg-agent: templates: invalid type: integer `3`, expected a sequence at line 1 column 12"
@@ -139,20 +139,20 @@ mod tests {
     fn retry_and_cancel_explain_why_nothing_happened() {
         insta::assert_snapshot!(no_such_task("retry", None), @"**bg-agent:** nothing to retry: you have no task in this repository.");
         insta::assert_snapshot!(no_such_task("cancel", Some(7)), @"**bg-agent:** nothing to cancel: there is no task #7 in this repository.");
-        insta::assert_snapshot!(not_retryable(42, TaskState::Running), @"**bg-agent:** task #42 is still running; only failed, cancelled or timed-out tasks can be retried.");
-        insta::assert_snapshot!(not_retryable(42, TaskState::Succeeded), @"**bg-agent:** task #42 succeeded; only failed, cancelled or timed-out tasks can be retried.");
-        insta::assert_snapshot!(already_ended(42, TaskState::TimedOut), @"**bg-agent:** task #42 has already ended: it timed out.");
-        insta::assert_snapshot!(already_ended(42, TaskState::Cancelled), @"**bg-agent:** task #42 has already ended: it was cancelled.");
+        insta::assert_snapshot!(not_retryable(42.into(), TaskState::Running), @"**bg-agent:** task #42 is still running; only failed, cancelled or timed-out tasks can be retried.");
+        insta::assert_snapshot!(not_retryable(42.into(), TaskState::Succeeded), @"**bg-agent:** task #42 succeeded; only failed, cancelled or timed-out tasks can be retried.");
+        insta::assert_snapshot!(already_ended(42.into(), TaskState::TimedOut), @"**bg-agent:** task #42 has already ended: it timed out.");
+        insta::assert_snapshot!(already_ended(42.into(), TaskState::Cancelled), @"**bg-agent:** task #42 has already ended: it was cancelled.");
     }
 
     #[test]
     fn status_lists_the_latest_tasks_or_points_to_help() {
         insta::assert_snapshot!(status("octo-lead", "acme/widgets", &[]), @"**bg-agent:** @octo-lead's tasks in `acme/widgets`: none yet. Try `/bg-agent help`.");
         let mut free_text = task(TaskState::Failed);
-        free_text.id = 41;
+        free_text.id = 41.into();
         free_text.template = None;
         let mut timed_out = task(TaskState::TimedOut);
-        timed_out.id = 40;
+        timed_out.id = 40.into();
         let tasks = [task(TaskState::Queued), free_text, timed_out];
         insta::assert_snapshot!(status("octo-lead", "acme/widgets", &tasks), @"
         **bg-agent:** @octo-lead's tasks in `acme/widgets` (newest first):
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn the_audit_keeps_the_reason_without_the_prefix() {
         assert_eq!(
-            refusal_reason(&already_ended(42, TaskState::Cancelled)),
+            refusal_reason(&already_ended(42.into(), TaskState::Cancelled)),
             "task #42 has already ended: it was cancelled."
         );
         assert_eq!(refusal_reason(&"x".repeat(500)).len(), 200);

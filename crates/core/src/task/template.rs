@@ -16,6 +16,11 @@ const MAX_VALUE_CHARS: usize = 1024;
 /// How a task's change is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum Recipe {
     /// Deterministic: set an npm dependency's version in `package.json` and the lockfile.
     NpmUpgrade,
@@ -48,6 +53,11 @@ impl std::str::FromStr for Recipe {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum TemplateSource {
     BuiltIn,
     Database,

@@ -125,7 +125,7 @@ impl Reporter {
                 {
                     Ok(tasks) => {
                         for task in tasks {
-                            let span = tracing::info_span!("task", task = task.id);
+                            let span = tracing::info_span!("task", task = task.id.get());
                             let this = Arc::clone(&self);
                             let report = async move { this.report_one(&task).await };
                             reports.spawn(background.guarded("report", report).instrument(span));
@@ -155,7 +155,7 @@ impl Reporter {
         let recorded = match self.report(task).await {
             Ok(()) => self.store.mark_reported(task).await,
             Err(e) => {
-                tracing::warn!(task = task.id, error = %e, "cannot report to GitHub yet; will retry");
+                tracing::warn!(task = task.id.get(), error = %e, "cannot report to GitHub yet; will retry");
                 self.store
                     .report_failed(task.id, &e.to_string(), backoff)
                     .await
@@ -163,7 +163,7 @@ impl Reporter {
         };
         if let Err(e) = recorded {
             // The lease keeps others away meanwhile; the report is made again after it.
-            tracing::warn!(task = task.id, error = %e, "cannot record the report");
+            tracing::warn!(task = task.id.get(), error = %e, "cannot record the report");
         }
         if task.state == TaskState::Queued {
             // The supervisor picks queued tasks with SKIP LOCKED, so it passed this one
@@ -344,7 +344,11 @@ impl Reporter {
             self.store
                 .set_pull_request(task.id, number, &pull.html_url, actor)
                 .await?;
-            tracing::info!(task = task.id, pr = pull.number, "pull request opened");
+            tracing::info!(
+                task = task.id.get(),
+                pr = pull.number,
+                "pull request opened"
+            );
             task.pr_number = Some(number);
             task.pr_url = Some(pull.html_url);
             self.signal.wake();

@@ -18,7 +18,7 @@ use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{Actor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
 use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
-use bg_agent_core::task::{TaskState, branch_name};
+use bg_agent_core::task::{TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, RepoName};
 
 use super::Signal;
@@ -166,7 +166,7 @@ impl<E: Executor> Supervisor<E> {
                 continue;
             };
             let this = Arc::clone(self);
-            let span = tracing::info_span!("task", task = task.id);
+            let span = tracing::info_span!("task", task = task.id.get());
             let launched_in = work.clone();
             work.spawn(
                 "task launch",
@@ -200,11 +200,11 @@ impl<E: Executor> Supervisor<E> {
     async fn end(&self, task: &TaskRecord, to: TaskState, error: Option<&str>) {
         match self.store.end_task(task.id, to, SUPERVISOR, error).await {
             Ok(Some(_)) => {
-                tracing::info!(task = task.id, state = %to, error, "task ended");
+                tracing::info!(task = task.id.get(), state = %to, error, "task ended");
                 self.signal.wake();
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(task = task.id, error = %e, "cannot end task"),
+            Err(e) => tracing::warn!(task = task.id.get(), error = %e, "cannot end task"),
         }
     }
 
@@ -288,11 +288,11 @@ impl<E: Executor> Supervisor<E> {
             return;
         };
         let this = Arc::clone(self);
-        let span = tracing::info_span!("task", task = task.id);
+        let span = tracing::info_span!("task", task = task.id.get());
         let stop = async move {
             let _busy = busy;
             if let Err(e) = this.executor.cancel(&execution).await {
-                tracing::warn!(task = task.id, error = %e, "cannot stop the execution");
+                tracing::warn!(task = task.id.get(), error = %e, "cannot stop the execution");
             }
             let error = match to {
                 TaskState::TimedOut => Some(format!("timed out after {} s", task.timeout_secs)),
@@ -309,7 +309,7 @@ impl<E: Executor> Supervisor<E> {
     async fn launch(self: &Arc<Self>, task: TaskRecord, work: &Background) {
         match self.try_launch(&task).await {
             Ok(execution) => {
-                tracing::info!(task = task.id, execution = %execution.0, "runner started");
+                tracing::info!(task = task.id.get(), execution = %execution.0, "runner started");
                 self.signal.wake();
                 let this = Arc::clone(self);
                 let stopping = work.token().clone();
@@ -326,7 +326,7 @@ impl<E: Executor> Supervisor<E> {
                 });
             }
             Err(e) => {
-                tracing::warn!(task = task.id, error = %e, "cannot start the runner");
+                tracing::warn!(task = task.id.get(), error = %e, "cannot start the runner");
                 let error = format!("could not start the runner: {e}; retry to run it again");
                 self.end(&task, TaskState::Failed, Some(&error)).await;
             }
@@ -378,7 +378,7 @@ impl<E: Executor> Supervisor<E> {
         }
         let slug = &self.settings.app_slug;
         let spec = TaskSpec {
-            task_id: task.id,
+            task_id: task.id.get(),
             repository: task.repository.clone(),
             clone_url,
             default_branch,
@@ -401,7 +401,7 @@ impl<E: Executor> Supervisor<E> {
         let execution = self
             .executor
             .launch(Launch {
-                task_id: task.id,
+                task_id: task.id.get(),
                 callback_url: self.settings.public_url.clone(),
                 task_secret: SecretString::from(secret),
                 runner_token: token.secret().clone(),
@@ -427,7 +427,7 @@ impl<E: Executor> Supervisor<E> {
             Err(crate::store::tasks::TransitionError::Stale { actual, .. }) => {
                 // Cancelled (or ended) while launching: stop what was started.
                 tracing::info!(
-                    task = task.id,
+                    task = task.id.get(),
                     ?actual,
                     "task ended while launching; stopping the runner"
                 );
@@ -446,24 +446,24 @@ impl<E: Executor> Supervisor<E> {
 /// [`BusyTask`] guard and goes when the guard is dropped, so work that panics or is
 /// cut short cannot leave its task marked busy (and never supervised again).
 #[derive(Default)]
-struct BusyTasks(Arc<Mutex<HashSet<i64>>>);
+struct BusyTasks(Arc<Mutex<HashSet<TaskId>>>);
 
 /// The mark on one busy task; dropping it clears the mark.
 struct BusyTask {
-    tasks: Arc<Mutex<HashSet<i64>>>,
-    id: i64,
+    tasks: Arc<Mutex<HashSet<TaskId>>>,
+    id: TaskId,
 }
 
 impl BusyTasks {
     /// Marks `id` busy, unless it is already (then someone else is at it).
-    fn claim(&self, id: i64) -> Option<BusyTask> {
+    fn claim(&self, id: TaskId) -> Option<BusyTask> {
         lock(&self.0).insert(id).then(|| BusyTask {
             tasks: Arc::clone(&self.0),
             id,
         })
     }
 
-    fn contains(&self, id: i64) -> bool {
+    fn contains(&self, id: TaskId) -> bool {
         lock(&self.0).contains(&id)
     }
 }
@@ -476,7 +476,7 @@ impl Drop for BusyTask {
 
 /// A panic elsewhere cannot leave the set half-changed (single inserts and removals),
 /// so a poisoned lock is still good to use — and a guard must release its mark anyway.
-fn lock(tasks: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+fn lock(tasks: &Mutex<HashSet<TaskId>>) -> std::sync::MutexGuard<'_, HashSet<TaskId>> {
     tasks.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -487,31 +487,31 @@ mod tests {
     #[test]
     fn a_task_is_busy_while_its_guard_lives_and_only_once() {
         let busy = BusyTasks::default();
-        let guard = busy.claim(7).unwrap();
-        assert!(busy.contains(7));
-        assert!(busy.claim(7).is_none(), "claimed twice");
-        assert!(!busy.contains(8));
+        let guard = busy.claim(7.into()).unwrap();
+        assert!(busy.contains(7.into()));
+        assert!(busy.claim(7.into()).is_none(), "claimed twice");
+        assert!(!busy.contains(8.into()));
         drop(guard);
-        assert!(!busy.contains(7));
-        assert!(busy.claim(7).is_some());
+        assert!(!busy.contains(7.into()));
+        assert!(busy.claim(7.into()).is_some());
     }
 
     #[test]
     fn a_panic_while_busy_leaves_no_mark() {
         let busy = BusyTasks::default();
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _busy = busy.claim(7).unwrap();
+            let _busy = busy.claim(7.into()).unwrap();
             panic!("the launch failed");
         }));
         assert!(unwound.is_err());
-        assert!(!busy.contains(7));
+        assert!(!busy.contains(7.into()));
     }
 
     #[tokio::test]
     async fn a_panicking_background_launch_leaves_no_task_marked_busy() {
         let busy = BusyTasks::default();
         let work = Background::new();
-        let guard = busy.claim(7).unwrap();
+        let guard = busy.claim(7.into()).unwrap();
         work.spawn("task launch", async move {
             let _busy = guard;
             tokio::task::yield_now().await;
@@ -519,6 +519,6 @@ mod tests {
         });
         assert!(work.finish("test launches", Duration::from_secs(60)).await);
         assert_eq!(work.panics(), 1, "the panic was observed");
-        assert!(!busy.contains(7), "the task is still marked busy");
+        assert!(!busy.contains(7.into()), "the task is still marked busy");
     }
 }

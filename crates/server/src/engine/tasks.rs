@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::tasks::{Actor, CreatedTask, NewTask, TaskRecord, TaskTrigger};
+use crate::store::tasks::{Actor, CreatedTask, NewTask, TaskId, TaskRecord, TaskTrigger};
 use crate::store::{Store, StoreError};
 use crate::webhook::Trigger;
 use crate::webhook::trigger::{
@@ -423,7 +423,7 @@ impl TaskIntake {
         };
         let task = match self.store.create_task(&new).await.map_err(store_error)? {
             CreatedTask::Created(task) => {
-                tracing::info!(task = task.id, attempt = task.attempt, "task created");
+                tracing::info!(task = task.id.get(), attempt = task.attempt, "task created");
                 self.signal.wake();
                 task
             }
@@ -500,7 +500,7 @@ impl TaskIntake {
         let task = match id {
             Some(id) => self
                 .store
-                .task(id)
+                .task(id.into())
                 .await
                 .map_err(store_error)?
                 .filter(|t| t.repository_id == origin.repository.id),
@@ -562,7 +562,7 @@ impl TaskIntake {
             .map_err(store_error)?
         {
             Some(CancelRequested::Cancelled(_)) | Some(CancelRequested::Stopping(_)) => {
-                tracing::info!(task = task.id, by = %origin.sender.login, "cancel requested");
+                tracing::info!(task = task.id.get(), by = %origin.sender.login, "cancel requested");
                 self.signal.wake();
                 if let Some(comment_id) = comment_id {
                     self.client(origin)?
@@ -591,7 +591,7 @@ impl TaskIntake {
         let by_external_id = run
             .external_id
             .as_deref()
-            .and_then(|id| id.parse::<i64>().ok());
+            .and_then(|id| id.parse::<TaskId>().ok());
         let task = match by_external_id {
             Some(id) => self.store.task(id).await.map_err(store_error)?,
             None => self
@@ -609,7 +609,10 @@ impl TaskIntake {
             return Ok(());
         };
         let Some(issue_number) = task.issue_number else {
-            tracing::info!(task = task.id, "task has no issue to answer on; ignored");
+            tracing::info!(
+                task = task.id.get(),
+                "task has no issue to answer on; ignored"
+            );
             return Ok(());
         };
         let origin = Origin {
@@ -633,7 +636,7 @@ impl TaskIntake {
 type Templates = Result<Vec<Template>, String>;
 
 struct TaskRequest {
-    retry_of: Option<(i64, i32)>,
+    retry_of: Option<(TaskId, i32)>,
     key: String,
     trigger: TaskTrigger,
     comment_id: Option<i64>,

@@ -275,12 +275,14 @@ impl EmbeddedPostgres {
     /// Creates `database` unless it exists.
     pub async fn ensure_database(&self, database: &str) -> Result<(), sqlx::Error> {
         let mut conn = self.connect_options("postgres").connect().await?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(database)
-                .fetch_one(&mut conn)
-                .await?;
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+            database,
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if !exists {
+            // Dynamic: a database name is an identifier, which cannot be a bind parameter.
             sqlx::query(&format!("CREATE DATABASE {}", quote_ident(database)))
                 .execute(&mut conn)
                 .await?;

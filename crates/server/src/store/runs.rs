@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::PgExecutor;
+use sqlx::types::Json;
 
 use super::tasks::{
-    Actor, TASK_COLUMNS, TaskRecord, TransitionError, append_event, decode_task, transition_in,
+    Actor, TaskId, TaskRecord, TransitionError, append_event, fetch_task, task_query, transition_in,
 };
 use super::{Store, StoreError};
 use bg_agent_core::protocol::{
@@ -41,14 +42,32 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// Which execution runs a task and which server instance started it.
+async fn record_execution(
+    executor: impl PgExecutor<'_>,
+    id: TaskId,
+    execution_id: &str,
+    instance: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tasks SET execution_id = $2, launched_by = $3 WHERE id = $1",
+        id as TaskId,
+        execution_id,
+        instance,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// The hash of the task's runner secret while the task is active.
-    pub async fn runner_secret_hash(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
+    pub async fn runner_secret_hash(&self, id: TaskId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar!(
             "SELECT runner_secret_hash FROM tasks
              WHERE id = $1 AND state IN ('starting', 'running')",
+            id as TaskId,
         )
-        .bind(id)
         .fetch_optional(&self.pool)
         .await?
         .flatten())
@@ -58,17 +77,17 @@ impl Store {
     /// accepted) and the branch it will push.
     pub async fn prepare_launch(
         &self,
-        id: i64,
+        id: TaskId,
         secret_hash: &[u8],
         branch: &str,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE tasks SET runner_secret_hash = $2, branch = $3, updated_at = now()
              WHERE id = $1 AND state = 'starting'",
+            id as TaskId,
+            secret_hash,
+            branch,
         )
-        .bind(id)
-        .bind(secret_hash)
-        .bind(branch)
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
@@ -76,11 +95,11 @@ impl Store {
 
     /// This server process is alive (the supervisor calls it every pass).
     pub async fn engine_heartbeat(&self, instance: uuid::Uuid) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO engine_instances (id) VALUES ($1)
              ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+            instance,
         )
-        .bind(instance)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -88,8 +107,7 @@ impl Store {
 
     /// This server process is stopping: what it launched is not to be waited for.
     pub async fn engine_gone(&self, instance: uuid::Uuid) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM engine_instances WHERE id = $1")
-            .bind(instance)
+        sqlx::query!("DELETE FROM engine_instances WHERE id = $1", instance)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -100,11 +118,11 @@ impl Store {
         &self,
         within: Duration,
     ) -> Result<std::collections::HashSet<uuid::Uuid>, StoreError> {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar!(
             "SELECT id FROM engine_instances
-             WHERE seen_at > now() - make_interval(secs => $1 / 1000.0)",
+             WHERE seen_at > now() - make_interval(secs => $1::float8 / 1000.0)",
+            millis(within),
         )
-        .bind(millis(within))
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().collect())
@@ -114,17 +132,13 @@ impl Store {
     /// server instance that started it.
     pub async fn mark_launched(
         &self,
-        id: i64,
+        id: TaskId,
         execution_id: &str,
         instance: uuid::Uuid,
         actor: Actor<'_>,
     ) -> Result<TaskRecord, TransitionError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        sqlx::query("UPDATE tasks SET execution_id = $2, launched_by = $3 WHERE id = $1")
-            .bind(id)
-            .bind(execution_id)
-            .bind(instance)
-            .execute(&mut *tx)
+        record_execution(&mut *tx, id, execution_id, instance)
             .await
             .map_err(StoreError::from)?;
         let moved = transition_in(
@@ -151,16 +165,11 @@ impl Store {
     /// Remembers the execution of a task that is already running.
     pub async fn set_execution(
         &self,
-        id: i64,
+        id: TaskId,
         execution_id: &str,
         instance: uuid::Uuid,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET execution_id = $2, launched_by = $3 WHERE id = $1")
-            .bind(id)
-            .bind(execution_id)
-            .bind(instance)
-            .execute(&self.pool)
-            .await?;
+        record_execution(&self.pool, id, execution_id, instance).await?;
         Ok(())
     }
 
@@ -168,7 +177,7 @@ impl Store {
     /// cancel, failed launch). `None` if it had already ended.
     pub async fn end_task(
         &self,
-        id: i64,
+        id: TaskId,
         to: TaskState,
         actor: Actor<'_>,
         error: Option<&str>,
@@ -185,7 +194,7 @@ impl Store {
                 Ok(task) => return Ok(Some(task)),
                 Err(TransitionError::Stale { .. }) => continue,
                 Err(TransitionError::Illegal(e)) => {
-                    tracing::warn!(task = id, error = %e, "cannot end task");
+                    tracing::warn!(task = id.get(), error = %e, "cannot end task");
                     return Ok(None);
                 }
                 Err(TransitionError::Store(e)) => return Err(e),
@@ -198,33 +207,25 @@ impl Store {
     /// are kept up to [`MAX_LOG_LINES`], and the final outcome ends the task.
     pub async fn apply_runner_report(
         &self,
-        id: i64,
+        id: TaskId,
         report: &RunnerReport,
         redact: impl Fn(&str) -> String,
     ) -> Result<ReportApplied, StoreError> {
         let seq = i64::try_from(report.seq).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT state, phase, progress, last_seq, log_lines FROM tasks
-             WHERE id = $1 FOR UPDATE",
+        let row = sqlx::query!(
+            r#"SELECT state AS "state: TaskState", phase AS "phase: Phase", progress, last_seq,
+                    log_lines
+             FROM tasks WHERE id = $1 FOR UPDATE"#,
+            id as TaskId,
         )
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
             return Ok(ReportApplied::Ended);
         };
-        let state: TaskState = row
-            .try_get::<String, _>("state")?
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let phase: Phase = row
-            .try_get::<String, _>("phase")?
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let progress: i16 = row.try_get("progress")?;
-        let last_seq: i64 = row.try_get("last_seq")?;
-        let log_lines: i32 = row.try_get("log_lines")?;
+        let (state, phase, progress) = (row.state, row.phase, row.progress);
+        let (last_seq, log_lines) = (row.last_seq, row.log_lines);
         if seq <= last_seq {
             return Ok(ReportApplied::Duplicate);
         }
@@ -253,20 +254,20 @@ impl Store {
             } => {
                 let current = (phase, u8::try_from(progress).unwrap_or(0));
                 let (new_phase, new_progress) = advance(current, (*reported, *reported_progress));
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE tasks SET phase = $2, progress = $3, last_seq = $4,
                          version = version + 1, updated_at = now()
                      WHERE id = $1",
+                    id as TaskId,
+                    new_phase as Phase,
+                    i16::from(new_progress),
+                    seq,
                 )
-                .bind(id)
-                .bind(new_phase.as_str())
-                .bind(i16::from(new_progress))
-                .bind(seq)
                 .execute(&mut *tx)
                 .await?;
                 if new_phase != phase {
                     append_event(
-                        &mut tx,
+                        &mut *tx,
                         id,
                         runner,
                         &format!("phase {new_phase}"),
@@ -281,39 +282,37 @@ impl Store {
                     .min(lines.len());
                 let kept: Vec<String> = lines[..room].iter().map(|l| redact(l)).collect();
                 if !kept.is_empty() {
-                    sqlx::query(
+                    sqlx::query!(
                         "INSERT INTO task_logs (task_id, seq, line)
                          SELECT $1, $2 + n - 1, line
                          FROM UNNEST($3::text[]) WITH ORDINALITY AS l(line, n)",
+                        id as TaskId,
+                        i64::from(log_lines),
+                        &kept,
                     )
-                    .bind(id)
-                    .bind(log_lines)
-                    .bind(&kept)
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE tasks SET log_lines = log_lines + $2, last_seq = $3,
                          version = version + 1, updated_at = now()
                      WHERE id = $1",
+                    id as TaskId,
+                    i32::try_from(room).unwrap_or(0),
+                    seq,
                 )
-                .bind(id)
-                .bind(i32::try_from(room).unwrap_or(0))
-                .bind(seq)
                 .execute(&mut *tx)
                 .await?;
             }
             RunnerEvent::Validation(result) => {
-                sqlx::query(
+                sqlx::query!(
                     "INSERT INTO task_validations
                          (task_id, position, command, exit_code, duration_ms, output_tail)
                      SELECT $1, count(*), $2, $3, $4, $5 FROM task_validations WHERE task_id = $1",
-                )
-                .bind(id)
-                .bind(redact(&result.command))
-                .bind(result.exit_code)
-                .bind(i64::try_from(result.duration_ms).unwrap_or(i64::MAX))
-                .bind(
+                    id as TaskId,
+                    redact(&result.command),
+                    result.exit_code,
+                    i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
                     result
                         .output_tail
                         .lines()
@@ -323,16 +322,16 @@ impl Store {
                 )
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE tasks SET last_seq = $2, version = version + 1, updated_at = now()
                      WHERE id = $1",
+                    id as TaskId,
+                    seq,
                 )
-                .bind(id)
-                .bind(seq)
                 .execute(&mut *tx)
                 .await?;
                 append_event(
-                    &mut tx,
+                    &mut *tx,
                     id,
                     runner,
                     &format!(
@@ -371,20 +370,20 @@ impl Store {
                         failing_command.as_deref().map(&redact),
                     ),
                 };
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE tasks SET branch = COALESCE($2, branch), commit_sha = $3,
                          changed = $4, changed_files = $5, failing_command = $6,
                          last_seq = $7,
-                         progress = CASE WHEN $4 IS NOT NULL THEN 100 ELSE progress END
+                         progress = CASE WHEN $4::bool IS NOT NULL THEN 100 ELSE progress END
                      WHERE id = $1",
+                    id as TaskId,
+                    branch,
+                    commit,
+                    changed,
+                    Json(files) as Json<Vec<String>>,
+                    failing,
+                    seq,
                 )
-                .bind(id)
-                .bind(branch)
-                .bind(commit)
-                .bind(changed)
-                .bind(serde_json::Value::from(files))
-                .bind(failing)
-                .bind(seq)
                 .execute(&mut *tx)
                 .await?;
                 transition_in(
@@ -397,11 +396,9 @@ impl Store {
                 .await?;
             }
         }
-        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let task = decode_task(&row)?;
+        let task = fetch_task(&mut *tx, id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         Ok(ReportApplied::Applied(Box::new(task)))
     }
@@ -409,7 +406,7 @@ impl Store {
     /// Cancels a queued task at once; marks an executing one for the engine to stop.
     pub async fn request_cancel(
         &self,
-        id: i64,
+        id: TaskId,
         actor: Actor<'_>,
     ) -> Result<Option<CancelRequested>, StoreError> {
         for _ in 0..5 {
@@ -430,19 +427,19 @@ impl Store {
                 }
                 TaskState::Starting | TaskState::Running => {
                     let mut tx = self.pool.begin().await?;
-                    let updated = sqlx::query(
+                    let updated = sqlx::query!(
                         "UPDATE tasks SET cancel_requested_by = COALESCE(cancel_requested_by, $2),
                              updated_at = now()
                          WHERE id = $1 AND state IN ('starting', 'running')",
+                        id as TaskId,
+                        actor.name,
                     )
-                    .bind(id)
-                    .bind(actor.name)
                     .execute(&mut *tx)
                     .await?;
                     if updated.rows_affected() == 0 {
                         continue;
                     }
-                    append_event(&mut tx, id, actor, "cancel requested", (None, None)).await?;
+                    append_event(&mut *tx, id, actor, "cancel requested", (None, None)).await?;
                     tx.commit().await?;
                     return Ok(Some(CancelRequested::Stopping(Box::new(task))));
                 }
@@ -454,12 +451,13 @@ impl Store {
 
     /// Every task occupying an executor, for the engine to watch.
     pub async fn executing_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('starting', 'running') ORDER BY id"
-        ))
+        let rows = task_query!(
+            "SELECT",
+            "FROM tasks WHERE state IN ('starting', 'running') ORDER BY id",
+        )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(decode_task).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(TaskRecord::from).collect())
     }
 
     /// Takes up to `limit` tasks whose latest version GitHub has not seen, leasing each
@@ -472,41 +470,42 @@ impl Store {
         throttle: Duration,
         lease: Duration,
     ) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "UPDATE tasks SET report_due_at = now() + make_interval(secs => $3 / 1000.0)
+        let rows = task_query!(
+            "UPDATE tasks SET report_due_at = now() + make_interval(secs => $3::float8 / 1000.0)
              WHERE id IN (
                  SELECT id FROM tasks
                  WHERE reported_version < version AND report_due_at <= now()
                    AND (reported_state IS DISTINCT FROM state
                         OR reported_phase IS DISTINCT FROM phase
                         OR reported_at IS NULL
-                        OR reported_at <= now() - make_interval(secs => $2 / 1000.0))
+                        OR reported_at <= now() - make_interval(secs => $2::float8 / 1000.0))
                  -- A new task's first check run gates its start: it goes first.
                  ORDER BY check_run_id IS NULL DESC, report_due_at
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED)
-             RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(limit)
-        .bind(millis(throttle))
-        .bind(millis(lease))
+             RETURNING",
+            "",
+            limit,
+            millis(throttle),
+            millis(lease),
+        )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(decode_task).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(TaskRecord::from).collect())
     }
 
     /// GitHub has seen `task` as it was at `task.version`.
     pub async fn mark_reported(&self, task: &TaskRecord) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE tasks SET reported_version = GREATEST(reported_version, $2),
                  reported_state = $3, reported_phase = $4, reported_at = now(),
                  report_failures = 0, report_error = NULL, report_due_at = now()
              WHERE id = $1",
+            task.id as TaskId,
+            task.version,
+            task.state as TaskState,
+            task.phase as Phase,
         )
-        .bind(task.id)
-        .bind(task.version)
-        .bind(task.state.as_str())
-        .bind(task.phase.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -515,25 +514,25 @@ impl Store {
     /// A report failed: try again after a backoff that grows with each failure.
     pub async fn report_failed(
         &self,
-        id: i64,
+        id: TaskId,
         error: &str,
         backoff: impl Fn(u32) -> Duration,
     ) -> Result<(), StoreError> {
-        let failures: i32 = sqlx::query_scalar(
+        let failures: i32 = sqlx::query_scalar!(
             "UPDATE tasks SET report_failures = report_failures + 1, report_error = $2
              WHERE id = $1 RETURNING report_failures",
+            id as TaskId,
+            error,
         )
-        .bind(id)
-        .bind(error)
         .fetch_one(&self.pool)
         .await?;
         let delay = backoff(u32::try_from(failures).unwrap_or(u32::MAX));
-        sqlx::query(
-            "UPDATE tasks SET report_due_at = now() + make_interval(secs => $2 / 1000.0)
+        sqlx::query!(
+            "UPDATE tasks SET report_due_at = now() + make_interval(secs => $2::float8 / 1000.0)
              WHERE id = $1",
+            id as TaskId,
+            millis(delay),
         )
-        .bind(id)
-        .bind(millis(delay))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -542,19 +541,19 @@ impl Store {
     /// Remembers the task's check run and the commit it is on.
     pub async fn set_check_run(
         &self,
-        id: i64,
+        id: TaskId,
         check_run_id: i64,
         base_branch: &str,
         head_sha: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE tasks SET check_run_id = $2, base_branch = $3, head_sha = $4
              WHERE id = $1 AND check_run_id IS NULL",
+            id as TaskId,
+            check_run_id,
+            base_branch,
+            head_sha,
         )
-        .bind(id)
-        .bind(check_run_id)
-        .bind(base_branch)
-        .bind(head_sha)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -562,24 +561,24 @@ impl Store {
 
     pub async fn set_pull_request(
         &self,
-        id: i64,
+        id: TaskId,
         number: i32,
         url: &str,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE tasks SET pr_number = $2, pr_url = $3, version = version + 1
              WHERE id = $1 AND pr_number IS NULL",
+            id as TaskId,
+            number,
+            url,
         )
-        .bind(id)
-        .bind(number)
-        .bind(url)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 1 {
             append_event(
-                &mut tx,
+                &mut *tx,
                 id,
                 actor,
                 &format!("opened pull request #{number}"),
@@ -591,33 +590,33 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_pr_check_run(&self, id: i64, check_run_id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET pr_check_run_id = $2 WHERE id = $1")
-            .bind(id)
-            .bind(check_run_id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_pr_check_run(&self, id: TaskId, check_run_id: i64) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE tasks SET pr_check_run_id = $2 WHERE id = $1",
+            id as TaskId,
+            check_run_id,
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn validations(&self, id: i64) -> Result<Vec<ValidationResult>, StoreError> {
-        let rows: Vec<(String, Option<i32>, i64, String)> = sqlx::query_as(
+    pub async fn validations(&self, id: TaskId) -> Result<Vec<ValidationResult>, StoreError> {
+        let rows = sqlx::query!(
             "SELECT command, exit_code, duration_ms, output_tail FROM task_validations
              WHERE task_id = $1 ORDER BY position",
+            id as TaskId,
         )
-        .bind(id)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(command, exit_code, duration_ms, output_tail)| ValidationResult {
-                    command,
-                    exit_code,
-                    duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-                    output_tail,
-                },
-            )
+            .map(|row| ValidationResult {
+                command: row.command,
+                exit_code: row.exit_code,
+                duration_ms: u64::try_from(row.duration_ms).unwrap_or(0),
+                output_tail: row.output_tail,
+            })
             .collect())
     }
 
@@ -640,12 +639,12 @@ impl Store {
     }
 
     /// The last `n` log lines, oldest first.
-    pub async fn log_tail(&self, id: i64, n: i64) -> Result<Vec<String>, StoreError> {
-        let mut lines: Vec<String> = sqlx::query_scalar(
+    pub async fn log_tail(&self, id: TaskId, n: i64) -> Result<Vec<String>, StoreError> {
+        let mut lines: Vec<String> = sqlx::query_scalar!(
             "SELECT line FROM task_logs WHERE task_id = $1 ORDER BY seq DESC LIMIT $2",
+            id as TaskId,
+            n,
         )
-        .bind(id)
-        .bind(n)
         .fetch_all(&self.pool)
         .await?;
         lines.reverse();
@@ -657,12 +656,13 @@ impl Store {
         &self,
         check_run_id: i64,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE check_run_id = $1 OR pr_check_run_id = $1"
-        ))
-        .bind(check_run_id)
+        Ok(task_query!(
+            "SELECT",
+            "FROM tasks WHERE check_run_id = $1 OR pr_check_run_id = $1",
+            check_run_id,
+        )
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(decode_task).transpose()?)
+        .await?
+        .map(TaskRecord::from))
     }
 }

@@ -6,15 +6,16 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
 
 use super::{Store, StoreError};
-pub use bg_agent_core::task::TaskRecord;
-use bg_agent_core::task::{IllegalTransition, Recipe, TaskState, Template, TemplateSource};
+use bg_agent_core::task::{IllegalTransition, Phase, Recipe, TaskState, Template, TemplateSource};
+pub use bg_agent_core::task::{TaskId, TaskRecord};
 
 /// What started a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum TaskTrigger {
     Comment,
     Label,
@@ -22,19 +23,6 @@ pub enum TaskTrigger {
     RetryButton,
     RetryCommand,
     Api,
-}
-
-impl TaskTrigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            TaskTrigger::Comment => "comment",
-            TaskTrigger::Label => "label",
-            TaskTrigger::Rerun => "rerun",
-            TaskTrigger::RetryButton => "retry_button",
-            TaskTrigger::RetryCommand => "retry_command",
-            TaskTrigger::Api => "api",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +47,7 @@ pub struct NewTask {
     /// One line for titles, e.g. `upgrade lodash 4.17.21`.
     pub summary: String,
     pub timeout_secs: u32,
-    pub retry_of: Option<(i64, i32)>,
+    pub retry_of: Option<(TaskId, i32)>,
     /// The repository's default branch and clone URL as the webhook showed them, when
     /// it did (saves GitHub calls on the way to launch).
     pub base_branch: Option<String>,
@@ -73,7 +61,7 @@ pub enum CreatedTask {
     Duplicate(TaskRecord),
     /// The creator already has an active task (named, for the refusal).
     CreatorBusy {
-        active_task: i64,
+        active_task: TaskId,
     },
 }
 
@@ -83,7 +71,7 @@ pub enum TransitionError {
     Illegal(#[from] IllegalTransition),
     #[error("task {task} is no longer {expected} (it is {actual:?})")]
     Stale {
-        task: i64,
+        task: TaskId,
         expected: TaskState,
         actual: Option<TaskState>,
     },
@@ -117,79 +105,141 @@ pub struct TaskEvent {
     pub at: DateTime<Utc>,
 }
 
-pub(super) const TASK_COLUMNS: &str = "id, installation_id, repository_id, repository,
-    issue_number, creator_login, creator_id, template, instructions, state, phase, progress,
-    attempt, retry_of, timeout_secs, error, tracking_comment_id, created_at, started_at,
-    finished_at, comment_id, trigger, params, recipe, check_run_id, pr_check_run_id,
-    base_branch, head_sha, branch, commit_sha, pr_number, pr_url, changed, changed_files,
-    failing_command, execution_id, cancel_requested_by, log_lines, version, summary,
-    template_source, clone_url, launched_by";
-
 /// How many queued candidates one dispatch pass looks at before giving up.
 const DISPATCH_CANDIDATES: i64 = 32;
 
-pub(super) fn decode_task(row: &PgRow) -> Result<TaskRecord, sqlx::Error> {
-    let text = |name: &str| row.try_get::<String, _>(name);
-    let bad = |what: &str, value: String| {
-        sqlx::Error::Decode(format!("unknown task {what} {value:?}").into())
-    };
-    let state = text("state")?;
-    let phase = text("phase")?;
-    let recipe = text("recipe")?;
-    let json = |name: &str| row.try_get::<serde_json::Value, _>(name);
-    Ok(TaskRecord {
-        id: row.try_get("id")?,
-        installation_id: row.try_get("installation_id")?,
-        repository_id: row.try_get("repository_id")?,
-        repository: text("repository")?,
-        issue_number: row.try_get("issue_number")?,
-        creator_login: text("creator_login")?,
-        creator_id: row.try_get("creator_id")?,
-        template: row.try_get("template")?,
-        instructions: text("instructions")?,
-        state: state.parse().map_err(|_| bad("state", state.clone()))?,
-        phase: phase.parse().map_err(|_| bad("phase", phase.clone()))?,
-        progress: row.try_get("progress")?,
-        attempt: row.try_get("attempt")?,
-        retry_of: row.try_get("retry_of")?,
-        timeout_secs: row.try_get("timeout_secs")?,
-        error: row.try_get("error")?,
-        tracking_comment_id: row.try_get("tracking_comment_id")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        comment_id: row.try_get("comment_id")?,
-        trigger: text("trigger")?,
-        params: serde_json::from_value(json("params")?)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        recipe: recipe.parse().map_err(|_| bad("recipe", recipe.clone()))?,
-        check_run_id: row.try_get("check_run_id")?,
-        pr_check_run_id: row.try_get("pr_check_run_id")?,
-        base_branch: row.try_get("base_branch")?,
-        head_sha: row.try_get("head_sha")?,
-        branch: row.try_get("branch")?,
-        commit_sha: row.try_get("commit_sha")?,
-        pr_number: row.try_get("pr_number")?,
-        pr_url: row.try_get("pr_url")?,
-        changed: row.try_get("changed")?,
-        changed_files: serde_json::from_value(json("changed_files")?)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        failing_command: row.try_get("failing_command")?,
-        execution_id: row.try_get("execution_id")?,
-        cancel_requested_by: row.try_get("cancel_requested_by")?,
-        log_lines: row.try_get("log_lines")?,
-        version: row.try_get("version")?,
-        summary: text("summary")?,
-        clone_url: row.try_get("clone_url")?,
-        launched_by: row.try_get("launched_by")?,
-        template_source: match row.try_get::<Option<String>, _>("template_source")? {
-            None => None,
-            Some(source) => {
-                Some(source_from_str(&source).ok_or_else(|| bad("template source", source))?)
-            }
-        },
-    })
+/// `tasks.params`. A named type: a column override must fit in a 63-byte SQL identifier.
+pub(super) type JsonParams = Json<BTreeMap<String, String>>;
+
+/// A `tasks` row as [`task_query!`] reads it: [`TaskRecord`] with the JSON columns still
+/// wrapped.
+pub(super) struct TaskRow {
+    pub(super) id: TaskId,
+    pub(super) installation_id: i64,
+    pub(super) repository_id: i64,
+    pub(super) repository: String,
+    pub(super) issue_number: Option<i32>,
+    pub(super) creator_login: String,
+    pub(super) creator_id: i64,
+    pub(super) template: Option<String>,
+    pub(super) instructions: String,
+    pub(super) state: TaskState,
+    pub(super) phase: Phase,
+    pub(super) progress: i16,
+    pub(super) attempt: i32,
+    pub(super) retry_of: Option<TaskId>,
+    pub(super) timeout_secs: i32,
+    pub(super) error: Option<String>,
+    pub(super) tracking_comment_id: Option<i64>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) started_at: Option<DateTime<Utc>>,
+    pub(super) finished_at: Option<DateTime<Utc>>,
+    pub(super) comment_id: Option<i64>,
+    pub(super) trigger: String,
+    pub(super) params: JsonParams,
+    pub(super) recipe: Recipe,
+    pub(super) check_run_id: Option<i64>,
+    pub(super) pr_check_run_id: Option<i64>,
+    pub(super) base_branch: Option<String>,
+    pub(super) head_sha: Option<String>,
+    pub(super) branch: Option<String>,
+    pub(super) commit_sha: Option<String>,
+    pub(super) pr_number: Option<i32>,
+    pub(super) pr_url: Option<String>,
+    pub(super) changed: Option<bool>,
+    pub(super) changed_files: Json<Vec<String>>,
+    pub(super) failing_command: Option<String>,
+    pub(super) execution_id: Option<String>,
+    pub(super) cancel_requested_by: Option<String>,
+    pub(super) log_lines: i32,
+    pub(super) version: i64,
+    pub(super) summary: String,
+    pub(super) template_source: Option<TemplateSource>,
+    pub(super) clone_url: Option<String>,
+    pub(super) launched_by: Option<uuid::Uuid>,
 }
+
+impl From<TaskRow> for TaskRecord {
+    fn from(row: TaskRow) -> Self {
+        TaskRecord {
+            id: row.id,
+            installation_id: row.installation_id,
+            repository_id: row.repository_id,
+            repository: row.repository,
+            issue_number: row.issue_number,
+            creator_login: row.creator_login,
+            creator_id: row.creator_id,
+            template: row.template,
+            instructions: row.instructions,
+            state: row.state,
+            phase: row.phase,
+            progress: row.progress,
+            attempt: row.attempt,
+            retry_of: row.retry_of,
+            timeout_secs: row.timeout_secs,
+            error: row.error,
+            tracking_comment_id: row.tracking_comment_id,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            comment_id: row.comment_id,
+            trigger: row.trigger,
+            params: row.params.0,
+            recipe: row.recipe,
+            check_run_id: row.check_run_id,
+            pr_check_run_id: row.pr_check_run_id,
+            base_branch: row.base_branch,
+            head_sha: row.head_sha,
+            branch: row.branch,
+            commit_sha: row.commit_sha,
+            pr_number: row.pr_number,
+            pr_url: row.pr_url,
+            changed: row.changed,
+            changed_files: row.changed_files.0,
+            failing_command: row.failing_command,
+            execution_id: row.execution_id,
+            cancel_requested_by: row.cancel_requested_by,
+            log_lines: row.log_lines,
+            version: row.version,
+            summary: row.summary,
+            template_source: row.template_source,
+            clone_url: row.clone_url,
+            launched_by: row.launched_by,
+        }
+    }
+}
+
+/// A checked statement that reads whole tasks: `$head` (up to the column list, e.g.
+/// `"SELECT"` or `"UPDATE … RETURNING"`), every column of [`TaskRow`], then `$tail`.
+/// Writing the list once keeps every such statement reading the same columns; `query_as!`
+/// only takes literals, hence a macro rather than a constant.
+macro_rules! task_query {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::tasks::TaskRow,
+            $head
+                + r#" id AS "id: bg_agent_core::task::TaskId", installation_id, repository_id,
+                    repository, issue_number, creator_login, creator_id, template, instructions,
+                    state AS "state: bg_agent_core::task::TaskState",
+                    phase AS "phase: bg_agent_core::task::Phase", progress, attempt,
+                    retry_of AS "retry_of: bg_agent_core::task::TaskId", timeout_secs, error,
+                    tracking_comment_id, created_at, started_at, finished_at, comment_id,
+                    trigger,
+                    params AS "params: crate::store::tasks::JsonParams",
+                    recipe AS "recipe: bg_agent_core::task::Recipe", check_run_id,
+                    pr_check_run_id, base_branch, head_sha, branch, commit_sha, pr_number,
+                    pr_url, changed,
+                    changed_files AS "changed_files: sqlx::types::Json<Vec<String>>",
+                    failing_command, execution_id, cancel_requested_by, log_lines, version,
+                    summary,
+                    template_source AS "template_source: bg_agent_core::task::TemplateSource",
+                    clone_url, launched_by "#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(super) use task_query;
 
 pub(super) fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
     match error {
@@ -198,56 +248,51 @@ pub(super) fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
     }
 }
 
-fn source_from_str(source: &str) -> Option<TemplateSource> {
-    [
-        TemplateSource::BuiltIn,
-        TemplateSource::Database,
-        TemplateSource::Repository,
-    ]
-    .into_iter()
-    .find(|s| source_str(*s) == source)
-}
-
-fn source_str(source: TemplateSource) -> &'static str {
-    match source {
-        TemplateSource::BuiltIn => "built_in",
-        TemplateSource::Database => "database",
-        TemplateSource::Repository => "repository",
-    }
-}
-
 pub(super) async fn append_event(
-    tx: &mut Transaction<'_, Postgres>,
-    task: i64,
+    executor: impl PgExecutor<'_>,
+    task: TaskId,
     actor: Actor<'_>,
     action: &str,
-    states: (Option<TaskState>, Option<TaskState>),
+    (from, to): (Option<TaskState>, Option<TaskState>),
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO task_events (task_id, actor, action, from_state, to_state, delivery_guid)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        task as TaskId,
+        actor.name,
+        action,
+        from as Option<TaskState>,
+        to as Option<TaskState>,
+        actor.delivery_guid,
     )
-    .bind(task)
-    .bind(actor.name)
-    .bind(action)
-    .bind(states.0.map(TaskState::as_str))
-    .bind(states.1.map(TaskState::as_str))
-    .bind(actor.delivery_guid)
-    .execute(&mut **tx)
+    .execute(executor)
     .await?;
     Ok(())
+}
+
+/// One task, through the pool or inside a transaction.
+pub(super) async fn fetch_task(
+    executor: impl PgExecutor<'_>,
+    id: TaskId,
+) -> Result<Option<TaskRecord>, sqlx::Error> {
+    Ok(
+        task_query!("SELECT", "FROM tasks WHERE id = $1", id as TaskId)
+            .fetch_optional(executor)
+            .await?
+            .map(TaskRecord::from),
+    )
 }
 
 /// The transition itself, inside the caller's transaction; `None` if the task is no
 /// longer in `from`. The caller has checked that the life cycle allows it.
 pub(super) async fn transition_in(
-    tx: &mut Transaction<'_, Postgres>,
-    id: i64,
+    conn: &mut PgConnection,
+    id: TaskId,
     (from, to): (TaskState, TaskState),
     actor: Actor<'_>,
     error: Option<&str>,
 ) -> Result<Option<TaskRecord>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    let row = task_query!(
         "UPDATE tasks SET state = $3, updated_at = now(), version = version + 1,
              error = COALESCE($4, error),
              runner_secret_hash = CASE WHEN $5 THEN NULL ELSE runner_secret_hash END,
@@ -256,19 +301,19 @@ pub(super) async fn transition_in(
              installation_slot = CASE WHEN $3 IN ('starting', 'running') THEN installation_slot END,
              global_slot = CASE WHEN $3 IN ('starting', 'running') THEN global_slot END
          WHERE id = $1 AND state = $2
-         RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(error)
-    .bind(to.is_terminal())
-    .fetch_optional(&mut **tx)
+         RETURNING",
+        "",
+        id as TaskId,
+        from as TaskState,
+        to as TaskState,
+        error,
+        to.is_terminal(),
+    )
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let task = decode_task(&row)?;
-    append_event(tx, id, actor, "transition", (Some(from), Some(to))).await?;
-    Ok(Some(task))
+    append_event(conn, id, actor, "transition", (Some(from), Some(to))).await?;
+    Ok(Some(row.into()))
 }
 
 impl Store {
@@ -276,9 +321,7 @@ impl Store {
     /// the creator's active task. Counts the template's use in the same transaction.
     pub async fn create_task(&self, new: &NewTask) -> Result<CreatedTask, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let params =
-            serde_json::to_value(&new.params).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let inserted = sqlx::query(&format!(
+        let inserted = task_query!(
             "INSERT INTO tasks (installation_id, repository_id, repository, issue_number,
                  comment_id, delivery_guid, trigger, idempotency_key, creator_login,
                  creator_id, template, params, recipe, instructions, timeout_secs, attempt,
@@ -286,40 +329,41 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                      $18, $19, $20, $21)
              ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(new.installation_id)
-        .bind(new.repository_id)
-        .bind(&new.repository)
-        .bind(new.issue_number)
-        .bind(new.comment_id)
-        .bind(&new.delivery_guid)
-        .bind(new.trigger.as_str())
-        .bind(&new.idempotency_key)
-        .bind(&new.creator_login)
-        .bind(new.creator_id)
-        .bind(new.template.as_ref().map(|(name, _)| name.as_str()))
-        .bind(params)
-        .bind(new.recipe.as_str())
-        .bind(&new.instructions)
-        .bind(i32::try_from(new.timeout_secs).unwrap_or(i32::MAX))
-        .bind(new.retry_of.map_or(1, |(_, attempt)| attempt + 1))
-        .bind(new.retry_of.map(|(id, _)| id))
-        .bind(&new.summary)
-        .bind(new.template.as_ref().map(|(_, source)| source_str(*source)))
-        .bind(&new.base_branch)
-        .bind(&new.clone_url)
+             RETURNING",
+            "",
+            new.installation_id,
+            new.repository_id,
+            new.repository,
+            new.issue_number,
+            new.comment_id,
+            new.delivery_guid,
+            new.trigger as TaskTrigger,
+            new.idempotency_key,
+            new.creator_login,
+            new.creator_id,
+            new.template.as_ref().map(|(name, _)| name.as_str()),
+            Json(&new.params) as Json<&BTreeMap<String, String>>,
+            new.recipe as Recipe,
+            new.instructions,
+            i32::try_from(new.timeout_secs).unwrap_or(i32::MAX),
+            new.retry_of.map_or(1, |(_, attempt)| attempt + 1),
+            new.retry_of.map(|(id, _)| id) as Option<TaskId>,
+            new.summary,
+            new.template.as_ref().map(|(_, source)| *source) as Option<TemplateSource>,
+            new.base_branch,
+            new.clone_url,
+        )
         .fetch_optional(&mut *tx)
         .await;
         let row = match inserted {
             Ok(row) => row,
             Err(e) if violated_constraint(&e) == Some("tasks_one_active_per_user") => {
                 drop(tx);
-                let active_task = sqlx::query_scalar(
-                    "SELECT id FROM tasks WHERE creator_id = $1
-                       AND state IN ('queued', 'starting', 'running')",
+                let active_task = sqlx::query_scalar!(
+                    r#"SELECT id AS "id: TaskId" FROM tasks WHERE creator_id = $1
+                       AND state IN ('queued', 'starting', 'running')"#,
+                    new.creator_id,
                 )
-                .bind(new.creator_id)
                 .fetch_optional(&self.pool)
                 .await?;
                 return match active_task {
@@ -332,15 +376,16 @@ impl Store {
         };
         let Some(row) = row else {
             drop(tx);
-            let existing = sqlx::query(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = $1"
-            ))
-            .bind(&new.idempotency_key)
+            let existing = task_query!(
+                "SELECT",
+                "FROM tasks WHERE idempotency_key = $1",
+                new.idempotency_key,
+            )
             .fetch_one(&self.pool)
             .await?;
-            return Ok(CreatedTask::Duplicate(decode_task(&existing)?));
+            return Ok(CreatedTask::Duplicate(existing.into()));
         };
-        let task = decode_task(&row)?;
+        let task = TaskRecord::from(row);
         let actor = Actor {
             name: &new.creator_login,
             delivery_guid: new.delivery_guid.as_deref(),
@@ -350,18 +395,18 @@ impl Store {
         } else {
             "created"
         };
-        append_event(&mut tx, task.id, actor, action, (None, Some(task.state))).await?;
+        append_event(&mut *tx, task.id, actor, action, (None, Some(task.state))).await?;
         // A retry is the same use again, not a new one.
         if let (Some((name, source)), None) = (&new.template, new.retry_of) {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO template_usage (repository_id, name, source, uses, last_used_at)
                  VALUES ($1, $2, $3, 1, now())
                  ON CONFLICT (repository_id, name, source)
                  DO UPDATE SET uses = template_usage.uses + 1, last_used_at = now()",
+                new.repository_id,
+                name,
+                *source as TemplateSource,
             )
-            .bind(new.repository_id)
-            .bind(name)
-            .bind(source_str(*source))
             .execute(&mut *tx)
             .await?;
         }
@@ -369,12 +414,8 @@ impl Store {
         Ok(CreatedTask::Created(task))
     }
 
-    pub async fn task(&self, id: i64) -> Result<Option<TaskRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(decode_task).transpose()?)
+    pub async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(fetch_task(&self.pool, id).await?)
     }
 
     /// Moves a task from `from` to `to` if the life cycle allows it and nobody moved it
@@ -382,7 +423,7 @@ impl Store {
     /// the task's slots; a terminal state stamps `finished_at`.
     pub async fn transition_task(
         &self,
-        id: i64,
+        id: TaskId,
         from: TaskState,
         to: TaskState,
         actor: Actor<'_>,
@@ -416,54 +457,56 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let candidates: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, installation_id FROM tasks q
+        let candidates = sqlx::query!(
+            r#"SELECT id AS "id: TaskId", installation_id FROM tasks q
              WHERE state = 'queued'
                AND (check_run_id IS NOT NULL
-                    OR created_at <= now() - make_interval(secs => $2 / 1000.0))
+                    OR created_at <= now() - make_interval(secs => $2::float8 / 1000.0))
                AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.repository_id = q.repository_id
                                  AND r.state IN ('starting', 'running'))
              ORDER BY created_at, id
              LIMIT $1
-             FOR UPDATE SKIP LOCKED",
+             FOR UPDATE SKIP LOCKED"#,
+            DISPATCH_CANDIDATES,
+            caps.check_run_wait.as_secs_f64() * 1000.0,
         )
-        .bind(DISPATCH_CANDIDATES)
-        .bind(caps.check_run_wait.as_secs_f64() * 1000.0)
         .fetch_all(&mut *tx)
         .await?;
-        let global_slot: Option<i32> = sqlx::query_scalar(
-            "SELECT s FROM generate_series(0, $1 - 1) s
-             WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE global_slot = s) LIMIT 1",
+        let global_slot = sqlx::query_scalar!(
+            r#"SELECT s AS "s!" FROM generate_series(0, $1 - 1) s
+             WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE global_slot = s) LIMIT 1"#,
+            i32::try_from(caps.global).unwrap_or(i32::MAX),
         )
-        .bind(i32::try_from(caps.global).unwrap_or(i32::MAX))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(global_slot) = global_slot else {
             return Ok(None);
         };
-        for (id, installation_id) in candidates {
-            let slot: Option<i32> = sqlx::query_scalar(
-                "SELECT s FROM generate_series(0, $2 - 1) s
+        for candidate in candidates {
+            let id = candidate.id;
+            let slot = sqlx::query_scalar!(
+                r#"SELECT s AS "s!" FROM generate_series(0, $2 - 1) s
                  WHERE NOT EXISTS (SELECT 1 FROM tasks
                                    WHERE installation_id = $1 AND installation_slot = s)
-                 LIMIT 1",
+                 LIMIT 1"#,
+                candidate.installation_id,
+                i32::try_from(caps.per_installation).unwrap_or(i32::MAX),
             )
-            .bind(installation_id)
-            .bind(i32::try_from(caps.per_installation).unwrap_or(i32::MAX))
             .fetch_optional(&mut *tx)
             .await?;
             let Some(slot) = slot else { continue };
-            let started = sqlx::query(&format!(
+            let started = task_query!(
                 "UPDATE tasks SET state = 'starting', phase = 'starting', progress = 5,
                      version = version + 1,
                      installation_slot = $2, global_slot = $3, started_at = now(),
                      updated_at = now()
                  WHERE id = $1 AND state = 'queued'
-                 RETURNING {TASK_COLUMNS}"
-            ))
-            .bind(id)
-            .bind(slot)
-            .bind(global_slot)
+                 RETURNING",
+                "",
+                id as TaskId,
+                slot,
+                global_slot,
+            )
             .fetch_one(&mut *tx)
             .await;
             let row = match started {
@@ -472,9 +515,9 @@ impl Store {
                 Err(e) if violated_constraint(&e).is_some() => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let task = decode_task(&row)?;
+            let task = TaskRecord::from(row);
             append_event(
-                &mut tx,
+                &mut *tx,
                 id,
                 actor,
                 "transition",
@@ -488,40 +531,28 @@ impl Store {
     }
 
     /// 1 for the next queued task of this repository to start, 2 for the one after, …
-    pub async fn queue_position(&self, id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM tasks q, tasks t
+    pub async fn queue_position(&self, id: TaskId) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT count(*) AS "position!" FROM tasks q, tasks t
              WHERE t.id = $1 AND t.state = 'queued' AND q.state = 'queued'
                AND q.repository_id = t.repository_id
                AND (q.created_at, q.id) <= (t.created_at, t.id)
-             HAVING count(*) > 0",
+             HAVING count(*) > 0"#,
+            id as TaskId,
         )
-        .bind(id)
         .fetch_optional(&self.pool)
         .await?)
     }
 
-    pub async fn task_events(&self, id: i64) -> Result<Vec<TaskEvent>, StoreError> {
-        let rows = sqlx::query(
+    pub async fn task_events(&self, id: TaskId) -> Result<Vec<TaskEvent>, StoreError> {
+        Ok(sqlx::query_as!(
+            TaskEvent,
             "SELECT actor, action, from_state, to_state, delivery_guid, at
              FROM task_events WHERE task_id = $1 ORDER BY id",
+            id as TaskId,
         )
-        .bind(id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TaskEvent {
-                    actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
-                    from_state: row.try_get("from_state")?,
-                    to_state: row.try_get("to_state")?,
-                    delivery_guid: row.try_get("delivery_guid")?,
-                    at: row.try_get("at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        .await?)
     }
 
     /// A user's latest tasks in a repository, newest first.
@@ -531,17 +562,18 @@ impl Store {
         repository_id: i64,
         limit: i64,
     ) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks
+        let rows = task_query!(
+            "SELECT",
+            "FROM tasks
              WHERE creator_id = $1 AND repository_id = $2
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(creator_id)
-        .bind(repository_id)
-        .bind(limit)
+             ORDER BY id DESC LIMIT $3",
+            creator_id,
+            repository_id,
+            limit,
+        )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(decode_task).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(TaskRecord::from).collect())
     }
 
     /// A repository's latest tasks, newest first.
@@ -550,25 +582,30 @@ impl Store {
         repository_id: i64,
         limit: i64,
     ) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE repository_id = $1 ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(repository_id)
-        .bind(limit)
+        let rows = task_query!(
+            "SELECT",
+            "FROM tasks WHERE repository_id = $1 ORDER BY id DESC LIMIT $2",
+            repository_id,
+            limit,
+        )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(decode_task).collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(TaskRecord::from).collect())
     }
 
     /// Remembers the tracking comment, so a retried delivery edits it instead of posting
     /// another. `false` if the task already had one.
-    pub async fn set_tracking_comment(&self, id: i64, comment_id: i64) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
+    pub async fn set_tracking_comment(
+        &self,
+        id: TaskId,
+        comment_id: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query!(
             "UPDATE tasks SET tracking_comment_id = $2, updated_at = now()
              WHERE id = $1 AND tracking_comment_id IS NULL",
+            id as TaskId,
+            comment_id,
         )
-        .bind(id)
-        .bind(comment_id)
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
@@ -581,38 +618,39 @@ impl Store {
         actor: Actor<'_>,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO refusals (repository_id, actor, reason, delivery_guid)
              VALUES ($1, $2, $3, $4)",
+            repository_id,
+            actor.name,
+            reason,
+            actor.delivery_guid,
         )
-        .bind(repository_id)
-        .bind(actor.name)
-        .bind(reason)
-        .bind(actor.delivery_guid)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn refusals(&self, repository_id: i64) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query!(
             "SELECT actor, reason FROM refusals WHERE repository_id = $1 ORDER BY id",
+            repository_id,
         )
-        .bind(repository_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|row| (row.actor, row.reason))
+        .collect())
     }
 
     /// Stores (or replaces) a template; it must already be valid.
     pub async fn save_template(&self, template: &Template) -> Result<(), StoreError> {
-        let definition =
-            serde_json::to_value(template).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO templates (name, definition) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET definition = $2, updated_at = now()",
+            template.name,
+            Json(template) as Json<&Template>,
         )
-        .bind(&template.name)
-        .bind(definition)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -621,13 +659,13 @@ impl Store {
     /// The database's templates. One that no longer decodes or validates (written by an
     /// older version) is skipped with a warning rather than hiding all the others.
     pub async fn database_templates(&self) -> Result<Vec<Template>, StoreError> {
-        let rows: Vec<(String, serde_json::Value)> =
-            sqlx::query_as("SELECT name, definition FROM templates ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query!("SELECT name, definition FROM templates ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(name, definition)| {
+            .filter_map(|row| {
+                let (name, definition) = (row.name, row.definition);
                 let template = serde_json::from_value::<Template>(definition)
                     .map_err(|e| e.to_string())
                     .and_then(|t| t.validate().map(|()| t).map_err(|e| e.to_string()));
@@ -647,12 +685,15 @@ impl Store {
 
     /// (installation, repository) of every task occupying an executor.
     pub async fn running_tasks(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query!(
             "SELECT installation_id, repository_id FROM tasks
              WHERE state IN ('starting', 'running')",
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|row| (row.installation_id, row.repository_id))
+        .collect())
     }
 
     /// How often a template was used in a repository, and when last.
@@ -661,14 +702,15 @@ impl Store {
         repository_id: i64,
         name: &str,
     ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-        let row: Option<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT sum(uses)::bigint, max(last_used_at) FROM template_usage
-             WHERE repository_id = $1 AND name = $2 HAVING count(*) > 0",
+        let row = sqlx::query!(
+            r#"SELECT sum(uses)::bigint AS "uses!", max(last_used_at) AS last_used_at
+             FROM template_usage
+             WHERE repository_id = $1 AND name = $2 HAVING count(*) > 0"#,
+            repository_id,
+            name,
         )
-        .bind(repository_id)
-        .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.unwrap_or((0, None)))
+        Ok(row.map_or((0, None), |row| (row.uses, row.last_used_at)))
     }
 }

@@ -30,7 +30,7 @@ pub struct PagesState {
 
 pub async fn task_page(State(state): State<PagesState>, Path(id): Path<i64>) -> Response {
     let loaded = async {
-        let Some(task) = state.store.task(id).await? else {
+        let Some(task) = state.store.task(id.into()).await? else {
             return Ok(None);
         };
         let details = state.store.task_details(&task, PAGE_LOG_LINES).await?;
@@ -39,7 +39,7 @@ pub async fn task_page(State(state): State<PagesState>, Path(id): Path<i64>) -> 
     .await;
     match loaded {
         Ok(Some((task, details))) => {
-            let page_url = render::page_url(&state.public_url, id);
+            let page_url = render::page_url(&state.public_url, id.into());
             render_task_page(&task, &details.context(&page_url)).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, not_found_page(id)).into_response(),
@@ -170,7 +170,7 @@ mod tests {
     fn task(state: TaskState) -> TaskRecord {
         let started = at("2026-11-21T10:00:00Z");
         TaskRecord {
-            id: 42,
+            id: 42.into(),
             installation_id: 1,
             repository_id: 2,
             repository: "acme/widgets".into(),
@@ -183,7 +183,7 @@ mod tests {
             phase: Phase::Validating,
             progress: 72,
             attempt: 2,
-            retry_of: Some(41),
+            retry_of: Some(41.into()),
             timeout_secs: 3600,
             error: None,
             tracking_comment_id: None,

@@ -57,7 +57,7 @@ async fn handle_report(
         tracing::warn!("runner report without a bearer secret");
         return error(StatusCode::UNAUTHORIZED, "missing bearer secret");
     };
-    let stored = match state.store.runner_secret_hash(task_id).await {
+    let stored = match state.store.runner_secret_hash(task_id.into()).await {
         Ok(stored) => stored,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the runner secret");
@@ -86,7 +86,7 @@ async fn handle_report(
     let redactor = Redactor::new([secret]);
     let applied = state
         .store
-        .apply_runner_report(task_id, &report, |line| redactor.redact(line))
+        .apply_runner_report(task_id.into(), &report, |line| redactor.redact(line))
         .await;
     match applied {
         Ok(ReportApplied::Applied(task)) => {

@@ -132,7 +132,9 @@ async fn an_upgrade_comment_ends_in_a_validated_pull_request() {
 
         ### Instructions
 
-        > Upgrade the npm dependency lodash to version 4.17.21, updating package.json and the lockfile, and make the repository's checks pass.
+        ```text
+        Upgrade the npm dependency lodash to version 4.17.21, updating package.json and the lockfile, and make the repository's checks pass.
+        ```
 
         ### Changed files
 
@@ -426,7 +428,7 @@ async fn limits_queueing_cancel_and_duplicates() {
         insta::assert_snapshot!(h.bot_comments()[0], @"
         **bg-agent** task [#[task 1]]([bg-agent]/tasks/[task 1]) — `upgrade lodash 4.17.21` — **cancelled** after [elapsed]
 
-        > cancelled by @octo-lead
+        > cancelled by @<zwsp>octo-lead
 
         Requested by @octo-lead · attempt 1 · [details]([bg-agent]/tasks/[task 1])
 
@@ -446,7 +448,7 @@ async fn limits_queueing_cancel_and_duplicates() {
 
         Finished after [elapsed].
 
-        > cancelled by @octo-lead
+        > cancelled by @<zwsp>octo-lead
 
         ---- text ----
         Comment `/bg-agent retry [task 1]` or press **Retry** on the check run to try again.

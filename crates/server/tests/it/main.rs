@@ -7,6 +7,7 @@ mod engine_e2e;
 mod engine_triggers;
 mod harness;
 mod local_executor;
+mod migrations;
 mod repo_contract;
 mod runner;
 mod runner_api;

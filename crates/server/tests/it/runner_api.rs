@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bg_agent::engine::supervise::runner_secret_hash;
 use bg_agent::store::tasks::{Actor, Caps, CreatedTask, NewTask, TaskTrigger};
 use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
-use bg_agent_core::task::{Phase, Recipe, TaskState};
+use bg_agent_core::task::{Phase, Recipe, TaskId, TaskState};
 use bg_agent_testkit::harness::{Harness, Scenario};
 use serde_json::json;
 
@@ -17,7 +17,7 @@ struct Api {
     h: Harness,
     url: String,
     client: reqwest::Client,
-    task: i64,
+    task: TaskId,
 }
 
 /// The real server (no task runs by itself) with one task launched, as if a runner had

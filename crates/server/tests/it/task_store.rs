@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bg_agent::store::Store;
-use bg_agent::store::tasks::{Actor, Caps, CreatedTask, NewTask, TaskTrigger, TransitionError};
+use bg_agent::store::tasks::{
+    Actor, Caps, CreatedTask, NewTask, TaskId, TaskTrigger, TransitionError,
+};
 use bg_agent_core::task::{Recipe, TaskState, TemplateSource};
 use bg_agent_testkit::db::TestDb;
 
@@ -46,7 +48,7 @@ fn new_task(key: &str, creator_id: i64, repository_id: i64) -> NewTask {
     }
 }
 
-async fn create(store: &Store, task: NewTask) -> i64 {
+async fn create(store: &Store, task: NewTask) -> TaskId {
     match store.create_task(&task).await.unwrap() {
         CreatedTask::Created(t) => t.id,
         other => panic!("expected a new task, got {other:?}"),
@@ -280,7 +282,7 @@ async fn two_replicas_dispatching_at_once_never_break_the_limits() {
         started
     };
     let (a, b) = tokio::join!(run(replica_a.clone()), run(replica_b.clone()));
-    let mut all: Vec<i64> = a.iter().chain(&b).copied().collect();
+    let mut all: Vec<TaskId> = a.iter().chain(&b).copied().collect();
     all.sort_unstable();
     let before = all.len();
     all.dedup();
