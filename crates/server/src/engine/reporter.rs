@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::background::Background;
-use crate::store::tasks::{Actor, TaskRecord};
+use crate::store::tasks::{AuditActor, TaskRecord};
 use crate::store::{Store, StoreError};
 use bg_agent_core::backoff::Backoff;
 use bg_agent_core::protocol::ValidationResult;
@@ -296,7 +296,7 @@ impl Reporter {
         let (Some(branch), Some(commit)) = (task.branch.clone(), task.commit_sha.clone()) else {
             return Ok(());
         };
-        let actor = Actor {
+        let actor = AuditActor {
             name: "bg-agent",
             delivery_guid: None,
         };

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::background::Background;
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
-use crate::store::tasks::{Actor, Caps, TaskRecord};
+use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
 use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
 use bg_agent_core::task::{TaskId, TaskState, branch_name};
@@ -40,7 +40,7 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// executor is told the server is stopping (a stop takes the runner's grace period).
 const WORK_GRACE: Duration = Duration::from_secs(15);
 
-const SUPERVISOR: Actor<'static> = Actor {
+const SUPERVISOR: AuditActor<'static> = AuditActor {
     name: "bg-agent",
     delivery_guid: None,
 };

@@ -11,11 +11,11 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::tasks::{Actor, CreatedTask, NewTask, TaskId, TaskRecord, TaskTrigger};
+use crate::store::tasks::{AuditActor, CreatedTask, NewTask, TaskId, TaskRecord, TaskTrigger};
 use crate::store::{Store, StoreError};
 use crate::webhook::Trigger;
 use crate::webhook::trigger::{
-    CheckRunAction, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
+    CheckRunButton, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
 };
 use bg_agent_core::command::{Command, help_markdown};
 use bg_agent_core::task::Permission;
@@ -72,8 +72,8 @@ impl Origin<'_> {
         RepoName::new(&self.repository.owner, &self.repository.name)
     }
 
-    fn actor(&self) -> Actor<'_> {
-        Actor {
+    fn actor(&self) -> AuditActor<'_> {
+        AuditActor {
             name: &self.sender.login,
             delivery_guid: Some(&self.meta.guid),
         }
@@ -585,7 +585,7 @@ impl TaskIntake {
         &self,
         meta: &DeliveryMeta,
         run: &CheckRunTrigger,
-        action: CheckRunAction,
+        action: CheckRunButton,
         trigger: TaskTrigger,
     ) -> Result<(), HandlerError> {
         let by_external_id = run
@@ -626,8 +626,8 @@ impl TaskIntake {
             return Ok(());
         }
         match action {
-            CheckRunAction::Retry => self.retry(&origin, &task, trigger, None).await,
-            CheckRunAction::Cancel => self.cancel(&origin, &task, None).await,
+            CheckRunButton::Retry => self.retry(&origin, &task, trigger, None).await,
+            CheckRunButton::Cancel => self.cancel(&origin, &task, None).await,
         }
     }
 }
@@ -714,7 +714,7 @@ impl TriggerHandler for TaskIntake {
             },
             Trigger::CheckRunRerequested(run) => {
                 return self
-                    .check_run(meta, run, CheckRunAction::Retry, TaskTrigger::Rerun)
+                    .check_run(meta, run, CheckRunButton::Retry, TaskTrigger::Rerun)
                     .await;
             }
             Trigger::CheckRunAction { check_run, action } => {

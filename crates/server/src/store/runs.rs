@@ -8,7 +8,8 @@ use sqlx::PgExecutor;
 use sqlx::types::Json;
 
 use super::tasks::{
-    Actor, TaskId, TaskRecord, TransitionError, append_event, fetch_task, task_query, transition_in,
+    AuditActor, TaskId, TaskRecord, TransitionError, append_event, fetch_task, task_query,
+    transition_in,
 };
 use super::{Store, StoreError};
 use bg_agent_core::protocol::{
@@ -135,7 +136,7 @@ impl Store {
         id: TaskId,
         execution_id: &str,
         instance: uuid::Uuid,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
     ) -> Result<TaskRecord, TransitionError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         record_execution(&mut *tx, id, execution_id, instance)
@@ -179,7 +180,7 @@ impl Store {
         &self,
         id: TaskId,
         to: TaskState,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
         error: Option<&str>,
     ) -> Result<Option<TaskRecord>, StoreError> {
         // The state may move under us (the runner reporting); a few rounds settle it.
@@ -232,7 +233,7 @@ impl Store {
         if state.is_terminal() {
             return Ok(ReportApplied::Ended);
         }
-        let runner = Actor {
+        let runner = AuditActor {
             name: "runner",
             delivery_guid: None,
         };
@@ -407,7 +408,7 @@ impl Store {
     pub async fn request_cancel(
         &self,
         id: TaskId,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
     ) -> Result<Option<CancelRequested>, StoreError> {
         for _ in 0..5 {
             let Some(task) = self.task(id).await? else {
@@ -564,7 +565,7 @@ impl Store {
         id: TaskId,
         number: i32,
         url: &str,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query!(

@@ -81,7 +81,7 @@ pub enum TransitionError {
 
 /// Who or what caused an event, for the audit trail.
 #[derive(Debug, Clone, Copy)]
-pub struct Actor<'a> {
+pub struct AuditActor<'a> {
     pub name: &'a str,
     pub delivery_guid: Option<&'a str>,
 }
@@ -251,7 +251,7 @@ pub(super) fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
 pub(super) async fn append_event(
     executor: impl PgExecutor<'_>,
     task: TaskId,
-    actor: Actor<'_>,
+    actor: AuditActor<'_>,
     action: &str,
     (from, to): (Option<TaskState>, Option<TaskState>),
 ) -> Result<(), sqlx::Error> {
@@ -289,7 +289,7 @@ pub(super) async fn transition_in(
     conn: &mut PgConnection,
     id: TaskId,
     (from, to): (TaskState, TaskState),
-    actor: Actor<'_>,
+    actor: AuditActor<'_>,
     error: Option<&str>,
 ) -> Result<Option<TaskRecord>, sqlx::Error> {
     let row = task_query!(
@@ -386,7 +386,7 @@ impl Store {
             return Ok(CreatedTask::Duplicate(existing.into()));
         };
         let task = TaskRecord::from(row);
-        let actor = Actor {
+        let actor = AuditActor {
             name: &new.creator_login,
             delivery_guid: new.delivery_guid.as_deref(),
         };
@@ -426,7 +426,7 @@ impl Store {
         id: TaskId,
         from: TaskState,
         to: TaskState,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
         error: Option<&str>,
     ) -> Result<TaskRecord, TransitionError> {
         from.transition(to)?;
@@ -454,7 +454,7 @@ impl Store {
     pub async fn dispatch_next(
         &self,
         caps: Caps,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let candidates = sqlx::query!(
@@ -615,7 +615,7 @@ impl Store {
     pub async fn record_refusal(
         &self,
         repository_id: i64,
-        actor: Actor<'_>,
+        actor: AuditActor<'_>,
         reason: &str,
     ) -> Result<(), StoreError> {
         sqlx::query!(

@@ -38,7 +38,7 @@ pub enum Trigger {
     CheckRunAction {
         #[serde(flatten)]
         check_run: CheckRunTrigger,
-        action: CheckRunAction,
+        action: CheckRunButton,
     },
     /// `installation.*` and `installation_repositories.*`.
     Installation(InstallationChange),
@@ -125,12 +125,12 @@ pub struct CheckRunTrigger {
 /// Identifiers of the buttons we put on check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CheckRunAction {
+pub enum CheckRunButton {
     Retry,
     Cancel,
 }
 
-impl CheckRunAction {
+impl CheckRunButton {
     pub fn identifier(self) -> &'static str {
         match self {
             Self::Retry => "retry",
@@ -365,7 +365,7 @@ fn decode_check_run(
     let Some(requested) = p.requested_action else {
         return Err("`check_run.requested_action` payload has no `requested_action`".into());
     };
-    match CheckRunAction::from_identifier(&requested.identifier) {
+    match CheckRunButton::from_identifier(&requested.identifier) {
         Some(action) => Ok(trigger(Trigger::CheckRunAction { check_run, action })),
         None => Ok(Decoded::Ignored(format!(
             "unknown check run action `{}`",

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bg_agent::engine::supervise::runner_secret_hash;
-use bg_agent::store::tasks::{Actor, Caps, CreatedTask, NewTask, TaskTrigger};
+use bg_agent::store::tasks::{AuditActor, Caps, CreatedTask, NewTask, TaskTrigger};
 use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
 use bg_agent_core::task::{Phase, Recipe, TaskId, TaskState};
 use bg_agent_testkit::harness::{Harness, Scenario};
@@ -52,7 +52,7 @@ async fn start() -> Api {
     let CreatedTask::Created(task) = created else {
         panic!("{created:?}")
     };
-    let engine = Actor {
+    let engine = AuditActor {
         name: "test",
         delivery_guid: None,
     };

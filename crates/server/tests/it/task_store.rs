@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use bg_agent::store::Store;
 use bg_agent::store::tasks::{
-    Actor, Caps, CreatedTask, NewTask, TaskId, TaskTrigger, TransitionError,
+    AuditActor, Caps, CreatedTask, NewTask, TaskId, TaskTrigger, TransitionError,
 };
 use bg_agent_core::task::{Recipe, TaskState, TemplateSource};
 use bg_agent_testkit::db::TestDb;
 
-const ENGINE: Actor<'static> = Actor {
+const ENGINE: AuditActor<'static> = AuditActor {
     name: "bg-agent",
     delivery_guid: None,
 };

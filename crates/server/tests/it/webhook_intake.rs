@@ -6,7 +6,7 @@ use bg_agent::config::WorkerConfig;
 use bg_agent::engine::DeliveryWorker;
 use bg_agent::store::{DeliveryState, NewDelivery, Store};
 use bg_agent::webhook::inbox::FreshDeliveries;
-use bg_agent::webhook::trigger::{CheckRunAction, InstallationChange, ParsedCommand};
+use bg_agent::webhook::trigger::{CheckRunButton, InstallationChange, ParsedCommand};
 use bg_agent::webhook::{DecodeContext, Trigger, sign};
 use bg_agent_testkit::fixtures::{APP_ID, ROTATED_SECRET, SECRET, fixture};
 use bg_agent_testkit::recording::{HandlerMode, RecordingHandler, TestApp};
@@ -481,7 +481,7 @@ async fn decoded_triggers_carry_what_the_engine_needs() {
     else {
         panic!("check run action expected");
     };
-    assert_eq!(*action, CheckRunAction::Cancel);
+    assert_eq!(*action, CheckRunButton::Cancel);
     assert_eq!(check_run.external_id.as_deref(), Some("42"));
     assert_eq!(check_run.check_run_id, 800001);
 
