@@ -17,8 +17,7 @@ use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 /// Every command line starts with this word.
 pub const PREFIX: &str = "/bg-agent";
 
-/// Database id of a task, as written in `/bg-agent retry 42`.
-pub type TaskId = i64;
+pub use crate::task::TaskId;
 
 /// Template names are `[a-z][a-z0-9_-]{0,63}`.
 const MAX_TEMPLATE_NAME_LEN: usize = 64;
@@ -503,9 +502,10 @@ fn parse_task_arg(command: CommandKind, rest: &str) -> Result<Option<TaskId>, Pa
     let digits = token.value.strip_prefix('#').unwrap_or(&token.value);
     // `i64::from_str` would also accept a sign; only plain digits are an id.
     let id = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse::<TaskId>().ok())
+        .then(|| digits.parse::<i64>().ok())
         .flatten()
-        .filter(|id| *id > 0);
+        .filter(|id| *id > 0)
+        .map(TaskId::from);
     match id {
         Some(id) => Ok(Some(id)),
         None => Err(ParseError::InvalidTaskId {

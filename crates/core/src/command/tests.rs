@@ -132,7 +132,9 @@ fn first_command_wins() {
     );
     assert_eq!(
         parse("intro\n\n/bg-agent cancel 3\n\n/bg-agent retry 4"),
-        Ok(Command::Cancel { task: Some(3) })
+        Ok(Command::Cancel {
+            task: Some(TaskId::from(3))
+        })
     );
 }
 
@@ -635,30 +637,40 @@ fn run_missing_instructions() {
 fn task_ids() {
     assert_eq!(
         parse("/bg-agent retry 42"),
-        Ok(Command::Retry { task: Some(42) })
+        Ok(Command::Retry {
+            task: Some(TaskId::from(42))
+        })
     );
     assert_eq!(
         parse("/bg-agent retry #42"),
-        Ok(Command::Retry { task: Some(42) })
+        Ok(Command::Retry {
+            task: Some(TaskId::from(42))
+        })
     );
     assert_eq!(
         parse("/bg-agent cancel #7"),
-        Ok(Command::Cancel { task: Some(7) })
+        Ok(Command::Cancel {
+            task: Some(TaskId::from(7))
+        })
     );
     assert_eq!(
         parse("/bg-agent cancel \"9\""),
-        Ok(Command::Cancel { task: Some(9) })
+        Ok(Command::Cancel {
+            task: Some(TaskId::from(9))
+        })
     );
     assert_eq!(
         parse(&format!("/bg-agent retry {}", i64::MAX)),
         Ok(Command::Retry {
-            task: Some(i64::MAX)
+            task: Some(TaskId::from(i64::MAX))
         })
     );
     // Other lines are ignored.
     assert_eq!(
         parse("/bg-agent retry 1\nbecause it flaked"),
-        Ok(Command::Retry { task: Some(1) })
+        Ok(Command::Retry {
+            task: Some(TaskId::from(1))
+        })
     );
 }
 
@@ -785,7 +797,9 @@ fn samples() -> Vec<Command> {
         template("upgrade", &["lodash"], &[]),
         run("x"),
         Command::Retry { task: None },
-        Command::Cancel { task: Some(1) },
+        Command::Cancel {
+            task: Some(TaskId::from(1)),
+        },
         Command::Status,
         Command::Help,
     ];

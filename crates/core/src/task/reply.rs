@@ -44,7 +44,7 @@ pub fn already_active(login: &str, active_task: TaskId) -> String {
 
 /// `/bg-agent retry|cancel [id]` about a task that is not there. `task` is the id the
 /// command named, if any.
-pub fn no_such_task(verb: &str, task: Option<i64>) -> String {
+pub fn no_such_task(verb: &str, task: Option<TaskId>) -> String {
     let what = task.map_or("you have no task".to_owned(), |id| {
         format!("there is no task #{id}")
     });
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn retry_and_cancel_explain_why_nothing_happened() {
         insta::assert_snapshot!(no_such_task("retry", None), @"**bg-agent:** nothing to retry: you have no task in this repository.");
-        insta::assert_snapshot!(no_such_task("cancel", Some(7)), @"**bg-agent:** nothing to cancel: there is no task #7 in this repository.");
+        insta::assert_snapshot!(no_such_task("cancel", Some(7.into())), @"**bg-agent:** nothing to cancel: there is no task #7 in this repository.");
         insta::assert_snapshot!(not_retryable(42.into(), TaskState::Running), @"**bg-agent:** task #42 is still running; only failed, cancelled or timed-out tasks can be retried.");
         insta::assert_snapshot!(not_retryable(42.into(), TaskState::Succeeded), @"**bg-agent:** task #42 succeeded; only failed, cancelled or timed-out tasks can be retried.");
         insta::assert_snapshot!(already_ended(42.into(), TaskState::TimedOut), @"**bg-agent:** task #42 has already ended: it timed out.");

@@ -494,13 +494,13 @@ impl TaskIntake {
     async fn target(
         &self,
         origin: &Origin<'_>,
-        id: Option<i64>,
+        id: Option<TaskId>,
         verb: &str,
     ) -> Result<Option<TaskRecord>, HandlerError> {
         let task = match id {
             Some(id) => self
                 .store
-                .task(id.into())
+                .task(id)
                 .await
                 .map_err(store_error)?
                 .filter(|t| t.repository_id == origin.repository.id),
