@@ -110,3 +110,70 @@ pub struct TaskRecord {
     /// The server instance that launched it (see `Executor::sees_all_executions`).
     pub launched_by: Option<uuid::Uuid>,
 }
+
+/// A sample for tests of what people read, here and in the server (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+impl TaskRecord {
+    /// Task #42 of `acme/widgets` (attempt 2, a retry of #41), an `upgrade lodash 4.17.21`
+    /// asked for by `octo-lead` on issue #17, started at 2026-11-21 10:00:00 UTC, in
+    /// `state`, validating at 72 %.
+    pub fn sample(state: super::TaskState) -> Self {
+        use std::collections::BTreeMap;
+
+        use chrono::{DateTime, Utc};
+
+        use super::{Phase, Recipe};
+
+        let at = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .expect("a valid time")
+            .with_timezone(&Utc);
+        TaskRecord {
+            id: TaskId::new(42),
+            installation_id: 1,
+            repository_id: 2,
+            repository: "acme/widgets".into(),
+            issue_number: Some(17),
+            creator_login: "octo-lead".into(),
+            creator_id: 3,
+            template: Some("upgrade".into()),
+            instructions: "Upgrade lodash to 4.17.21.".into(),
+            state,
+            phase: Phase::Validating,
+            progress: 72,
+            attempt: 2,
+            retry_of: Some(TaskId::new(41)),
+            timeout_secs: 3600,
+            error: None,
+            tracking_comment_id: None,
+            created_at: at,
+            started_at: Some(at),
+            finished_at: None,
+            comment_id: Some(9),
+            trigger: "comment".into(),
+            params: BTreeMap::from([
+                ("package".into(), "lodash".into()),
+                ("version".into(), "4.17.21".into()),
+            ]),
+            recipe: Recipe::NpmUpgrade,
+            check_run_id: None,
+            pr_check_run_id: None,
+            base_branch: None,
+            head_sha: None,
+            branch: None,
+            commit_sha: None,
+            pr_number: None,
+            pr_url: None,
+            changed: None,
+            changed_files: vec![],
+            failing_command: None,
+            execution_id: None,
+            cancel_requested_by: None,
+            log_lines: 0,
+            version: 1,
+            summary: "upgrade lodash 4.17.21".into(),
+            template_source: None,
+            clone_url: None,
+            launched_by: None,
+        }
+    }
+}

@@ -358,62 +358,12 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::task::{Phase, Recipe, TaskId};
+    use crate::task::Phase;
     use std::collections::BTreeMap;
 
     /// Task #42, attempt 2, started at 10:00:00 and seen at 10:01:05 (see [`cx`]).
     pub(crate) fn task(state: TaskState) -> TaskRecord {
-        let at = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        TaskRecord {
-            id: TaskId::new(42),
-            installation_id: 1,
-            repository_id: 2,
-            repository: "acme/widgets".into(),
-            issue_number: Some(17),
-            creator_login: "octo-lead".into(),
-            creator_id: 3,
-            template: Some("upgrade".into()),
-            instructions: "Upgrade lodash to 4.17.21.".into(),
-            state,
-            phase: Phase::Validating,
-            progress: 72,
-            attempt: 2,
-            retry_of: Some(TaskId::new(41)),
-            timeout_secs: 3600,
-            error: None,
-            tracking_comment_id: None,
-            created_at: at,
-            started_at: Some(at),
-            finished_at: None,
-            comment_id: Some(9),
-            trigger: "comment".into(),
-            params: BTreeMap::from([
-                ("package".into(), "lodash".into()),
-                ("version".into(), "4.17.21".into()),
-            ]),
-            recipe: Recipe::NpmUpgrade,
-            check_run_id: None,
-            pr_check_run_id: None,
-            base_branch: None,
-            head_sha: None,
-            branch: None,
-            commit_sha: None,
-            pr_number: None,
-            pr_url: None,
-            changed: None,
-            changed_files: vec![],
-            failing_command: None,
-            execution_id: None,
-            cancel_requested_by: None,
-            log_lines: 0,
-            version: 1,
-            summary: "upgrade lodash 4.17.21".into(),
-            template_source: None,
-            clone_url: None,
-            launched_by: None,
-        }
+        TaskRecord::sample(state)
     }
 
     fn cx<'a>(validations: &'a [ValidationResult], log: &'a [String]) -> RenderContext<'a> {

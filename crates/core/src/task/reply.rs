@@ -119,7 +119,7 @@ pub fn refusal_reason(reply: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{help_markdown, parse_comment};
+    use crate::command::parse_comment;
     use crate::task::render::tests::task;
     use crate::task::template::unknown_template_reply;
     use crate::task::{RepoConfig, builtin_templates};
@@ -229,22 +229,6 @@ mod tests {
 
         See `/bg-agent help` for all commands.
         ");
-    }
-
-    #[test]
-    fn help_lists_every_command() {
-        insta::assert_snapshot!(help_markdown(), @r#"
-        ### bg-agent commands
-
-        Write a command at the start of a line in a comment. Only the first command in a comment counts; commands in code blocks, inline code, quotes and HTML are ignored.
-
-        - `/bg-agent <template> [args...] [key=value...]` — Start a task from a template, with positional and `key=value` arguments (quote values that contain spaces: `note="a b"`). Example: `/bg-agent upgrade lodash 4.17.21`
-        - `/bg-agent run <instructions>` — Start a free-form task; the instructions are the rest of the line and every line below it. Example: `/bg-agent run Add a --json flag to the export command`
-        - `/bg-agent retry [task-id]` — Retry a task (`42` or `#42`); without an id, the latest task here. Example: `/bg-agent retry #42`
-        - `/bg-agent cancel [task-id]` — Cancel a queued or running task; without an id, the latest task here. Example: `/bg-agent cancel 42`
-        - `/bg-agent status` — Show your latest tasks in this repository.
-        - `/bg-agent help` — Show this help.
-        "#);
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn render_task_page(task: &TaskRecord, cx: &RenderContext<'_>) -> Markup {
 mod tests {
     use super::*;
     use bg_agent_core::protocol::ValidationResult;
-    use bg_agent_core::task::{Phase, Recipe, TaskState};
+    use bg_agent_core::task::{Phase, TaskState};
     use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
 
@@ -168,55 +168,7 @@ mod tests {
     }
 
     fn task(state: TaskState) -> TaskRecord {
-        let started = at("2026-11-21T10:00:00Z");
-        TaskRecord {
-            id: 42.into(),
-            installation_id: 1,
-            repository_id: 2,
-            repository: "acme/widgets".into(),
-            issue_number: Some(17),
-            creator_login: "octo-lead".into(),
-            creator_id: 3,
-            template: Some("upgrade".into()),
-            instructions: "Upgrade lodash to 4.17.21.".into(),
-            state,
-            phase: Phase::Validating,
-            progress: 72,
-            attempt: 2,
-            retry_of: Some(41.into()),
-            timeout_secs: 3600,
-            error: None,
-            tracking_comment_id: None,
-            created_at: started,
-            started_at: Some(started),
-            finished_at: None,
-            comment_id: Some(9),
-            trigger: "comment".into(),
-            params: BTreeMap::from([
-                ("package".into(), "lodash".into()),
-                ("version".into(), "4.17.21".into()),
-            ]),
-            recipe: Recipe::NpmUpgrade,
-            check_run_id: None,
-            pr_check_run_id: None,
-            base_branch: None,
-            head_sha: None,
-            branch: None,
-            commit_sha: None,
-            pr_number: None,
-            pr_url: None,
-            changed: None,
-            changed_files: vec![],
-            failing_command: None,
-            execution_id: None,
-            cancel_requested_by: None,
-            log_lines: 0,
-            version: 1,
-            summary: "upgrade lodash 4.17.21".into(),
-            template_source: None,
-            clone_url: None,
-            launched_by: None,
-        }
+        TaskRecord::sample(state)
     }
 
     fn cx<'a>(validations: &'a [ValidationResult], log: &'a [String]) -> RenderContext<'a> {
