@@ -473,10 +473,11 @@ fn load_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    /// Variables for [`Config::from_vars`], from pairs.
+    pub(crate) fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

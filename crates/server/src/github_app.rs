@@ -52,13 +52,7 @@ mod tests {
 
     use super::*;
     use crate::config::DEFAULT_GITHUB_API_URL;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::tests::vars;
 
     #[test]
     fn github_is_optional_and_its_absence_names_the_variable() {
