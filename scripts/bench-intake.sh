@@ -39,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building"
-cargo build --release --quiet
+cargo build --release --quiet -p bg-agent
 (cd scripts/bench/probot-app && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 # The build leaves hundreds of MB of dirty pages; written back during a round, they would
 # slow every fsync (bg-agent's commits), which is noise from the build, not the server.
