@@ -96,14 +96,9 @@ fn running_line(task: &TaskRecord, now: DateTime<Utc>) -> String {
 /// The task's state in a word or three, e.g. `done: no changes needed`.
 pub fn state_word(task: &TaskRecord) -> &'static str {
     match task.state {
-        TaskState::Queued => "queued",
-        TaskState::Starting => "starting",
-        TaskState::Running => "running",
         TaskState::Succeeded if task.changed == Some(false) => "done: no changes needed",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Cancelled => "cancelled",
         TaskState::TimedOut => "timed out",
+        state => state.as_str(),
     }
 }
 

@@ -65,13 +65,6 @@ fn state_phrase(state: TaskState) -> &'static str {
 }
 
 /// A state in a table: words, not the stored name.
-fn state_word(state: TaskState) -> &'static str {
-    match state {
-        TaskState::TimedOut => "timed out",
-        state => state.as_str(),
-    }
-}
-
 /// `/bg-agent retry` of a task that has not failed.
 pub fn not_retryable(task: TaskId, state: TaskState) -> String {
     format!(
@@ -103,7 +96,7 @@ pub fn status(login: &str, repository: &str, tasks: &[TaskRecord]) -> String {
             "\n| #{} | {} | {} | {} |",
             task.id,
             task.template.as_deref().unwrap_or("run"),
-            state_word(task.state),
+            super::render::state_word(task),
             task.created_at.format("%Y-%m-%d %H:%M UTC")
         );
     }
