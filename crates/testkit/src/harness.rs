@@ -454,8 +454,8 @@ impl Harness {
     pub async fn snapshot_settings(&self) -> insta::Settings {
         let mut settings = insta::Settings::clone_current();
         settings.add_filter(r"(?s)### Last log lines\n\n```\n.*?\n```\n\n?", "");
-        settings.add_filter(&regex_escape(self.sim.base_url()), "[github]");
-        settings.add_filter(&regex_escape(self.public_url()), "[bg-agent]");
+        settings.add_filter(&regex::escape(self.sim.base_url()), "[github]");
+        settings.add_filter(&regex::escape(self.public_url()), "[bg-agent]");
         for (n, task) in self.tasks().await.iter().enumerate() {
             settings.add_filter(
                 &format!(r"(#|/tasks/|retry |bg-agent/){}\b", task.id),
@@ -484,16 +484,6 @@ impl Drop for Harness {
     }
 }
 
-fn regex_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
 
 /// One task, read back from the store as it changes.
 pub struct TaskProxy<'h> {
