@@ -484,7 +484,6 @@ impl Drop for Harness {
     }
 }
 
-
 /// One task, read back from the store as it changes.
 pub struct TaskProxy<'h> {
     h: &'h Harness,
