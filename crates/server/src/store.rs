@@ -158,6 +158,9 @@ impl Store {
     }
 
     /// Stores a batch of deliveries in one statement and one commit (group commit).
+    /// Rows go in GUID order: two batches holding the same GUIDs (a redelivery racing its
+    /// original) then take their unique-index locks in the same order and one waits for
+    /// the other, where any other order can deadlock and fail both.
     /// Returns, per input row, whether it was new (`false` = that GUID was already stored,
     /// a redelivery). Within one batch only the first of equal GUIDs counts as new.
     ///
@@ -176,6 +179,7 @@ impl Store {
             "INSERT INTO deliveries (guid, event, body, next_attempt_at)
              SELECT g, e, b, now() + make_interval(secs => $4)
              FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS t(g, e, b)
+             ORDER BY g
              ON CONFLICT (guid) DO NOTHING
              RETURNING guid",
             &guids as &[&str],
@@ -628,6 +632,34 @@ mod tests {
             claim.finish(&guid, facts, DeliveryOutcome::Processed);
         }
         claim.commit().await.unwrap();
+    }
+
+    /// A redelivery racing its original (or a retrying proxy) puts the same GUIDs in two
+    /// concurrent batches, in any order. Neither batch may fail: a deadlock between them
+    /// would answer 503 for every delivery in both.
+    #[tokio::test]
+    async fn concurrent_batches_sharing_guids_never_deadlock() {
+        let db = bg_agent_testkit::db::TestDb::new().await;
+        let store = Store::connect(db.connect_options(), 8).await.unwrap();
+        for round in 0..20 {
+            let forward = deliveries(&format!("race-{round}"), 200);
+            let mut backward = forward.clone();
+            backward.reverse();
+            let mut interleaved = forward.clone();
+            interleaved.rotate_left(100);
+            let results = futures::future::join_all(
+                [forward, backward, interleaved]
+                    .iter()
+                    .map(|batch| store.insert_deliveries(batch, Duration::ZERO)),
+            )
+            .await;
+            let mut stored = 0;
+            for result in results {
+                let fresh = result.expect("a batch failed while another held the same GUIDs");
+                stored += fresh.iter().filter(|new| **new).count();
+            }
+            assert_eq!(stored, 200, "each GUID is new exactly once");
+        }
     }
 
     /// PostgreSQL switches a prepared statement to a cached generic plan after five runs.
