@@ -240,7 +240,11 @@ pub async fn receive(
     };
     if event.is_empty()
         || event.len() > MAX_EVENT_LEN
-        || !event.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        // GitHub's names are lowercase words, some with digits (`projects_v2_item`); any
+        // token-like name is stored (and ignored if unused), never refused.
+        || !event
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     {
         return error(
             StatusCode::BAD_REQUEST,

@@ -237,6 +237,103 @@ async fn uninteresting_deliveries_are_recorded_as_ignored_with_a_reason() {
     }
 }
 
+/// Every event GitHub documents ("Webhook events and payloads"), including the names with
+/// digits, is stored and answered 202; those the app has no use for are ignored with a
+/// reason, never refused (GitHub would not send them again).
+#[tokio::test]
+async fn every_documented_event_is_accepted_and_unused_ones_are_ignored() {
+    const DOCUMENTED: &[&str] = &[
+        "branch_protection_configuration",
+        "branch_protection_rule",
+        "check_run",
+        "check_suite",
+        "code_scanning_alert",
+        "commit_comment",
+        "create",
+        "custom_property",
+        "custom_property_values",
+        "delete",
+        "dependabot_alert",
+        "deploy_key",
+        "deployment",
+        "deployment_protection_rule",
+        "deployment_review",
+        "deployment_status",
+        "discussion",
+        "discussion_comment",
+        "fork",
+        "github_app_authorization",
+        "gollum",
+        "installation",
+        "installation_repositories",
+        "installation_target",
+        "issue_comment",
+        "issue_dependencies",
+        "issues",
+        "label",
+        "marketplace_purchase",
+        "member",
+        "membership",
+        "merge_group",
+        "meta",
+        "milestone",
+        "org_block",
+        "organization",
+        "package",
+        "page_build",
+        "personal_access_token_request",
+        "ping",
+        "project",
+        "project_card",
+        "project_column",
+        "projects_v2",
+        "projects_v2_item",
+        "projects_v2_status_update",
+        "public",
+        "pull_request",
+        "pull_request_review",
+        "pull_request_review_comment",
+        "pull_request_review_thread",
+        "push",
+        "registry_package",
+        "release",
+        "repository",
+        "repository_advisory",
+        "repository_dispatch",
+        "repository_import",
+        "repository_ruleset",
+        "repository_vulnerability_alert",
+        "secret_scanning_alert",
+        "secret_scanning_alert_location",
+        "secret_scanning_scan",
+        "security_advisory",
+        "security_and_analysis",
+        "sponsorship",
+        "star",
+        "status",
+        "sub_issues",
+        "team",
+        "team_add",
+        "watch",
+        "workflow_dispatch",
+        "workflow_job",
+        "workflow_run",
+    ];
+    let app = TestApp::start().await;
+    let body = br#"{"action": "created", "installation": {"id": 4200001}}"#;
+    for event in DOCUMENTED {
+        let answer = app.deliver(event, body).await;
+        assert_eq!(answer.status, 202, "{event}: {}", answer.body);
+        let record = app.processed(&answer.guid).await;
+        assert_eq!(record.event, *event);
+        assert_ne!(record.state, DeliveryState::Pending, "{event}");
+    }
+    let unknown = app.deliver("a_future_event_v3", body).await;
+    assert_eq!(unknown.status, 202, "{}", unknown.body);
+    let record = app.processed(&unknown.guid).await;
+    assert_eq!(record.state, DeliveryState::Ignored);
+}
+
 #[tokio::test]
 async fn a_malformed_payload_fails_alone_and_the_next_delivery_is_processed() {
     let app = TestApp::start().await;
