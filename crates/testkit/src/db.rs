@@ -12,6 +12,8 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use bg_agent::store::embedded::{Durability, EmbeddedPostgres, quote_ident};
 use bg_agent::store::{MIGRATOR, Store};
 
+use crate::tcp_proxy::{Target, TcpProxy};
+
 pub struct TestDb {
     store: Store,
     name: String,
@@ -225,6 +227,35 @@ impl TestDb {
     /// Options for a second, independent pool on the same database (a second replica).
     pub fn connect_options(&self) -> PgConnectOptions {
         self.admin.clone().database(&self.name)
+    }
+
+    /// A proxy to this database's server that a test can cut (an outage) and restore,
+    /// with the options that reach the database through it.
+    pub async fn outage_proxy(&self) -> (TcpProxy, PgConnectOptions) {
+        let options = self.connect_options();
+        let port = options.get_port();
+        let target = match options.get_socket() {
+            Some(dir) => Target::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+            None => {
+                let host = options.get_host();
+                let host = if host == "localhost" {
+                    "127.0.0.1"
+                } else {
+                    host
+                };
+                let ip = host.parse().expect("the test database server's address");
+                Target::Tcp(std::net::SocketAddr::new(ip, port))
+            }
+        };
+        let proxy = TcpProxy::start(target).await;
+        // Fresh options: a socket directory, once set, would win over any host.
+        let through = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(proxy.addr().port())
+            .username(options.get_username())
+            .database(&self.name)
+            .disable_statement_logging();
+        (proxy, through)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Test support shared by bg-agent's crates (a dev-dependency only): a fresh migrated
 //! database per test ([`db`]), the fixtures' world ([`fixtures`]), and a webhook server
 //! whose trigger handler records what it is given ([`recording`]), and the scenario
-//! harness: the fake GitHub, the real server and engine, driven as people do ([`harness`]).
+//! harness: the fake GitHub, the real server and engine, driven as people do ([`harness`]);
+//! a TCP forwarder that can be cut to stage an outage ([`tcp_proxy`]).
 
 pub mod db;
 pub mod fixtures;
 pub mod harness;
 pub mod process;
 pub mod recording;
+pub mod tcp_proxy;

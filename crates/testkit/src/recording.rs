@@ -103,10 +103,15 @@ impl TestApp {
 
     pub async fn start_with(config: Config) -> Self {
         let db = TestDb::new().await;
+        let store = db.store().clone();
+        Self::start_on(config, db, store).await
+    }
+
+    /// The server on `store` (e.g. a pool reaching `db` through a [`crate::tcp_proxy`]).
+    pub async fn start_on(config: Config, db: TestDb, store: bg_agent::store::Store) -> Self {
         let handler = RecordingHandler::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server =
-            RunningServer::start(&config, db.store().clone(), handler.clone(), listener).unwrap();
+        let server = RunningServer::start(&config, store, handler.clone(), listener).unwrap();
         let url = format!("http://{}", server.addr);
         Self {
             db,

@@ -643,3 +643,55 @@ async fn deliveries_left_by_a_dead_process_are_polled_after_the_grace() {
     let record = db.store().delivery("orphan-1").await.unwrap().unwrap();
     assert_eq!(record.state, DeliveryState::Processed);
 }
+
+/// The database goes away mid-intake: every delivery in the outage is answered 503 (GitHub
+/// keeps it for redelivery), none is acknowledged unstored, and once the database is back
+/// the same deliveries are stored and processed exactly once.
+#[tokio::test]
+async fn a_database_outage_answers_503_and_loses_nothing_acknowledged() {
+    let db = bg_agent_testkit::db::TestDb::new().await;
+    let (proxy, through) = db.outage_proxy().await;
+    let store = Store::connect(through, 4).await.unwrap();
+    let app = TestApp::start_on(bg_agent_testkit::recording::test_config(), db, store).await;
+    let body = fixture(COMMENT);
+    let signature = sign(SECRET.as_bytes(), &body);
+
+    let before = app
+        .deliver_as("issue_comment", "before-outage", &body, Some(&signature))
+        .await;
+    assert_eq!(before.status, 202, "{}", before.body);
+
+    proxy.cut();
+    let mut refused = Vec::new();
+    for n in 0..3 {
+        let guid = format!("during-outage-{n}");
+        let answer = app
+            .deliver_as("issue_comment", &guid, &body, Some(&signature))
+            .await;
+        assert_eq!(answer.status, 503, "{guid}: {}", answer.body);
+        assert!(
+            answer.body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("redeliver"),
+            "{}",
+            answer.body
+        );
+        refused.push(guid);
+    }
+
+    proxy.restore();
+    // GitHub's redelivery of each refused delivery (same id) is stored and processed.
+    for guid in &refused {
+        let answer = app
+            .deliver_as("issue_comment", guid, &body, Some(&signature))
+            .await;
+        assert_eq!(answer.status, 202, "{guid}: {}", answer.body);
+    }
+    for guid in refused.iter().chain([&before.guid]) {
+        let record = app.processed(guid).await;
+        assert_eq!(record.state, DeliveryState::Processed, "{guid}");
+        assert_eq!(app.handler.calls_for(guid).len(), 1, "{guid}");
+    }
+    assert_eq!(app.db.store().delivery_counts().await.unwrap().total(), 4);
+}
