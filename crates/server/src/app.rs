@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::background::Background;
 
 use crate::config::{Config, LogFormat};
+use crate::engine::redelivery::{Redelivery, RedeliverySettings};
 use crate::engine::reporter::{Reporter, ReporterSettings};
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
@@ -193,6 +194,8 @@ pub struct EngineOptions {
     pub poll: std::time::Duration,
     /// Progress-only check-run updates go out at most this often per task.
     pub report_throttle: std::time::Duration,
+    /// How missed deliveries are found and asked for again.
+    pub redelivery: RedeliverySettings,
 }
 
 impl EngineOptions {
@@ -201,6 +204,7 @@ impl EngineOptions {
             runner_program,
             poll: std::time::Duration::from_secs(2),
             report_throttle: std::time::Duration::from_secs(3),
+            redelivery: RedeliverySettings::default(),
         }
     }
 }
@@ -253,6 +257,7 @@ pub fn start_app_on<E: Executor>(
         },
         signal.clone(),
     );
+    let redelivery = Redelivery::new(store.clone(), github.clone(), options.redelivery.clone());
     let reporter = Reporter::new(
         store.clone(),
         github,
@@ -269,6 +274,9 @@ pub fn start_app_on<E: Executor>(
         }),
         Box::new(move |engine: &Background| {
             engine.spawn("reporter", reporter.run(engine.clone()));
+        }),
+        Box::new(move |engine: &Background| {
+            engine.spawn("redelivery", redelivery.run(engine.clone()));
         }),
     ];
     RunningServer::start_with(

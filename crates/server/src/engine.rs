@@ -1,8 +1,10 @@
 //! Background work driven from Postgres: the delivery worker, the triggers → tasks
-//! handler, the supervisor (dispatch, executions, reconciliation) and the reporter. They
+//! handler, the supervisor (dispatch, executions, reconciliation), the reporter and the
+//! sweep that asks GitHub again for missed deliveries. They
 //! run as [`crate::background::Background`] work and stop on its token.
 
 pub mod delivery_worker;
+pub mod redelivery;
 pub mod reporter;
 pub mod supervise;
 pub mod tasks;

@@ -11,6 +11,7 @@
 //! dropped and locked by generated names, in a dev-only crate).
 
 pub mod embedded;
+pub mod redeliveries;
 pub mod runs;
 pub mod tasks;
 

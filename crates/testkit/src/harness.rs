@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bg_agent::app::{EngineOptions, RunningServer, start_app};
 use bg_agent::config::Config;
+use bg_agent::engine::redelivery::RedeliverySettings;
 use bg_agent::engine::tasks::{TaskIntake, TaskPolicy};
 use bg_agent::store::tasks::TaskEvent;
 use bg_agent::store::{DeliveryState, Store};
@@ -37,6 +38,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::db::TestDb;
 use crate::fixtures::{SECRET, github_config, package_json, passing_test};
 use crate::recording::{test_config, wait_for_delivery};
+use crate::tcp_proxy::TcpProxy;
 
 /// The repository every scenario happens in, and its issue.
 pub const REPO: &str = world::WIDGETS;
@@ -59,6 +61,8 @@ pub struct Scenario {
     files: Vec<(String, Vec<u8>)>,
     test_js: Option<String>,
     agent_command: Option<Vec<String>>,
+    database_behind_proxy: bool,
+    redelivery: Option<RedeliverySettings>,
 }
 
 impl Scenario {
@@ -71,6 +75,8 @@ impl Scenario {
             files: Vec::new(),
             test_js: Some(passing_test(PROJECT)),
             agent_command: None,
+            database_behind_proxy: false,
+            redelivery: None,
         }
     }
 
@@ -85,6 +91,8 @@ impl Scenario {
                 .collect(),
             test_js: None,
             agent_command: None,
+            database_behind_proxy: false,
+            redelivery: None,
         }
     }
 
@@ -105,6 +113,19 @@ impl Scenario {
     /// instructions on stdin).
     pub fn agent(mut self, argv: &[&str]) -> Self {
         self.agent_command = Some(argv.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    /// The servers reach the database through a proxy that [`Harness::database_down`]
+    /// cuts (the harness itself still reads the database directly).
+    pub fn database_behind_proxy(mut self) -> Self {
+        self.database_behind_proxy = true;
+        self
+    }
+
+    /// How the engine sweeps for missed deliveries (by default every five minutes).
+    pub fn redelivery(mut self, settings: RedeliverySettings) -> Self {
+        self.redelivery = Some(settings);
         self
     }
 
@@ -130,6 +151,12 @@ impl Scenario {
             .collect();
         sim.seed_world_with(&seeded).await.unwrap();
         let db = TestDb::new().await;
+        let (proxy, server_store) = if self.database_behind_proxy {
+            let (proxy, through) = db.outage_proxy().await;
+            (Some(proxy), Store::connect(through, 10).await.unwrap())
+        } else {
+            (None, db.store().clone())
+        };
         let github = GitHubApp::new(github_config(&sim), Arc::new(SystemClock)).unwrap();
         let data = tempfile::tempdir().unwrap();
         let mut config = test_config();
@@ -138,14 +165,18 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),
             report_throttle: Duration::from_millis(300),
+            redelivery,
             ..EngineOptions::new(runner)
         });
         let mut harness = Harness {
             sim,
             db,
+            server_store,
+            proxy,
             config,
             github,
             engine,
@@ -163,6 +194,9 @@ impl Scenario {
 pub struct Harness {
     pub sim: RunningSim,
     pub db: TestDb,
+    /// What the servers use: the database, or the same through `proxy`.
+    server_store: Store,
+    proxy: Option<TcpProxy>,
     pub config: Config,
     github: GitHubApp,
     engine: Option<EngineOptions>,
@@ -208,6 +242,22 @@ impl Harness {
         self.server = Some(server);
     }
 
+    /// The database becomes unreachable for the servers (see
+    /// [`Scenario::database_behind_proxy`]): connections reset, new ones refused.
+    pub fn database_down(&self) {
+        self.proxy
+            .as_ref()
+            .expect("Scenario::database_behind_proxy")
+            .cut();
+    }
+
+    pub fn database_up(&self) {
+        self.proxy
+            .as_ref()
+            .expect("Scenario::database_behind_proxy")
+            .restore();
+    }
+
     /// Stops the server the webhooks go to, failing the test if it does not stop cleanly.
     pub async fn stop_server(&mut self) {
         if let Some(server) = self.server.take() {
@@ -228,7 +278,7 @@ impl Harness {
     async fn launch(&mut self) -> RunningServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.config.run.public_url = format!("http://{}", listener.local_addr().unwrap());
-        let store = self.db.store().clone();
+        let store = self.server_store.clone();
         match &self.engine {
             Some(options) => {
                 start_app(&self.config, store, self.github.clone(), listener, options).unwrap()

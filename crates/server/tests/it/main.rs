@@ -5,6 +5,7 @@ mod cli;
 mod embedded_postgres;
 mod engine_e2e;
 mod engine_triggers;
+mod faults;
 mod harness;
 mod local_executor;
 mod migrations;
