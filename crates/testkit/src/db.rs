@@ -124,10 +124,15 @@ async fn ensure_template(
                 .fetch_one(&mut *admin)
                 .await?;
         if !exists {
-            // Templates of earlier schemas are of no further use.
+            // Templates of other schemas may belong to another checkout testing against the
+            // same server right now (a branch, a clean clone): only those built more than a
+            // day ago go.
             let stale: Vec<String> = sqlx::query_scalar(
                 "SELECT datname FROM pg_database
-                 WHERE datname LIKE 'bg\\_agent\\_template\\_%' AND datname <> $1",
+                 WHERE datname LIKE 'bg\\_agent\\_template\\_%' AND datname <> $1
+                   AND substring(shobj_description(oid, 'pg_database')
+                                 FROM 'built at ([0-9]+)')::bigint
+                       < extract(epoch FROM now()) - 86400",
             )
             .bind(&name)
             .fetch_all(&mut *admin)
@@ -150,6 +155,15 @@ async fn ensure_template(
             sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&building)))
                 .execute(&mut *admin)
                 .await?;
+            sqlx::query(&format!(
+                "COMMENT ON DATABASE {} IS 'bg-agent test template, built at {}'",
+                quote_ident(&building),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ))
+            .execute(&mut *admin)
+            .await?;
             let mut conn = server.clone().database(&building).connect().await?;
             MIGRATOR.run(&mut conn).await?;
             conn.close().await?;
@@ -187,7 +201,7 @@ impl TestDb {
             .connect()
             .await
             .map_err(|e| format!("connecting to the test database server: {e}"))?;
-        let template = ensure_template(&mut conn, &admin)
+        let mut template = ensure_template(&mut conn, &admin)
             .await
             .map_err(|e| format!("preparing the template database: {e}"))?;
         let name = format!("bg_agent_test_{}", uuid::Uuid::new_v4().simple());
@@ -205,6 +219,13 @@ impl TestDb {
                 Err(e) if attempt < 50 && is_template_busy(&e) => {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(20 + attempt * 10)).await;
+                }
+                // Another checkout's older test kit dropped it: build it again.
+                Err(e) if attempt < 50 && is_missing_database(&e) => {
+                    attempt += 1;
+                    template = ensure_template(&mut conn, &admin)
+                        .await
+                        .map_err(|e| format!("preparing the template database: {e}"))?;
                 }
                 Err(e) => return Err(format!("creating {name}: {e}")),
             }
@@ -257,6 +278,12 @@ impl TestDb {
             .disable_statement_logging();
         (proxy, through)
     }
+}
+
+fn is_missing_database(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "3D000")
 }
 
 fn is_template_busy(e: &sqlx::Error) -> bool {

@@ -447,8 +447,9 @@ impl Store {
         Ok(task)
     }
 
-    /// Starts the oldest queued task that the limits allow: its repository has nothing
-    /// starting or running, and a slot is free below both caps. Safe with many dispatchers
+    /// Starts the next queued task that the limits allow — its repository has nothing
+    /// starting or running, and a slot is free below both caps — taking installations in
+    /// turn, so one with a deep queue cannot starve the others. Safe with many dispatchers
     /// at once: candidates are locked with `SKIP LOCKED`, and if two pick the same slot or
     /// repository the database refuses one, which then reports `None` for this pass.
     pub async fn dispatch_next(
@@ -457,18 +458,32 @@ impl Store {
         actor: AuditActor<'_>,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Installations at their cap are passed over (however deep their queue), and the
+        // others take turns: an installation's n-th task in flight (running or next in its
+        // queue) goes before any installation's (n+1)-th, the older first.
         let candidates = sqlx::query!(
-            r#"SELECT id AS "id: TaskId", installation_id FROM tasks q
-             WHERE state = 'queued'
-               AND (check_run_id IS NOT NULL
-                    OR created_at <= now() - make_interval(secs => $2::float8 / 1000.0))
-               AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.repository_id = q.repository_id
-                                 AND r.state IN ('starting', 'running'))
-             ORDER BY created_at, id
+            r#"SELECT t.id AS "id: TaskId", t.installation_id FROM tasks t
+             JOIN (SELECT q.id,
+                          busy.n + row_number() OVER (PARTITION BY q.installation_id
+                                                      ORDER BY q.created_at, q.id) AS turn
+                   FROM tasks q
+                   CROSS JOIN LATERAL (SELECT count(*) AS n FROM tasks b
+                                       WHERE b.installation_id = q.installation_id
+                                         AND b.installation_slot IS NOT NULL) busy
+                   WHERE q.state = 'queued'
+                     AND busy.n < $3
+                     AND (q.check_run_id IS NOT NULL
+                          OR q.created_at <= now() - make_interval(secs => $2::float8 / 1000.0))
+                     AND NOT EXISTS (SELECT 1 FROM tasks r
+                                     WHERE r.repository_id = q.repository_id
+                                       AND r.state IN ('starting', 'running'))) c
+               ON c.id = t.id
+             ORDER BY c.turn, t.created_at, t.id
              LIMIT $1
-             FOR UPDATE SKIP LOCKED"#,
+             FOR UPDATE OF t SKIP LOCKED"#,
             DISPATCH_CANDIDATES,
             caps.check_run_wait.as_secs_f64() * 1000.0,
+            i64::try_from(caps.per_installation).unwrap_or(i64::MAX),
         )
         .fetch_all(&mut *tx)
         .await?;

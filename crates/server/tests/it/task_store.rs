@@ -224,6 +224,62 @@ async fn installation_and_global_caps_hold() {
     );
 }
 
+/// One installation with a deep queue at its cap cannot keep another installation's
+/// tasks waiting, and installations with free slots take turns: each one's oldest task
+/// goes before any installation's second.
+#[tokio::test]
+async fn a_busy_installation_does_not_starve_the_others() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let caps = Caps {
+        per_installation: 1,
+        global: 100,
+        check_run_wait: std::time::Duration::ZERO,
+    };
+    // The busy installation: one running, then far more queued than a dispatch pass
+    // looks at, each in its own repository (so only the installation cap holds them).
+    for i in 0..60 {
+        create(store, new_task(&format!("busy-{i}"), i, 700_000 + i)).await;
+    }
+    assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
+    let mut quiet = new_task("quiet", 500, 800_001);
+    quiet.installation_id = 4200002;
+    let quiet = create(store, quiet).await;
+    let started = store.dispatch_next(caps, ENGINE).await.unwrap();
+    assert_eq!(
+        started.map(|t| t.id),
+        Some(quiet),
+        "the quiet installation waited"
+    );
+
+    // Turns: two more installations, each with two queued tasks, older than a third
+    // installation's one; with room for all, the order is by turn, then age.
+    let db = TestDb::new().await;
+    let store = db.store();
+    let caps = Caps {
+        per_installation: 10,
+        global: 100,
+        check_run_wait: std::time::Duration::ZERO,
+    };
+    let mut ids = Vec::new();
+    for (key, installation, repository) in [
+        ("a1", 4200001, 1),
+        ("a2", 4200001, 2),
+        ("b1", 4200002, 3),
+        ("b2", 4200002, 4),
+        ("c1", 4200003, 5),
+    ] {
+        let mut task = new_task(key, repository, 900_000 + repository);
+        task.installation_id = installation;
+        ids.push((create(store, task).await, key));
+    }
+    let mut order = Vec::new();
+    while let Some(task) = store.dispatch_next(caps, ENGINE).await.unwrap() {
+        order.push(ids.iter().find(|(id, _)| *id == task.id).unwrap().1);
+    }
+    assert_eq!(order, ["a1", "b1", "c1", "a2", "b2"]);
+}
+
 /// Two replicas (two connection pools on one database) dispatch and finish tasks as fast
 /// as they can; the database must never let the limits be exceeded.
 #[tokio::test]
