@@ -123,20 +123,6 @@ fn prepare_child(limits: Option<sandbox::Limits>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether no process is left in the group.
-fn group_gone(pgid: Pid) -> bool {
-    matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH))
-}
-
-/// Waits (a bounded time) for everything in the group to end: bubblewrap may end before
-/// the processes of its sandbox do.
-async fn wait_group(pgid: Pid, grace: Duration) {
-    let deadline = tokio::time::Instant::now() + grace;
-    while !group_gone(pgid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Signals the whole process group; a group that is already gone is not an error.
 fn signal_group(pgid: Pid, signal: Signal) {
     match killpg(pgid, signal) {
@@ -230,6 +216,7 @@ impl Executor for LocalExecutor {
         let (state_tx, state_rx) = watch::channel(Observed::Running);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let timeout = launch.timeout;
+        let sandboxed = self.inner.sandbox.is_some();
         self.inner.work.spawn("runner", async move {
             let observed = tokio::select! {
                 status = child.wait() => Observed::Exited {
@@ -243,16 +230,15 @@ impl Executor for LocalExecutor {
                     Observed::TimedOut
                 }
                 Ok(()) = cancel_rx => {
+                    // Sandboxed, the runner is its PID namespace's init, which ignores a
+                    // SIGTERM it has no handler for: its children would die first and it
+                    // would report their failure. It keeps nothing that needs a graceful
+                    // stop, so the sandbox is killed at once.
+                    let first = if sandboxed { Signal::SIGKILL } else { Signal::SIGTERM };
                     if let Some(pgid) = pgid {
-                        signal_group(pgid, Signal::SIGTERM);
+                        signal_group(pgid, first);
                     }
-                    let stopped = async {
-                        let _ = child.wait().await;
-                        if let Some(pgid) = pgid {
-                            wait_group(pgid, TERMINATE_GRACE).await;
-                        }
-                    };
-                    if tokio::time::timeout(TERMINATE_GRACE, stopped).await.is_err() {
+                    if tokio::time::timeout(TERMINATE_GRACE, child.wait()).await.is_err() {
                         if let Some(pgid) = pgid {
                             signal_group(pgid, Signal::SIGKILL);
                         }
@@ -261,9 +247,10 @@ impl Executor for LocalExecutor {
                     Observed::Cancelled
                 }
             };
-            // Whatever the runner left behind in its group goes too; in the sandbox this
-            // includes its PID namespace's init, whose end kills every process of the
-            // namespace, also those that left the group (`setsid`).
+            // Whatever the runner left behind in its group goes too. Sandboxed, nothing
+            // is left: bubblewrap ends after the runner, and the runner's end as the PID
+            // namespace's init ends every process of the namespace, also one that left
+            // the group (`setsid`).
             if let Some(pgid) = pgid {
                 signal_group(pgid, Signal::SIGKILL);
             }
