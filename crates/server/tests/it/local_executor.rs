@@ -18,8 +18,15 @@ use bg_agent::executor::{Executor, Launch, LocalExecutor, Observed, Sandbox, San
 const TOKEN: &str = "runner-token-not-for-argv";
 const SECRET: &str = "per-task-secret";
 
+/// A sensitive file under a directory the sandbox mounts (`/etc`): masked. Any
+/// world-readable file there serves; this one exists everywhere.
+const PROTECTED: &str = "/etc/passwd";
+
 fn executor(script: &str, workspaces: &Path) -> LocalExecutor {
-    let sandbox = Sandbox::prepare(&SandboxSettings::default(), &Protected::default()).unwrap();
+    let protected = Protected {
+        paths: vec![PathBuf::from(PROTECTED)],
+    };
+    let sandbox = Sandbox::prepare(&SandboxSettings::default(), &protected).unwrap();
     LocalExecutor::sandboxed(
         PathBuf::from("/bin/sh"),
         vec!["-c".into(), script.into()],
@@ -134,7 +141,7 @@ async fn secrets_go_through_the_environment_and_the_workspace_is_removed() {
     let workspaces = dir.path().join("workspaces");
     let executor = executor(
         &format!(
-            r#"env > env; tr '\0' ' ' < /proc/$$/cmdline > cmdline; pwd > pwd; id -u > uid; ls / > root; echo done > ready; {WAIT_FOR_GO}; exit 3"#
+            r#"env > env; tr '\0' ' ' < /proc/$$/cmdline > cmdline; pwd > pwd; id -u > uid; ls / > root; cat /proc/self/limits > limits; if cat {PROTECTED} > /dev/null 2>&1; then echo readable; else echo masked; fi > protected; echo done > ready; {WAIT_FOR_GO}; exit 3"#
         ),
         &workspaces,
     );
@@ -210,6 +217,24 @@ async fn secrets_go_through_the_environment_and_the_workspace_is_removed() {
             "/{name} is visible in the sandbox: {root:?}"
         );
     }
+    // The limits, as the processes inside have them.
+    let limits = read(&workspace, "limits");
+    for (name, value) in [
+        ("Max processes", "4096"),
+        ("Max file size", "4294967296"),
+        ("Max address space", "17179869184"),
+        ("Max core file size", "0"),
+    ] {
+        assert!(
+            limits
+                .lines()
+                .any(|l| l.starts_with(name) && l.split_whitespace().any(|w| w == value)),
+            "{name} is not {value}:\n{limits}"
+        );
+    }
+    // A protected file under /etc is masked (it is readable to anyone on the host).
+    assert!(std::fs::read_to_string(PROTECTED).is_ok_and(|text| !text.is_empty()));
+    assert_eq!(read(&workspace, "protected"), "masked\n");
     if nix::unistd::geteuid().is_root() {
         // On the host, what the sandbox wrote belongs to the sandbox user, not root.
         assert_eq!(
