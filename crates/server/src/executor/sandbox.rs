@@ -639,6 +639,37 @@ mod tests {
     }
 
     #[test]
+    fn workspaces_the_sandbox_user_cannot_reach_are_refused_with_the_reason() {
+        let sandbox = Sandbox {
+            bwrap: BWRAP_FALLBACK.into(),
+            layout: Layout::default(),
+            run_as: Some((65534, 65534)),
+            limits: Limits::default(),
+        };
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let data = home.path().join("data");
+        let workspaces = data.join("workspaces");
+        std::fs::create_dir_all(&workspaces).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        let err = sandbox.admit_workspaces(&workspaces).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{} is not searchable", home.path().display())),
+            "{message}"
+        );
+        assert!(message.contains("BG_AGENT_DATA_DIR"), "{message}");
+        // The server's own directories were opened for search (not listing) anyway.
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&workspaces), 0o711);
+        assert_eq!(mode(&data), 0o701);
+
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        sandbox.admit_workspaces(&workspaces).unwrap();
+    }
+
+    #[test]
     fn permission_bits_are_read_for_owner_group_or_others() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o710)).unwrap();
