@@ -15,13 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background::Background;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, PrivateKeySource};
 use crate::engine::redelivery::{Redelivery, RedeliverySettings};
 use crate::engine::reporter::{Reporter, ReporterSettings};
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
 use crate::engine::{DeliveryWorker, Signal, TriggerHandler};
-use crate::executor::{Executor, LocalExecutor};
+use crate::executor::sandbox::Protected;
+use crate::executor::{Executor, LocalExecutor, Sandbox, SandboxMode};
 use crate::store::Store;
 use crate::store::embedded::{Durability, EmbeddedPostgres};
 use crate::store::tasks::Caps;
@@ -218,12 +219,50 @@ pub fn start_app(
     listener: TcpListener,
     options: &EngineOptions,
 ) -> anyhow::Result<RunningServer> {
-    let executor = Arc::new(LocalExecutor::new(
-        options.runner_program.clone(),
-        vec!["runner".to_owned()],
-        config.data_dir.join("workspaces"),
-    ));
+    let executor = Arc::new(local_executor(config, &options.runner_program)?);
     start_app_on(config, store, github, listener, options, executor)
+}
+
+/// The local executor as configured: runners in a bubblewrap sandbox (the server refuses
+/// to start when it cannot make one), or with `BG_AGENT_SANDBOX=off` unsandboxed, loudly.
+pub fn local_executor(
+    config: &Config,
+    runner_program: &std::path::Path,
+) -> anyhow::Result<LocalExecutor> {
+    let program = runner_program.to_owned();
+    let args = vec!["runner".to_owned()];
+    let workspaces = config.data_dir.join("workspaces");
+    match config.sandbox.mode {
+        SandboxMode::Off => {
+            tracing::warn!(
+                "BG_AGENT_SANDBOX=off: runners and the repository code they run are NOT \
+                 sandboxed; they run as this server's user and can read its key, its \
+                 environment, its database socket and every workspace. Development only."
+            );
+            Ok(LocalExecutor::unsandboxed(program, args, workspaces))
+        }
+        SandboxMode::Bubblewrap => {
+            let sandbox = Sandbox::prepare(&config.sandbox, &protected_paths(config))
+                .context("the local executor cannot sandbox runners")?;
+            tracing::info!(
+                host_uid = sandbox.host_uid(),
+                "runners run in a bubblewrap sandbox"
+            );
+            LocalExecutor::sandboxed(program, args, workspaces, sandbox)
+                .context("the local executor cannot sandbox runners")
+        }
+    }
+}
+
+/// What a sandbox must never see even when it lies under a system directory it mounts:
+/// the data directory (database, workspaces), the key file, the configuration file.
+fn protected_paths(config: &Config) -> Protected {
+    let mut paths = vec![config.data_dir.clone()];
+    if let Some(PrivateKeySource::Path(key)) = &config.github.private_key {
+        paths.push(key.clone());
+    }
+    paths.extend(config.config_file.clone());
+    Protected { paths }
 }
 
 /// [`start_app`] on any executor.

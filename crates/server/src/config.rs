@@ -20,6 +20,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use settings::{Declaration, Settings};
 
+use crate::executor::sandbox::{Limits, SandboxMode, SandboxSettings};
+
 /// The secret used when none is configured, so `serve` and `webhook send` work together
 /// out of the box on a developer machine. It is public knowledge: `serve` warns loudly.
 pub const DEVELOPMENT_WEBHOOK_SECRET: &str = "bg-agent-development-secret";
@@ -167,6 +169,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub tasks: TaskSettings,
     pub run: RunSettings,
+    pub sandbox: SandboxSettings,
+    /// The configuration file (`BG_AGENT_CONFIG`), which may hold secrets: never shown
+    /// to a sandbox.
+    pub config_file: Option<PathBuf>,
     pub log_format: LogFormat,
 }
 
@@ -306,6 +312,7 @@ impl Config {
             )?,
             max_global: positive("max_tasks", &s.max_tasks)?,
         };
+        let sandbox = sandbox_settings(&s, listen)?;
         let agent_command = match &s.agent_command {
             None => None,
             Some(line) => match bg_agent_core::task::repo_config::split_words(line) {
@@ -349,9 +356,55 @@ impl Config {
             worker,
             tasks,
             run,
+            sandbox,
+            config_file: s.config.map(PathBuf::from),
             log_format,
         })
     }
+}
+
+fn sandbox_settings(s: &Settings, listen: SocketAddr) -> Result<SandboxSettings, ConfigError> {
+    let mode = match s.sandbox.as_str() {
+        "bubblewrap" => SandboxMode::Bubblewrap,
+        "off" if listen.ip().is_loopback() => SandboxMode::Off,
+        "off" => {
+            return Err(invalid(
+                "sandbox",
+                "off",
+                format!(
+                    "refused: the server listens on {listen}, beyond this machine; an unsandboxed \
+                     runner can read the server's secrets, so `off` is for development on a \
+                     loopback address only"
+                ),
+            ));
+        }
+        other => return Err(invalid("sandbox", other, "expected `bubblewrap` or `off`")),
+    };
+    let id = |name: &str, raw: &str| -> Result<u32, ConfigError> {
+        let value = parse::<u32>(name, raw)?;
+        if value == 0 {
+            return Err(invalid(name, raw, "must not be root (0)"));
+        }
+        Ok(value)
+    };
+    let mib = |name: &str, raw: &str| -> Result<u64, ConfigError> {
+        parse::<u64>(name, raw)?
+            .checked_mul(1 << 20)
+            .ok_or_else(|| invalid(name, raw, "too large"))
+    };
+    Ok(SandboxSettings {
+        mode,
+        uid: id("sandbox_uid", &s.sandbox_uid)?,
+        gid: id("sandbox_gid", &s.sandbox_gid)?,
+        limits: Limits {
+            max_processes: parse("sandbox_max_processes", &s.sandbox_max_processes)?,
+            max_file_size: mib("sandbox_max_file_size_mb", &s.sandbox_max_file_size_mb)?,
+            max_address_space: mib(
+                "sandbox_max_address_space_mb",
+                &s.sandbox_max_address_space_mb,
+            )?,
+        },
+    })
 }
 
 fn github_settings(s: &Settings) -> Result<GitHubSettings, ConfigError> {
@@ -549,6 +602,36 @@ pub(crate) mod tests {
         let err =
             Config::from_vars(&vars(&[("BG_AGENT_CONFIG", "/nonexistent/x.toml")])).unwrap_err();
         assert!(matches!(err, ConfigError::ReadFile { .. }));
+    }
+
+    #[test]
+    fn the_sandbox_is_on_by_default_and_off_only_on_loopback() {
+        let config = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config.sandbox, SandboxSettings::default());
+        assert_eq!(config.sandbox.mode, SandboxMode::Bubblewrap);
+        assert_eq!(config.sandbox.limits.max_file_size, 4 << 30);
+
+        let config = Config::from_vars(&vars(&[("BG_AGENT_SANDBOX", "off")])).unwrap();
+        assert_eq!(config.sandbox.mode, SandboxMode::Off);
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_SANDBOX", "off"),
+            ("BG_AGENT_LISTEN", "[::1]:3000"),
+        ]))
+        .unwrap();
+        assert_eq!(config.sandbox.mode, SandboxMode::Off);
+
+        let err = Config::from_vars(&vars(&[
+            ("BG_AGENT_SANDBOX", "off"),
+            ("BG_AGENT_LISTEN", "0.0.0.0:3000"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("BG_AGENT_SANDBOX"), "{err}");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let err = Config::from_vars(&vars(&[("BG_AGENT_SANDBOX", "docker")])).unwrap_err();
+        assert!(err.to_string().contains("`bubblewrap` or `off`"), "{err}");
+        let err = Config::from_vars(&vars(&[("BG_AGENT_SANDBOX_UID", "0")])).unwrap_err();
+        assert!(err.to_string().starts_with("BG_AGENT_SANDBOX_UID"), "{err}");
+        assert!(err.to_string().contains("root"), "{err}");
     }
 
     #[test]

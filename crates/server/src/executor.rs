@@ -1,8 +1,10 @@
 //! Where a task's runner runs. The engine launches, observes and cancels executions
-//! through [`Executor`]; `local` runs the runner as a child process (the embedded
-//! default), and the Kubernetes executor (a later issue) runs it as a Job.
+//! through [`Executor`]; `local` runs the runner as a child process in a bubblewrap
+//! `sandbox` (the embedded default), and the Kubernetes executor (a later issue) runs it
+//! as a Job.
 
 pub mod local;
+pub mod sandbox;
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use local::LocalExecutor;
+pub use sandbox::{Sandbox, SandboxError, SandboxMode, SandboxSettings};
 
 /// What a runner is given. Secrets travel in the environment, never in argv (which any
 /// user on the machine can read in `/proc`).

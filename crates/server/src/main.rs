@@ -132,6 +132,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Not dumpable: a process of the same user (a runner with the sandbox off, anything
+    // else running as this user) cannot read this one's environment or memory through
+    // /proc or attach a debugger to it. Root still can.
+    nix::sys::prctl::set_dumpable(false).context("cannot make the server non-dumpable")?;
     if config.webhook_secrets.is_development_default() {
         tracing::warn!(
             "GITHUB_WEBHOOK_SECRET is not set: using the public development secret; \

@@ -157,6 +157,64 @@ pub struct Settings {
     #[arg(long, env = "BG_AGENT_NPM_REGISTRY", value_name = "URL")]
     pub npm_registry: Option<String>,
 
+    /// How the local executor isolates runners: `bubblewrap` (each runner in a bubblewrap
+    /// sandbox; needs the `bwrap` program) or `off` (development only: runners run as the
+    /// server's user and can read its secrets; refused unless BG_AGENT_LISTEN is loopback).
+    #[arg(
+        long,
+        env = "BG_AGENT_SANDBOX",
+        default_value = "bubblewrap",
+        value_name = "MODE"
+    )]
+    pub sandbox: String,
+
+    /// Host uid the sandbox runs as when the server runs as root (not 0).
+    #[arg(
+        long,
+        env = "BG_AGENT_SANDBOX_UID",
+        default_value = "65534",
+        value_name = "UID"
+    )]
+    pub sandbox_uid: String,
+
+    /// Host gid the sandbox runs as when the server runs as root (not 0).
+    #[arg(
+        long,
+        env = "BG_AGENT_SANDBOX_GID",
+        default_value = "65534",
+        value_name = "GID"
+    )]
+    pub sandbox_gid: String,
+
+    /// Most processes and threads of the sandbox's host uid (RLIMIT_NPROC); 0: no limit.
+    #[arg(
+        long,
+        env = "BG_AGENT_SANDBOX_MAX_PROCESSES",
+        default_value = "4096",
+        value_name = "N"
+    )]
+    pub sandbox_max_processes: String,
+
+    /// Largest file a sandboxed process may write, in MiB (RLIMIT_FSIZE); also the size
+    /// of its private /tmp. 0: no limit.
+    #[arg(
+        long,
+        env = "BG_AGENT_SANDBOX_MAX_FILE_SIZE_MB",
+        default_value = "4096",
+        value_name = "MIB"
+    )]
+    pub sandbox_max_file_size_mb: String,
+
+    /// Address space of each sandboxed process, in MiB (RLIMIT_AS); 0: no limit. Node's
+    /// WebAssembly needs more than 8192.
+    #[arg(
+        long,
+        env = "BG_AGENT_SANDBOX_MAX_ADDRESS_SPACE_MB",
+        default_value = "16384",
+        value_name = "MIB"
+    )]
+    pub sandbox_max_address_space_mb: String,
+
     /// Size of the PostgreSQL connection pool.
     #[arg(
         long,

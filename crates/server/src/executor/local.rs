@@ -1,6 +1,8 @@
-//! The embedded executor: the runner as a child process of the server, in a fresh
-//! temporary workspace and its own process group, so a cancel or a timeout kills it and
-//! everything it started, and the workspace is removed when it ends.
+//! The embedded executor: the runner as a child process of the server, sandboxed by
+//! bubblewrap (see [`super::sandbox`]), in a fresh temporary workspace and its own session
+//! and process group, so a cancel or a timeout kills it and everything it started (a
+//! process that left the group still dies with the sandbox's PID namespace), and the
+//! workspace is removed when it ends.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use bg_agent_core::protocol::Redactor;
 
 use crate::background::Background;
 
+use super::sandbox::{self, Sandbox, SandboxError};
 use super::{ExecutionId, Executor, ExecutorError, Launch, Observed};
 
 /// How long a cancelled runner gets to stop on SIGTERM before SIGKILL.
@@ -35,6 +38,8 @@ struct Inner {
     program: PathBuf,
     args: Vec<String>,
     workspaces: PathBuf,
+    /// `None` only with `BG_AGENT_SANDBOX=off`.
+    sandbox: Option<Sandbox>,
     executions: Mutex<HashMap<ExecutionId, Execution>>,
     /// Per runner: the task that reaps it and removes its workspace, and the readers of
     /// its output.
@@ -48,14 +53,40 @@ struct Execution {
 }
 
 impl LocalExecutor {
-    /// Runs `program args...` (normally this binary with `runner`) for each task, in a
-    /// workspace created under `workspaces`.
-    pub fn new(program: PathBuf, args: Vec<String>, workspaces: PathBuf) -> Self {
+    /// Runs `program args...` (normally this binary with `runner`) for each task, inside
+    /// `sandbox`, in a workspace created under `workspaces`. Fails when the sandbox user
+    /// could not reach the workspaces or the program.
+    pub fn sandboxed(
+        program: PathBuf,
+        args: Vec<String>,
+        workspaces: PathBuf,
+        sandbox: Sandbox,
+    ) -> Result<Self, SandboxError> {
+        std::fs::create_dir_all(&workspaces)?;
+        sandbox.admit_workspaces(&workspaces)?;
+        sandbox.admit_program(&program)?;
+        Ok(Self::with(program, args, workspaces, Some(sandbox)))
+    }
+
+    /// As [`Self::sandboxed`] with nothing between the runner and the server: it runs as
+    /// the server's user and can read everything the server can. Development only
+    /// (`BG_AGENT_SANDBOX=off`).
+    pub fn unsandboxed(program: PathBuf, args: Vec<String>, workspaces: PathBuf) -> Self {
+        Self::with(program, args, workspaces, None)
+    }
+
+    fn with(
+        program: PathBuf,
+        args: Vec<String>,
+        workspaces: PathBuf,
+        sandbox: Option<Sandbox>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 program,
                 args,
                 workspaces,
+                sandbox,
                 executions: Mutex::new(HashMap::new()),
                 work: Background::new(),
             }),
@@ -77,13 +108,19 @@ impl LocalExecutor {
 /// intake and task launches when the machine is busy.
 const RUNNER_NICENESS: i32 = 10;
 
-fn lower_priority(pid: u32) {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    let result = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, pid, RUNNER_NICENESS) };
-    if result != 0 {
-        let error = std::io::Error::last_os_error();
-        tracing::debug!(pid, %error, "cannot lower the runner's priority");
+/// Runs in the forked child before it executes bubblewrap (or the runner): only
+/// async-signal-safe calls. A new session makes it the leader of its own process group,
+/// with no controlling terminal for anything inside to reach; the niceness and limits
+/// are inherited by everything it starts.
+fn prepare_child(limits: Option<sandbox::Limits>) -> std::io::Result<()> {
+    nix::unistd::setsid().map_err(std::io::Error::from)?;
+    // SAFETY: setpriority takes plain integers and touches no memory of ours. Failing to
+    // lower the priority is not a reason to fail the task.
+    let _ = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, RUNNER_NICENESS) };
+    if let Some(limits) = limits {
+        sandbox::apply_limits(limits)?;
     }
+    Ok(())
 }
 
 /// Signals the whole process group; a group that is already gone is not an error.
@@ -103,20 +140,39 @@ impl Executor for LocalExecutor {
             .prefix(&format!("task-{}-", launch.task_id))
             .tempdir_in(&self.inner.workspaces)
             .map_err(ExecutorError::Workspace)?;
-        let mut command = tokio::process::Command::new(&self.inner.program);
+        let (mut command, home) = match &self.inner.sandbox {
+            Some(sandbox) => {
+                sandbox
+                    .own_workspace(workspace.path())
+                    .map_err(ExecutorError::Workspace)?;
+                let command =
+                    sandbox.command(workspace.path(), &self.inner.program, &self.inner.args);
+                (command, PathBuf::from(sandbox::WORKSPACE))
+            }
+            None => {
+                let mut command = tokio::process::Command::new(&self.inner.program);
+                command.args(&self.inner.args).current_dir(workspace.path());
+                (command, workspace.path().to_owned())
+            }
+        };
+        let limits = self.inner.sandbox.as_ref().map(Sandbox::limits);
+        // SAFETY: `prepare_child` makes only async-signal-safe calls (setsid, setpriority,
+        // setrlimit) between fork and exec.
+        unsafe {
+            command.pre_exec(move || prepare_child(limits));
+        }
         command
-            .args(&self.inner.args)
-            .current_dir(workspace.path())
             // Nothing of the server's environment (its database URL, its key) leaks in.
+            // bubblewrap passes this environment on to the runner: secrets never go
+            // through its arguments (`--setenv`), which anyone can read in /proc.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", workspace.path())
+            .env("HOME", &home)
             .env("BG_AGENT_TASK_ID", launch.task_id.to_string())
             .env("BG_AGENT_CALLBACK_URL", &launch.callback_url)
             .env("BG_AGENT_TASK_SECRET", launch.task_secret.expose_secret())
             .env("BG_AGENT_RUNNER_TOKEN", launch.runner_token.expose_secret())
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -126,9 +182,6 @@ impl Executor for LocalExecutor {
             source,
         })?;
         let pid = child.id();
-        if let Some(pid) = pid {
-            lower_priority(pid);
-        }
         let pgid = pid
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
@@ -163,6 +216,7 @@ impl Executor for LocalExecutor {
         let (state_tx, state_rx) = watch::channel(Observed::Running);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let timeout = launch.timeout;
+        let sandboxed = self.inner.sandbox.is_some();
         self.inner.work.spawn("runner", async move {
             let observed = tokio::select! {
                 status = child.wait() => Observed::Exited {
@@ -176,8 +230,13 @@ impl Executor for LocalExecutor {
                     Observed::TimedOut
                 }
                 Ok(()) = cancel_rx => {
+                    // Sandboxed, the runner is its PID namespace's init, which ignores a
+                    // SIGTERM it has no handler for: its children would die first and it
+                    // would report their failure. It keeps nothing that needs a graceful
+                    // stop, so the sandbox is killed at once.
+                    let first = if sandboxed { Signal::SIGKILL } else { Signal::SIGTERM };
                     if let Some(pgid) = pgid {
-                        signal_group(pgid, Signal::SIGTERM);
+                        signal_group(pgid, first);
                     }
                     if tokio::time::timeout(TERMINATE_GRACE, child.wait()).await.is_err() {
                         if let Some(pgid) = pgid {
@@ -188,7 +247,10 @@ impl Executor for LocalExecutor {
                     Observed::Cancelled
                 }
             };
-            // Whatever the runner left behind in its group goes too.
+            // Whatever the runner left behind in its group goes too. Sandboxed, nothing
+            // is left: bubblewrap ends after the runner, and the runner's end as the PID
+            // namespace's init ends every process of the namespace, also one that left
+            // the group (`setsid`).
             if let Some(pgid) = pgid {
                 signal_group(pgid, Signal::SIGKILL);
             }

@@ -12,6 +12,7 @@ mod migrations;
 mod repo_contract;
 mod runner;
 mod runner_api;
+mod sandbox;
 mod task_store;
 mod webhook_decode;
 mod webhook_intake;

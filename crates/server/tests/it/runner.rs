@@ -15,7 +15,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
-use bg_agent::executor::{Executor, Launch, LocalExecutor, Observed};
+use bg_agent::executor::sandbox::Protected;
+use bg_agent::executor::{Executor, Launch, LocalExecutor, Observed, Sandbox, SandboxSettings};
 use bg_agent_core::protocol::{
     RunOutcome, RunnerEvent, RunnerReport, SPEC_ENV, TaskSpec, ValidationResult,
 };
@@ -226,11 +227,14 @@ impl Run {
 /// Runs `bg-agent runner` as the server does and waits for it to end.
 async fn run(spec: &TaskSpec, token: &str, callback: &Callback) -> Run {
     let workspaces = tempfile::tempdir().unwrap();
-    let executor = LocalExecutor::new(
+    let sandbox = Sandbox::prepare(&SandboxSettings::default(), &Protected::default()).unwrap();
+    let executor = LocalExecutor::sandboxed(
         PathBuf::from(env!("CARGO_BIN_EXE_bg-agent")),
         vec!["runner".into()],
         workspaces.path().to_path_buf(),
-    );
+        sandbox,
+    )
+    .unwrap();
     let id = executor
         .launch(Launch {
             task_id: spec.task_id,
