@@ -6,6 +6,7 @@ mod embedded_postgres;
 mod engine_e2e;
 mod engine_triggers;
 mod harness;
+mod hostile_text;
 mod local_executor;
 mod migrations;
 mod repo_contract;
