@@ -43,6 +43,11 @@ pub struct TaskSpec {
     pub author_email: String,
     /// First line of the commit message; it names the task.
     pub commit_title: String,
+    /// The rest of the commit message. Both are made by the server
+    /// (`task::render::commit_message`), with any user text in them made inert: a commit
+    /// on the default branch closes the issues its message names.
+    #[serde(default)]
+    pub commit_body: String,
     /// npm registry for the `npm_upgrade` recipe (`None`: npm's default).
     pub npm_registry: Option<String>,
 }

@@ -8,11 +8,12 @@ pub mod render;
 pub mod reply;
 pub mod repo_config;
 pub mod template;
+pub mod untrusted;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use permission::Permission;
+pub use permission::{LabelTrust, Permission};
 pub use record::{TaskId, TaskRecord};
 pub use repo_config::{RepoConfig, RepoConfigError, ValidationCommand};
 pub use template::{

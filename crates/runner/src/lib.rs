@@ -215,22 +215,15 @@ async fn execute(
     validate::run_all(&commands, &repo_dir, &child_env, events).await?;
 
     events.phase(Phase::Pushing, PROGRESS_PUSHING).await?;
-    let body = format!(
-        "Task #{}: {}",
-        spec.task_id,
-        spec.instructions
-            .lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty())
-            .unwrap_or_default()
-    );
+    // Made by the server, user text inert: no instructions reach the message here.
+    let body = &spec.commit_body;
     let commit = git
         .commit(
             &staged.tree,
             &spec.author_name,
             &spec.author_email,
             &spec.commit_title,
-            &body,
+            body,
         )
         .await?;
     git.push(events, &commit, &spec.branch).await?;

@@ -179,6 +179,7 @@ pub struct Config {
 #[derive(Debug, Clone, Copy)]
 pub struct TaskSettings {
     pub required_permission: bg_agent_core::task::Permission,
+    pub label_trust: bg_agent_core::task::LabelTrust,
     pub default_timeout_secs: u32,
     pub max_per_installation: u32,
     pub max_global: u32,
@@ -302,8 +303,13 @@ impl Config {
                 ));
             }
         };
+        let label_trust = s
+            .label_trust
+            .parse()
+            .map_err(|expected: String| invalid("label_trust", &s.label_trust, &expected))?;
         let tasks = TaskSettings {
             required_permission,
+            label_trust,
             default_timeout_secs: positive::<u32>("task_timeout_secs", &s.task_timeout_secs)?
                 .min(bg_agent_core::task::MAX_TIMEOUT_SECS),
             max_per_installation: positive(
@@ -632,6 +638,17 @@ pub(crate) mod tests {
         let err = Config::from_vars(&vars(&[("BG_AGENT_SANDBOX_UID", "0")])).unwrap_err();
         assert!(err.to_string().starts_with("BG_AGENT_SANDBOX_UID"), "{err}");
         assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn label_trust_defaults_to_the_author_and_the_labeller() {
+        use bg_agent_core::task::LabelTrust;
+        let config = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(config.tasks.label_trust, LabelTrust::AuthorAndLabeller);
+        let config = Config::from_vars(&vars(&[("BG_AGENT_LABEL_TRUST", "labeller")])).unwrap();
+        assert_eq!(config.tasks.label_trust, LabelTrust::Labeller);
+        let err = Config::from_vars(&vars(&[("BG_AGENT_LABEL_TRUST", "anyone")])).unwrap_err();
+        assert!(err.to_string().starts_with("BG_AGENT_LABEL_TRUST"), "{err}");
     }
 
     #[test]

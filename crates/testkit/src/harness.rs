@@ -290,6 +290,7 @@ impl Harness {
                     TaskPolicy {
                         required_permission: Permission::Write,
                         default_timeout_secs: 3600,
+                        label_trust: self.config.tasks.label_trust,
                     },
                 )
                 .with_public_url(&self.config.run.public_url);

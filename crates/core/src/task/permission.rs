@@ -31,6 +31,39 @@ impl Permission {
     }
 }
 
+/// Whose permission a label needs. A label makes the title and body the agent's
+/// instructions, so by default the author must be allowed to ask for tasks as
+/// well as the person who added the label; `Labeller` trusts whatever the labeller
+/// labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelTrust {
+    #[default]
+    AuthorAndLabeller,
+    Labeller,
+}
+
+impl LabelTrust {
+    pub const ALL: [LabelTrust; 2] = [LabelTrust::AuthorAndLabeller, LabelTrust::Labeller];
+
+    /// The setting's value: `author-and-labeller` or `labeller`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelTrust::AuthorAndLabeller => "author-and-labeller",
+            LabelTrust::Labeller => "labeller",
+        }
+    }
+}
+
+impl std::str::FromStr for LabelTrust {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|trust| trust.as_str() == s)
+            .ok_or_else(|| "expected `author-and-labeller` or `labeller`".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +88,14 @@ mod tests {
         assert!(Permission::Admin > Permission::Write);
         assert!(Permission::Write > Permission::Read);
         assert!(Permission::Read > Permission::None);
+    }
+
+    #[test]
+    fn label_trust_reads_its_setting() {
+        for trust in LabelTrust::ALL {
+            assert_eq!(trust.as_str().parse(), Ok(trust));
+        }
+        assert_eq!(LabelTrust::default(), LabelTrust::AuthorAndLabeller);
+        assert!("author".parse::<LabelTrust>().is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use super::{TaskId, TaskRecord, TaskState, check_run_conclusion};
-use crate::markdown::{code_block, inert, inline_code};
+use crate::markdown::{code_block, inert, inert_plain, inline_code};
 use crate::protocol::ValidationResult;
 
 /// Longest parameter (`key=value`) and failing command shown in full.
@@ -173,10 +173,12 @@ pub fn validation_table(validations: &[ValidationResult]) -> String {
             Some(code) => format!("❌ exit {code}"),
             None => "❌ killed".to_owned(),
         };
+        // In a table a `|` ends the cell even inside code, unless escaped.
+        let command = inline_code(&v.command.replace('`', "'"), MAX_ERROR_CHARS);
         let _ = write!(
             table,
-            "\n| `{}` | {result} | {:.1} s |",
-            v.command.replace('|', "\\|").replace('`', "'"),
+            "\n| {} | {result} | {:.1} s |",
+            command.replace('|', "\\|"),
             v.duration_ms as f64 / 1000.0
         );
     }
@@ -293,9 +295,22 @@ pub fn validation_check_output(validations: &[ValidationResult]) -> (String, Str
     (title, validation_table(validations))
 }
 
-/// `[bg-agent] upgrade lodash 4.17.21`
+/// `[bg-agent] upgrade lodash 4.17.21`. Plain text on GitHub, but a squash merge makes it
+/// the commit's title, where a closing keyword would close an issue: inert.
 pub fn pull_request_title(task: &TaskRecord) -> String {
-    format!("[bg-agent] {}", task.summary)
+    format!("[bg-agent] {}", inert_plain(&task.summary))
+}
+
+/// The commit the runner makes, (title, body): the pull request's title, and which task
+/// made it. A commit message is plain text that GitHub still reads: pushed to the default
+/// branch, its closing keywords close issues. So it holds no user text but the inert
+/// summary, and no `#` (`task #42` would reference issue 42).
+pub fn commit_message(task: &TaskRecord, page_url: &str) -> (String, String) {
+    let body = format!(
+        "Made by bg-agent task {} (attempt {}), asked for by {}.\n\nDetails: {page_url}",
+        task.id, task.attempt, task.creator_login
+    );
+    (pull_request_title(task), body)
 }
 
 /// The pull request's body: what was asked, by whom, how it was validated, and links back.
@@ -312,7 +327,11 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     body.push_str(".\n\n");
     match &task.template {
         Some(template) => {
-            let _ = write!(body, "**Template:** `{template}`");
+            let _ = write!(
+                body,
+                "**Template:** {}",
+                inline_code(template, MAX_PARAM_CHARS)
+            );
             if !task.params.is_empty() {
                 let params: Vec<String> = task
                     .params
@@ -335,7 +354,7 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     if !task.changed_files.is_empty() {
         body.push_str("### Changed files\n\n");
         for file in &task.changed_files {
-            let _ = writeln!(body, "- `{file}`");
+            let _ = writeln!(body, "- {}", inline_code(file, MAX_PARAM_CHARS));
         }
         body.push('\n');
     }
@@ -353,6 +372,9 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::markdown::check::{
+        Allowed, HOSTILE, assert_inert_markdown, assert_inert_plain, hostile_text, very_long_line,
+    };
     use crate::task::Phase;
     use std::collections::BTreeMap;
 
@@ -894,6 +916,160 @@ pub(crate) mod tests {
         # No validation commands
 
         No validation commands ran.
+        ");
+    }
+
+    /// What our own texts may mention (the requester), reference (the issue) and link to
+    /// (the task's page).
+    const OURS: Allowed<'static> = Allowed {
+        mentions: &["octo-lead"],
+        references: &["#17"],
+        links: &["http://127.0.0.1:3000/tasks/42"],
+    };
+
+    /// An ended task whose every piece of user text is `text`.
+    fn hostile_task(text: &str, state: TaskState) -> TaskRecord {
+        let mut t = ended(state);
+        t.summary = text.into();
+        t.instructions = text.into();
+        t.template = Some("note".into());
+        t.params = BTreeMap::from([("topic".into(), text.into())]);
+        t.error = Some(text.into());
+        t.failing_command = Some(text.into());
+        t.changed = Some(true);
+        t.changed_files = vec![text.into()];
+        t
+    }
+
+    /// Every text a person reads about a task whose user text is `text`, checked as GitHub
+    /// reads each: Markdown (comment, check-run summary and text, PR body, validation
+    /// check) or plain text (titles, commit message).
+    fn assert_every_text_is_inert(text: &str) {
+        let validations = [ValidationResult {
+            command: text.into(),
+            exit_code: Some(1),
+            duration_ms: 10,
+            output_tail: text.into(),
+        }];
+        let log = [text.to_owned(), format!("npm: {text}")];
+        for state in [TaskState::Running, TaskState::Failed, TaskState::Succeeded] {
+            let t = hostile_task(text, state);
+            let cx = cx(&validations, &log);
+            assert_inert_markdown(&tracking_comment(&t, &cx), &OURS);
+            let (title, summary, text_) = check_run_output(&t, &cx);
+            assert_inert_plain(&title, &OURS);
+            assert_inert_markdown(&summary, &OURS);
+            assert_inert_markdown(&text_, &OURS);
+            assert_inert_plain(&pull_request_title(&t), &OURS);
+            assert_inert_markdown(&pull_request_body(&t, &cx), &OURS);
+            let (commit_title, commit_body) = commit_message(&t, cx.page_url);
+            assert_inert_plain(&commit_title, &OURS);
+            // The task's page is ours; a URL in plain text is a link, so it is left out.
+            assert_inert_plain(&commit_body.replace(cx.page_url, "[page]"), &OURS);
+            let (title, summary) = validation_check_output(&validations);
+            assert_inert_plain(&title, &OURS);
+            assert_inert_markdown(&summary, &OURS);
+        }
+    }
+
+    #[test]
+    fn hostile_user_text_is_inert_in_every_text_about_a_task() {
+        for text in HOSTILE {
+            assert_every_text_is_inert(text);
+        }
+        assert_every_text_is_inert(&very_long_line());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_about_a_task_makes_user_text_live(text in hostile_text()) {
+            assert_every_text_is_inert(&text);
+        }
+    }
+
+    /// Hostile text, as people read it in each place.
+    #[test]
+    fn hostile_user_text_as_people_read_it() {
+        let text = "Fixes #1, closes acme/widgets#2 @everyone <img src=x onerror=alert(1)> [x](javascript:alert(1)) ``` `a` \u{202E}deadbeefcafe";
+        let mut t = hostile_task(text, TaskState::Failed);
+        t.params = BTreeMap::from([("topic".into(), "@octo-lead `x`".into())]);
+        t.changed_files = vec!["`@everyone`.md".into()];
+        let validations = [ValidationResult {
+            command: "npm test | grep `#1`\nFixes #2".into(),
+            exit_code: Some(1),
+            duration_ms: 800,
+            output_tail: String::new(),
+        }];
+        insta::assert_snapshot!(shown(&t, &cx(&validations, &[])), @r"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — ````Fixes #1, closes acme/widgets#2 @everyone <img src=x onerror=alert(1)> [x](javascript:alert(1)) ``` `a` deadbeefcafe```` — **failed** after 2 min 30 s
+
+        > Fixes #<zwsp>1, closes acme/widgets#<zwsp>2 @<zwsp>everyone \<img src=x onerror=alert(1)\> \[x\](javascript:alert(1)) \`\`\` \`a\` deadbe<zwsp>efcafe
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ======== check run: completed failure ========
+        # Failed
+
+        **Fixes #<zwsp>1, closes acme/widgets#<zwsp>2 @<zwsp>everyone \<img src=x onerror=alert(1)\> \[x\](javascript:alert(1)) \`\`\` \`a\` deadbe<zwsp>efcafe** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        Failing command: ````Fixes #1, closes acme/widgets#2 @everyone <img src=x onerror=alert(1)> [x](javascript:alert(1)) ``` `a` deadbeefcafe````
+
+        > Fixes #<zwsp>1, closes acme/widgets#<zwsp>2 @<zwsp>everyone \<img src=x onerror=alert(1)\> \[x\](javascript:alert(1)) \`\`\` \`a\` deadbe<zwsp>efcafe
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm test \| grep '#1' Fixes #2` | ❌ exit 1 | 0.8 s |
+
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ---- buttons: [Retry] Run this task again (retry) ----
+        ");
+        let (title, body) = commit_message(&t, "http://127.0.0.1:3000/tasks/42");
+        let pr = format!(
+            "{}\n\n{}\n\n======== commit ========\n{title}\n\n{body}",
+            pull_request_title(&t),
+            pull_request_body(&t, &cx(&validations, &[]))
+        );
+        insta::assert_snapshot!(pr.replace('\u{200B}', "<zwsp>"), @r"
+        [bg-agent] Fixes #<zwsp>1, closes acme/widgets#<zwsp>2 @<zwsp>everyone <img src=x onerror=alert(1)> [x](javascript:alert(1)) ``` `a` deadbe<zwsp>efcafe
+
+        This pull request was made by **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) (attempt 2), asked for by @octo-lead in #17.
+
+        **Template:** `note` with `` topic=@octo-lead `x` ``
+
+        ### Instructions
+
+        ````text
+        Fixes #1, closes acme/widgets#2 @everyone <img src=x onerror=alert(1)> [x](javascript:alert(1)) ``` `a` deadbeefcafe
+        ````
+
+        ### Changed files
+
+        - `` `@everyone`.md ``
+
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm test \| grep '#1' Fixes #2` | ❌ exit 1 | 0.8 s |
+
+        Related: #17
+
+
+        ======== commit ========
+        [bg-agent] Fixes #<zwsp>1, closes acme/widgets#<zwsp>2 @<zwsp>everyone <img src=x onerror=alert(1)> [x](javascript:alert(1)) ``` `a` deadbe<zwsp>efcafe
+
+        Made by bg-agent task 42 (attempt 2), asked for by octo-lead.
+
+        Details: http://127.0.0.1:3000/tasks/42
         ");
     }
 }

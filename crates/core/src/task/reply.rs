@@ -12,26 +12,53 @@
 use std::fmt::Write as _;
 
 use super::{Permission, TaskId, TaskRecord, TaskState};
+use crate::markdown::inert;
 
 /// Every reply starts with this, so people see who is talking in a thread.
 pub const PREFIX: &str = "**bg-agent:** ";
 
-/// The sender may not use the app here.
-pub fn no_permission(login: &str, required: Permission) -> String {
-    let access = match required {
+fn access(required: Permission) -> &'static str {
+    match required {
         Permission::Admin => "admin",
         Permission::Write => "write",
         Permission::Read => "read",
         Permission::None => "some",
-    };
+    }
+}
+
+/// The sender may not use the app here.
+pub fn no_permission(login: &str, required: Permission) -> String {
+    let access = access(required);
     format!(
         "{PREFIX}@{login} only people with {access} access to this repository can ask me for tasks."
     )
 }
 
-/// The repository's `.github/bg-agent.yml` cannot be used; `problem` says why.
+/// A label asked for a task from an issue whose author may not ask for tasks: the issue's
+/// text would become the agent's instructions. Answers the labeller; names the author
+/// without notifying them.
+pub fn untrusted_issue_author(
+    labeller: &str,
+    author: Option<&str>,
+    required: Permission,
+) -> String {
+    let access = access(required);
+    let author = match author {
+        Some(author) => format!("its author, {},", inert(&format!("@{author}"))),
+        None => "its author".to_owned(),
+    };
+    format!(
+        "{PREFIX}@{labeller} I did not start a task from this issue: its title and body would \
+         become my instructions, and {author} does not have {access} access to this \
+         repository. To go ahead, write what should be done in a `/bg-agent run` comment \
+         of your own."
+    )
+}
+
+/// The repository's `.github/bg-agent.yml` cannot be used; `problem` says why (it quotes
+/// the file, which people wrote).
 pub fn unusable_repo_config(problem: &str) -> String {
-    format!("{PREFIX}{problem}")
+    format!("{PREFIX}{}", inert(problem))
 }
 
 /// One active task per person.
@@ -124,7 +151,7 @@ mod tests {
         insta::assert_snapshot!(already_active("octo-lead", 42.into()), @"**bg-agent:** @octo-lead you already have an active task, #42; one at a time. Use `/bg-agent status` to see it.");
         insta::assert_snapshot!(
             unusable_repo_config(&RepoConfig::parse("templates: 3").unwrap_err().to_string()),
-            @"**bg-agent:** .github/bg-agent.yml is not valid YAML for bg-agent: templates: invalid type: integer `3`, expected a sequence at line 1 column 12"
+            @r"**bg-agent:** .github/bg-agent.yml is not valid YAML for bg-agent: templates: invalid type: integer \`3\`, expected a sequence at line 1 column 12"
         );
     }
 
@@ -181,7 +208,7 @@ mod tests {
 
         Usage: `/bg-agent upgrade <package> <version>`
 
-        Expected `<version>`: text matching `[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}(-[0-9A-Za-z.-]{1,64})?(\+[0-9A-Za-z.-]{1,64})?` — an exact version, e.g. `4.17.21`
+        Expected `<version>`: text matching `[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}(-[0-9A-Za-z.-]{1,64})?(\+[0-9A-Za-z.-]{1,64})?` — an exact version, e.g. 4.17.21
         "#);
         let error = upgrade
             .bind(&["lodash".into()], &Default::default())
@@ -191,7 +218,7 @@ mod tests {
 
         Usage: `/bg-agent upgrade <package> <version>`
 
-        Expected `<version>`: text matching `[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}(-[0-9A-Za-z.-]{1,64})?(\+[0-9A-Za-z.-]{1,64})?` — an exact version, e.g. `4.17.21`
+        Expected `<version>`: text matching `[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}(-[0-9A-Za-z.-]{1,64})?(\+[0-9A-Za-z.-]{1,64})?` — an exact version, e.g. 4.17.21
         ");
     }
 
@@ -231,5 +258,74 @@ mod tests {
             "task #42 has already ended: it was cancelled."
         );
         assert_eq!(refusal_reason(&"x".repeat(500)).len(), 200);
+    }
+
+    #[test]
+    fn a_label_on_an_untrusted_authors_issue_is_refused_with_the_reason() {
+        insta::assert_snapshot!(
+            untrusted_issue_author("octo-lead", Some("drive-by"), Permission::Write).replace('\u{200B}', "<zwsp>"),
+            @"**bg-agent:** @octo-lead I did not start a task from this issue: its title and body would become my instructions, and its author, @<zwsp>drive-by, does not have write access to this repository. To go ahead, write what should be done in a `/bg-agent run` comment of your own."
+        );
+        insta::assert_snapshot!(
+            untrusted_issue_author("octo-lead", None, Permission::Admin),
+            @"**bg-agent:** @octo-lead I did not start a task from this issue: its title and body would become my instructions, and its author does not have admin access to this repository. To go ahead, write what should be done in a `/bg-agent run` comment of your own."
+        );
+    }
+
+    /// Every reply that quotes what someone wrote, with `text` as what they wrote.
+    fn assert_every_reply_is_inert(text: &str) {
+        use crate::markdown::check::{Allowed, assert_inert_markdown};
+        use crate::task::ParamError;
+        let ours = Allowed {
+            mentions: &["octo-lead"],
+            ..Allowed::default()
+        };
+        let upgrade = builtin_templates().remove(0);
+        let mut replies = vec![
+            unusable_repo_config(text),
+            unknown_template_reply(text, &["upgrade"]),
+            upgrade.render_param_error(&ParamError::Invalid {
+                name: "version".into(),
+                value: text.into(),
+            }),
+            upgrade.render_param_error(&ParamError::Unknown {
+                name: text.into(),
+                suggestion: None,
+            }),
+            upgrade.render_param_error(&ParamError::TooMany { extra: text.into() }),
+            untrusted_issue_author("octo-lead", Some(text), Permission::Write),
+        ];
+        if let Some(Err(e)) = parse_comment(&format!("/bg-agent {text}")) {
+            replies.push(e.render_markdown());
+        }
+        if let Some(Err(e)) = parse_comment(&format!("/bg-agent retry {text}")) {
+            replies.push(e.render_markdown());
+        }
+        let mut custom = upgrade.clone();
+        custom.parameters[0].pattern = Some(text.into());
+        custom.parameters[0].default = Some(text.into());
+        custom.parameters[0].description = text.into();
+        replies.push(custom.render_param_error(&ParamError::Missing {
+            name: "package".into(),
+        }));
+        for reply in replies {
+            assert_inert_markdown(&reply, &ours);
+        }
+    }
+
+    #[test]
+    fn hostile_text_quoted_in_a_reply_is_inert() {
+        use crate::markdown::check::{HOSTILE, very_long_line};
+        for text in HOSTILE {
+            assert_every_reply_is_inert(text);
+        }
+        assert_every_reply_is_inert(&very_long_line());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_reply_makes_quoted_text_live(text in crate::markdown::check::hostile_text()) {
+            assert_every_reply_is_inert(&text);
+        }
     }
 }

@@ -8,10 +8,13 @@ use std::fmt::Write as _;
 use regex::Regex;
 
 use crate::command::{CommandKind, suggest};
+use crate::markdown::{inert, inline_code};
 
 /// Longest instructions a template may render to, so a comment cannot blow up a task row.
 const MAX_RENDERED_CHARS: usize = 64 * 1024;
 const MAX_VALUE_CHARS: usize = 1024;
+/// User text quoted in a reply (a pattern, a default, a template's name) is cut here.
+const MAX_SHOWN_CHARS: usize = 120;
 
 /// How a task's change is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -221,17 +224,19 @@ impl Parameter {
 
     /// "`<package>` (text matching `^...$`)" — the form a reply shows.
     pub fn expected_form(&self) -> String {
+        // A repository's template is text from people too: its pattern, default and
+        // description are shown, never read as Markdown.
         let mut form = format!("`<{}>`: {}", self.name, self.kind.describe());
         if let Some(pattern) = &self.pattern {
-            let _ = write!(form, " matching `{pattern}`");
+            let _ = write!(form, " matching {}", inline_code(pattern, MAX_SHOWN_CHARS));
         }
         if let Some(default) = &self.default {
-            let _ = write!(form, " (default `{default}`)");
+            let _ = write!(form, " (default {})", inline_code(default, MAX_SHOWN_CHARS));
         } else if !self.required {
             form.push_str(" (optional)");
         }
         if !self.description.is_empty() {
-            let _ = write!(form, " — {}", self.description);
+            let _ = write!(form, " — {}", inert(&self.description));
         }
         form
     }
@@ -404,7 +409,12 @@ impl Template {
 
     /// The reply to a command whose arguments do not fit.
     pub fn render_param_error(&self, error: &ParamError) -> String {
-        let mut reply = format!("**bg-agent:** {error} for `{}`.", self.name);
+        // The error quotes what the commenter wrote.
+        let mut reply = format!(
+            "**bg-agent:** {} for `{}`.",
+            inert(&error.to_string()),
+            self.name
+        );
         let named = match error {
             ParamError::Missing { name } | ParamError::Invalid { name, .. } => Some(name),
             ParamError::Repeated { name } => Some(name),
@@ -416,7 +426,7 @@ impl Template {
             ..
         } = error
         {
-            let _ = write!(reply, " Did you mean `{s}`?");
+            let _ = write!(reply, " Did you mean {}?", inline_code(s, MAX_SHOWN_CHARS));
         }
         let _ = write!(reply, "\n\nUsage: `{}`", self.usage());
         if let Some(param) = named.and_then(|n| self.parameters.iter().find(|p| &p.name == n)) {
@@ -433,10 +443,13 @@ impl Template {
 
 /// The reply to `/bg-agent <name>` when no template has that name.
 pub fn unknown_template_reply(name: &str, available: &[&str]) -> String {
-    let shown: String = name.chars().take(60).collect();
-    let mut reply = format!("**bg-agent:** there is no template `{shown}`.");
+    // A label names any template it likes (`bg-agent:<anything>`).
+    let mut reply = format!(
+        "**bg-agent:** there is no template {}.",
+        inline_code(name, MAX_SHOWN_CHARS)
+    );
     if let Some(s) = suggest(name, available) {
-        let _ = write!(reply, " Did you mean `{s}`?");
+        let _ = write!(reply, " Did you mean {}?", inline_code(s, MAX_SHOWN_CHARS));
     }
     if available.is_empty() {
         reply.push_str(" No templates are available here; use `/bg-agent run <instructions>`.");
@@ -444,7 +457,10 @@ pub fn unknown_template_reply(name: &str, available: &[&str]) -> String {
         let mut sorted = available.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let list: Vec<String> = sorted.iter().map(|t| format!("`{t}`")).collect();
+        let list: Vec<String> = sorted
+            .iter()
+            .map(|t| inline_code(t, MAX_SHOWN_CHARS))
+            .collect();
         let _ = write!(reply, "\n\nAvailable templates: {}.", list.join(", "));
     }
     reply
@@ -468,7 +484,7 @@ pub fn builtin_templates() -> Vec<Template> {
                 required: true,
                 default: None,
                 pattern: Some(NPM_PACKAGE_PATTERN.into()),
-                description: "the npm package, e.g. `lodash` or `@types/node`".into(),
+                description: "the npm package, e.g. lodash or @types/node".into(),
             },
             Parameter {
                 name: "version".into(),
@@ -476,7 +492,7 @@ pub fn builtin_templates() -> Vec<Template> {
                 required: true,
                 default: None,
                 pattern: Some(SEMVER_PATTERN.into()),
-                description: "an exact version, e.g. `4.17.21`".into(),
+                description: "an exact version, e.g. 4.17.21".into(),
             },
         ],
         instructions: "Upgrade the npm dependency {{package}} to version {{version}}, updating package.json and the lockfile, and make the repository's checks pass.".into(),

@@ -116,6 +116,16 @@ pub struct Settings {
     )]
     pub required_permission: String,
 
+    /// Whose permission a `bg-agent` label needs, as the text becomes the agent's
+    /// instructions: `author-and-labeller` (the author too) or `labeller`.
+    #[arg(
+        long,
+        env = "BG_AGENT_LABEL_TRUST",
+        default_value = "author-and-labeller",
+        value_name = "WHO"
+    )]
+    pub label_trust: String,
+
     /// Default task timeout, in seconds; templates may ask for less; never more than 3600.
     #[arg(
         long,

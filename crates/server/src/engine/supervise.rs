@@ -377,6 +377,10 @@ impl<E: Executor> Supervisor<E> {
             ));
         }
         let slug = &self.settings.app_slug;
+        let (commit_title, commit_body) = bg_agent_core::task::render::commit_message(
+            task,
+            &bg_agent_core::task::render::page_url(&self.settings.public_url, task.id),
+        );
         let spec = TaskSpec {
             task_id: task.id.get(),
             repository: task.repository.clone(),
@@ -393,7 +397,8 @@ impl<E: Executor> Supervisor<E> {
                 "{}+{slug}[bot]@users.noreply.github.com",
                 self.github.app_id()
             ),
-            commit_title: format!("[bg-agent] {}", task.summary),
+            commit_title,
+            commit_body,
             npm_registry: self.settings.npm_registry.clone(),
         };
         let spec = serde_json::to_string(&spec)

@@ -7,7 +7,6 @@
 //! supervisor to stop a running one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,9 @@ use crate::webhook::trigger::{
     CheckRunButton, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
 };
 use bg_agent_core::command::{Command, help_markdown};
-use bg_agent_core::task::Permission;
 use bg_agent_core::task::template::unknown_template_reply;
+use bg_agent_core::task::untrusted::{IssueText, issue_instructions};
+use bg_agent_core::task::{LabelTrust, Permission};
 use bg_agent_core::task::{RepoConfig, Template, TemplateSource, builtin_templates};
 use bg_agent_github::{GitHubApp, GitHubError, InstallationClient, Reaction, RepoName};
 
@@ -38,6 +38,8 @@ pub struct TaskPolicy {
     /// The least permission on the repository that may start tasks.
     pub required_permission: Permission,
     pub default_timeout_secs: u32,
+    /// Whether a label also needs its issue's author to have that permission.
+    pub label_trust: LabelTrust,
 }
 
 impl From<crate::config::TaskSettings> for TaskPolicy {
@@ -45,6 +47,7 @@ impl From<crate::config::TaskSettings> for TaskPolicy {
         Self {
             required_permission: settings.required_permission,
             default_timeout_secs: settings.default_timeout_secs,
+            label_trust: settings.label_trust,
         }
     }
 }
@@ -133,7 +136,16 @@ impl TaskIntake {
     }
 
     async fn permission(&self, origin: &Origin<'_>) -> Result<Permission, HandlerError> {
-        let key = (origin.repository.id, origin.sender.login.clone());
+        self.permission_of(origin, &origin.sender.login).await
+    }
+
+    /// `login`'s permission on the origin's repository, cached briefly.
+    async fn permission_of(
+        &self,
+        origin: &Origin<'_>,
+        login: &str,
+    ) -> Result<Permission, HandlerError> {
+        let key = (origin.repository.id, login.to_owned());
         let cached = self
             .permissions
             .lock()
@@ -146,7 +158,7 @@ impl TaskIntake {
         }
         let permission = match self
             .client(origin)?
-            .collaborator_permission(&origin.repo(), &origin.sender.login)
+            .collaborator_permission(&origin.repo(), login)
             .await
         {
             Ok(permission) => permission,
@@ -297,20 +309,71 @@ impl TaskIntake {
         }
     }
 
+    /// A label makes the issue's text the agent's instructions: unless the policy trusts
+    /// the labeller alone, the issue's author must be allowed to ask for tasks too.
+    /// `Ok(true)` if so; otherwise the labeller is told why, and the refusal audited.
+    async fn trust_issue_author(
+        &self,
+        origin: &Origin<'_>,
+        trigger: &LabelTrigger,
+    ) -> Result<bool, HandlerError> {
+        let required = self.policy.required_permission;
+        let permission = match (&trigger.issue_author, self.policy.label_trust) {
+            (_, LabelTrust::Labeller) => return Ok(true),
+            (Some(author), _) if author.id == origin.sender.id => return Ok(true),
+            (Some(author), _) => self.permission_of(origin, &author.login).await?,
+            (None, _) => Permission::None,
+        };
+        if permission >= required {
+            return Ok(true);
+        }
+        let author = trigger.issue_author.as_ref().map(|a| a.login.as_str());
+        tracing::info!(
+            labeller = %origin.sender.login,
+            author,
+            ?permission,
+            "refused: the issue's author may not ask for tasks"
+        );
+        self.refuse(
+            origin,
+            &reply::untrusted_issue_author(&origin.sender.login, author, required),
+        )
+        .await?;
+        Ok(false)
+    }
+
     async fn label(
         &self,
         origin: &Origin<'_>,
         trigger: &LabelTrigger,
         templates: Option<Templates>,
     ) -> Result<(), HandlerError> {
+        if !self.trust_issue_author(origin, trigger).await? {
+            return Ok(());
+        }
         let key = format!("label:{}", origin.meta.guid);
-        let issue_text = format!("{}\n\n{}", trigger.issue_title, trigger.issue_body);
+        // The issue's text goes to the agent as untrusted input, with its provenance.
+        let issue = IssueText {
+            repository: &origin.repository.full_name,
+            number: trigger.issue_number,
+            title: &trigger.issue_title,
+            body: &trigger.issue_body,
+            author: trigger.issue_author.as_ref().map(|a| a.login.as_str()),
+            opened_at: trigger.issue_created_at,
+            updated_at: trigger.issue_updated_at,
+            labelled_by: &trigger.sender.login,
+            label: &trigger.label,
+        };
         let request = match &trigger.template {
-            None => TaskRequest::free_text(
-                (key, TaskTrigger::Label, None),
-                issue_text.trim().to_owned(),
-                self.policy.default_timeout_secs,
-            ),
+            None => {
+                let mut request = TaskRequest::free_text(
+                    (key, TaskTrigger::Label, None),
+                    issue_instructions(&issue, None),
+                    self.policy.default_timeout_secs,
+                );
+                request.summary = bg_agent_core::task::free_text_summary(&trigger.issue_title);
+                request
+            }
             Some(name) => {
                 // A label carries no arguments: only templates whose parameters all have
                 // defaults (or are optional) can run from one.
@@ -320,13 +383,7 @@ impl TaskIntake {
                 else {
                     return Ok(());
                 };
-                let mut instructions = template.render(&params);
-                let _ = write!(
-                    instructions,
-                    "\n\nFrom issue #{}:\n{}",
-                    trigger.issue_number,
-                    issue_text.trim()
-                );
+                let instructions = issue_instructions(&issue, Some(&template.render(&params)));
                 TaskRequest::templated(
                     (key, TaskTrigger::Label, None),
                     &template,

@@ -3,6 +3,7 @@
 //! Payload structs name only the fields we use; everything else GitHub sends is ignored,
 //! so additions on GitHub's side cannot break decoding.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use bg_agent_core::command::{self, Command};
@@ -105,6 +106,11 @@ pub struct LabelTrigger {
     pub issue_number: i64,
     pub issue_title: String,
     pub issue_body: String,
+    /// Who wrote the issue (its text becomes the instructions); `None` if GitHub did not
+    /// say.
+    pub issue_author: Option<Actor>,
+    pub issue_created_at: Option<DateTime<Utc>>,
+    pub issue_updated_at: Option<DateTime<Utc>>,
     pub label: String,
     /// `Some` for `bg-agent:<template>`.
     pub template: Option<String>,
@@ -327,6 +333,9 @@ fn decode_issues(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String
         issue_number: p.issue.number,
         issue_title: p.issue.title,
         issue_body: p.issue.body.unwrap_or_default(),
+        issue_author: p.issue.user.map(Into::into),
+        issue_created_at: p.issue.created_at,
+        issue_updated_at: p.issue.updated_at,
         label: label.name,
         template,
         sender: p.sender.into(),
@@ -490,6 +499,9 @@ mod payload {
         pub number: i64,
         pub title: String,
         pub body: Option<String>,
+        pub user: Option<User>,
+        pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+        pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
         /// Present (an object) when the issue is a pull request.
         pub pull_request: Option<serde::de::IgnoredAny>,
     }

@@ -7,6 +7,7 @@ mod engine_e2e;
 mod engine_triggers;
 mod faults;
 mod harness;
+mod hostile_text;
 mod local_executor;
 mod migrations;
 mod repo_contract;

@@ -157,7 +157,8 @@ impl World {
             agent_command: None,
             author_name: BOT_NAME.into(),
             author_email: BOT_EMAIL.into(),
-            commit_title: format!("[bg-agent] task #{task_id}: upgrade lodash"),
+            commit_title: format!("[bg-agent] task {task_id}: upgrade lodash"),
+            commit_body: format!("Made by bg-agent task {task_id}."),
             npm_registry: Some(self.sim.npm_registry_url()),
         }
     }
@@ -422,8 +423,8 @@ async fn an_npm_upgrade_is_validated_committed_and_pushed() {
     assert_eq!(
         meta.trim_end(),
         format!(
-            "{BOT_NAME}|{BOT_EMAIL}|{BOT_NAME}|{BOT_EMAIL}|{}\n\nTask #101: Upgrade lodash to 4.17.21.",
-            spec.commit_title
+            "{BOT_NAME}|{BOT_EMAIL}|{BOT_NAME}|{BOT_EMAIL}|{}\n\n{}",
+            spec.commit_title, spec.commit_body
         )
     );
     assert_eq!(git(&repo, &["rev-parse", "main"]).unwrap(), main_before);
