@@ -201,7 +201,7 @@ impl TestDb {
             .connect()
             .await
             .map_err(|e| format!("connecting to the test database server: {e}"))?;
-        let mut template = ensure_template(&mut conn, &admin)
+        let template = ensure_template(&mut conn, &admin)
             .await
             .map_err(|e| format!("preparing the template database: {e}"))?;
         let name = format!("bg_agent_test_{}", uuid::Uuid::new_v4().simple());
@@ -223,7 +223,7 @@ impl TestDb {
                 // Another checkout's older test kit dropped it: build it again.
                 Err(e) if attempt < 50 && is_missing_database(&e) => {
                     attempt += 1;
-                    template = ensure_template(&mut conn, &admin)
+                    ensure_template(&mut conn, &admin)
                         .await
                         .map_err(|e| format!("preparing the template database: {e}"))?;
                 }
