@@ -64,7 +64,7 @@ impl LocalExecutor {
     ) -> Result<Self, SandboxError> {
         std::fs::create_dir_all(&workspaces)?;
         sandbox.admit_workspaces(&workspaces)?;
-        sandbox.admit_program(&program)?;
+        let program = sandbox.admit_program(&program, &workspaces)?;
         Ok(Self::with(program, args, workspaces, Some(sandbox)))
     }
 

@@ -243,6 +243,9 @@ pub struct Protected {
     pub paths: Vec<PathBuf>,
 }
 
+/// The runner program's name in the workspaces' root when its own place is unreachable.
+const RUNNER_LINK: &str = ".bg-agent-runner";
+
 /// The prepared sandbox; cheap to share between launches.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
@@ -303,24 +306,50 @@ impl Sandbox {
         searchable_by(&dir, uid, gid)
     }
 
-    /// Checks that the sandbox user can read the runner program where it lies.
-    pub fn admit_program(&self, program: &Path) -> Result<(), SandboxError> {
-        let Some((uid, gid)) = self.run_as else {
-            return Ok(());
-        };
+    /// A path of the runner program that the sandbox user can read: where it lies when
+    /// it can, else a hard link (or copy) in `workspaces` (already admitted) — a program
+    /// built under a private home directory, as cargo does for root, still runs.
+    pub fn admit_program(
+        &self,
+        program: &Path,
+        workspaces: &Path,
+    ) -> Result<PathBuf, SandboxError> {
         let program = std::fs::canonicalize(program)?;
-        if let Some(parent) = program.parent() {
-            searchable_by(parent, uid, gid)?;
+        let Some((uid, gid)) = self.run_as else {
+            return Ok(program);
+        };
+        let readable = |path: &Path| -> Result<(), SandboxError> {
+            if let Some(parent) = path.parent() {
+                searchable_by(parent, uid, gid)?;
+            }
+            let meta = std::fs::metadata(path)?;
+            if !allows(&meta, uid, gid, 0o4) {
+                return Err(SandboxError::Unreachable {
+                    uid,
+                    path: path.to_owned(),
+                    reason: "it may not read it".into(),
+                });
+            }
+            Ok(())
+        };
+        if readable(&program).is_ok() {
+            return Ok(program);
         }
-        let meta = std::fs::metadata(&program)?;
-        if !allows(&meta, uid, gid, 0o4) {
-            return Err(SandboxError::Unreachable {
-                uid,
-                path: program,
-                reason: "it may not read it".into(),
-            });
+        let admitted = std::fs::canonicalize(workspaces)?.join(RUNNER_LINK);
+        // Made under a fresh name and renamed over the old one: a runner of an earlier
+        // server may still be starting from it.
+        let fresh = admitted.with_extension(format!("new-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fresh);
+        // A link shares the program's mode, so only a program others may read is linked;
+        // any other is copied and the copy opened up (the original is left as it is).
+        let shareable = allows(&std::fs::metadata(&program)?, uid, gid, 0o4);
+        if !shareable || std::fs::hard_link(&program, &fresh).is_err() {
+            std::fs::copy(&program, &fresh)?;
+            std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755))?;
         }
-        Ok(())
+        std::fs::rename(&fresh, &admitted)?;
+        readable(&admitted)?;
+        Ok(admitted)
     }
 
     /// Hands the workspace (created by the server) to the sandbox user.
@@ -667,6 +696,56 @@ mod tests {
 
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         sandbox.admit_workspaces(&workspaces).unwrap();
+    }
+
+    /// cargo builds under root's private home: the runner is linked where the sandbox
+    /// user can read it, and a reachable program is used where it lies.
+    #[test]
+    fn a_runner_program_the_sandbox_user_cannot_reach_is_linked_into_the_workspaces() {
+        let sandbox = Sandbox {
+            bwrap: BWRAP_FALLBACK.into(),
+            layout: Layout::default(),
+            run_as: Some((65534, 65534)),
+            limits: Limits::default(),
+        };
+        let private = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let program = private.path().join("bg-agent");
+        std::fs::write(&program, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let workspaces = open.path().join("workspaces");
+        std::fs::create_dir(&workspaces).unwrap();
+        sandbox.admit_workspaces(&workspaces).unwrap();
+
+        let admitted = sandbox.admit_program(&program, &workspaces).unwrap();
+        assert_eq!(
+            admitted,
+            workspaces.canonicalize().unwrap().join(RUNNER_LINK)
+        );
+        assert_eq!(std::fs::read(&admitted).unwrap(), b"#!/bin/sh\n");
+        let mode = std::fs::metadata(&admitted).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode & 0o005,
+            0o005,
+            "readable and runnable by others: {mode:o}"
+        );
+        let original = std::fs::metadata(&program).unwrap().permissions().mode() & 0o777;
+        assert_eq!(original, 0o700, "the original is left as it was");
+        // Again (a restarted server): replaced, not an error.
+        assert_eq!(
+            sandbox.admit_program(&program, &workspaces).unwrap(),
+            admitted
+        );
+
+        let reachable = open.path().join("runner");
+        std::fs::write(&reachable, b"x").unwrap();
+        std::fs::set_permissions(&reachable, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            sandbox.admit_program(&reachable, &workspaces).unwrap(),
+            reachable.canonicalize().unwrap()
+        );
     }
 
     #[test]
