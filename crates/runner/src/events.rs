@@ -440,9 +440,14 @@ mod tests {
     #[tokio::test]
     async fn a_rejected_final_report_is_an_error() {
         let (url, _received) = endpoint(1).await;
-        let events =
-            EventSender::start(&url, None, 5, SecretString::from("s3cret"), Redactor::default())
-                .unwrap();
+        let events = EventSender::start(
+            &url,
+            None,
+            5,
+            SecretString::from("s3cret"),
+            Redactor::default(),
+        )
+        .unwrap();
         assert!(matches!(
             events.finish(RunOutcome::NoChanges).await,
             Err(EventError::NotDelivered(_))

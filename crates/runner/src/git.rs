@@ -355,8 +355,8 @@ impl Git {
             dir.path(),
         )
         .await?;
-        let objects = std::path::absolute(self.repo_dir.join(".git/objects"))
-            .map_err(GitError::PushDir)?;
+        let objects =
+            std::path::absolute(self.repo_dir.join(".git/objects")).map_err(GitError::PushDir)?;
         let info = dir.path().join("objects/info");
         tokio::fs::create_dir_all(&info)
             .await
@@ -472,7 +472,9 @@ mod tests {
             Some("http://127.0.0.1:8780/")
         );
         assert_eq!(
-            origin_of("https://github.com/a/b.git").map(|(scheme, _)| scheme).as_deref(),
+            origin_of("https://github.com/a/b.git")
+                .map(|(scheme, _)| scheme)
+                .as_deref(),
             Some("https")
         );
         assert_eq!(origin_of("https://x:tok@github.com/a/b.git"), None);

@@ -95,7 +95,9 @@ impl RunnerEnv {
         Ok(Self {
             task_id,
             callback_url: var(CALLBACK_URL_ENV)?,
-            callback_ca: std::env::var(CALLBACK_CA_ENV).ok().filter(|v| !v.is_empty()),
+            callback_ca: std::env::var(CALLBACK_CA_ENV)
+                .ok()
+                .filter(|v| !v.is_empty()),
             task_secret: SecretString::from(var(TASK_SECRET_ENV)?),
             // A missing token is reported as a failure rather than stopping here.
             runner_token: SecretString::from(std::env::var(RUNNER_TOKEN_ENV).unwrap_or_default()),

@@ -269,8 +269,14 @@ mod tests {
             .args(["-c", "sleep 600 >/dev/null 2>&1 & echo $!"])
             .output()
             .unwrap();
-        let stranger: i32 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
-        let mut child = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+        let stranger: i32 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
         let child_pid = i32::try_from(child.id()).unwrap();
 
         linux::kill_descendant(stranger, me);
@@ -281,9 +287,15 @@ mod tests {
             Some(9)
         );
         let stranger_alive = linux::read_stat(stranger).is_some_and(|s| !s.exited());
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(stranger), nix::sys::signal::SIGKILL)
-            .unwrap();
-        assert!(stranger_alive, "a process that is not a descendant was killed");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(stranger),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        assert!(
+            stranger_alive,
+            "a process that is not a descendant was killed"
+        );
     }
 
     /// What `daemons_left_behind_are_ended` runs in a process of its own: it becomes a
@@ -325,7 +337,9 @@ mod tests {
         assert!(end_descendants().await.unwrap() >= 2);
         let table = linux::process_table().unwrap();
         assert!(
-            descendants(me, &table).iter().all(|pid| table[pid].exited()),
+            descendants(me, &table)
+                .iter()
+                .all(|pid| table[pid].exited()),
             "{table:?}"
         );
         assert!(table.get(&sleeper).is_none_or(|s| s.exited()));
@@ -345,7 +359,11 @@ mod tests {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert!(stdout.contains("1 passed"), "{stdout}");
     }
 }

@@ -80,7 +80,9 @@ impl Capture {
         assert!(
             !leaked,
             "the capture listener received the token:\n{}",
-            received.replace(token, "[TOKEN]").replace(&basic, "[BASIC]")
+            received
+                .replace(token, "[TOKEN]")
+                .replace(&basic, "[BASIC]")
         );
     }
 }
