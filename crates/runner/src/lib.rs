@@ -262,16 +262,6 @@ async fn execute(
     validate::run_all(&commands, &repo_dir, &child_env, events).await?;
 
     events.phase(Phase::Pushing, PROGRESS_PUSHING).await?;
-    // Nothing the repository's code started may watch the push (its environment holds the
-    // token) or change what git reads for it.
-    let ended = reaper::end_descendants().await?;
-    if ended > 0 {
-        events
-            .log(format!(
-                "ended {ended} processes the repository's code left running"
-            ))
-            .await?;
-    }
     let body = format!(
         "Task #{}: {}",
         spec.task_id,
@@ -290,6 +280,17 @@ async fn execute(
             &body,
         )
         .await?;
+    // Nothing the repository's code started (the checks, the agent, or a program its git
+    // configuration named for the commands above) may watch the push, whose environment
+    // holds the token, or change what git reads for it.
+    let ended = reaper::end_descendants().await?;
+    if ended > 0 {
+        events
+            .log(format!(
+                "ended {ended} processes the repository's code left running"
+            ))
+            .await?;
+    }
     git.push(events, &commit, &spec.branch).await?;
     Ok(RunOutcome::Pushed {
         branch: spec.branch.clone(),
