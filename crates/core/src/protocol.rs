@@ -14,6 +14,9 @@ pub const TASK_ID_ENV: &str = "BG_AGENT_TASK_ID";
 pub const CALLBACK_URL_ENV: &str = "BG_AGENT_CALLBACK_URL";
 pub const TASK_SECRET_ENV: &str = "BG_AGENT_TASK_SECRET";
 pub const RUNNER_TOKEN_ENV: &str = "BG_AGENT_RUNNER_TOKEN";
+/// Optional: PEM certificates the runner trusts for an `https://` callback URL, besides
+/// the system's (a private CA in front of the server). Not secret.
+pub const CALLBACK_CA_ENV: &str = "BG_AGENT_CALLBACK_CA";
 
 /// At most this many log lines per task are kept; later ones are counted, not stored.
 pub const MAX_LOG_LINES: usize = 2000;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::Redactor;
 use bg_agent_core::protocol::{
-    MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult,
+    CALLBACK_CA_ENV, MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult,
 };
 use bg_agent_core::task::Phase;
 
@@ -57,18 +57,17 @@ pub struct EventSender {
 }
 
 impl EventSender {
-    /// Starts reporting for task `task_id` to the server at `callback_url`.
+    /// Starts reporting for task `task_id` to the server at `callback_url`, trusting the
+    /// PEM certificates `callback_ca` (besides the system's) if it is `https`.
     pub fn start(
         callback_url: &str,
+        callback_ca: Option<&str>,
         task_id: i64,
         secret: SecretString,
         redactor: Redactor,
     ) -> Result<Self, EventError> {
         let url = events_url(callback_url, task_id)?;
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| EventError::Client(e.to_string()))?;
+        let client = http_client(callback_ca)?;
         let (tx, rx) = mpsc::channel(256);
         let sender = Sender {
             client,
@@ -119,15 +118,34 @@ fn events_url(callback_url: &str, task_id: i64) -> Result<reqwest::Url, EventErr
         callback_url.trim().trim_end_matches('/')
     );
     let url = reqwest::Url::parse(&url).map_err(|e| EventError::BadUrl(e.to_string()))?;
-    // This build's HTTP client has no TLS: the server is reached inside the cluster (or on
-    // loopback), and an https URL would only fail later, after the retries.
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(EventError::BadUrl(format!(
-            "only http:// callback URLs are supported, not {}://",
+            "only http:// and https:// callback URLs are supported, not {}://",
             url.scheme()
         )));
     }
     Ok(url)
+}
+
+/// The client for the reports: rustls with the system's roots plus `extra_ca` (PEM), no
+/// proxy from the environment (reqwest is built without it).
+fn http_client(extra_ca: Option<&str>) -> Result<reqwest::Client, EventError> {
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(pem) = extra_ca {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| EventError::Client(format!("{CALLBACK_CA_ENV}: {e}")))?;
+        if certificates.is_empty() {
+            return Err(EventError::Client(format!(
+                "{CALLBACK_CA_ENV} holds no PEM certificate"
+            )));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| EventError::Client(e.to_string()))
 }
 
 fn clip(line: &str) -> String {
@@ -334,8 +352,12 @@ mod tests {
                 .as_str(),
             "http://bg-agent.ns.svc:3000/internal/tasks/7/events"
         );
+        assert_eq!(
+            events_url("https://bg-agent.example/", 7).unwrap().as_str(),
+            "https://bg-agent.example/internal/tasks/7/events"
+        );
         assert!(events_url("not a url", 1).is_err());
-        assert!(events_url("https://example.com", 1).is_err());
+        assert!(events_url("ftp://example.com", 1).is_err());
     }
 
     #[test]
@@ -382,6 +404,7 @@ mod tests {
         let (url, received) = endpoint(3).await;
         let events = EventSender::start(
             &url,
+            None,
             5,
             SecretString::from("s3cret"),
             Redactor::new(["s3cret", "tok"]),
@@ -417,11 +440,123 @@ mod tests {
     #[tokio::test]
     async fn a_rejected_final_report_is_an_error() {
         let (url, _received) = endpoint(1).await;
-        let events =
-            EventSender::start(&url, 5, SecretString::from("s3cret"), Redactor::default()).unwrap();
+        let events = EventSender::start(
+            &url,
+            None,
+            5,
+            SecretString::from("s3cret"),
+            Redactor::default(),
+        )
+        .unwrap();
         assert!(matches!(
             events.finish(RunOutcome::NoChanges).await,
             Err(EventError::NotDelivered(_))
+        ));
+    }
+
+    /// A loopback TLS listener for axum, its certificate (for 127.0.0.1) signed by a test
+    /// CA; returns it with the CA's PEM.
+    struct TlsListener {
+        tcp: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+        type Addr = std::net::SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                if let Ok((tcp, addr)) = self.tcp.accept().await
+                    && let Ok(tls) = self.acceptor.accept(tcp).await
+                {
+                    return (tls, addr);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            self.tcp.local_addr()
+        }
+    }
+
+    async fn tls_listener() -> (TlsListener, String) {
+        use tokio_rustls::rustls;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "bg-agent test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (TlsListener { tcp, acceptor }, ca.pem())
+    }
+
+    #[tokio::test]
+    async fn an_https_callback_is_reached_through_the_configured_ca() {
+        let received: Arc<Mutex<Vec<RunnerReport>>> = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/internal/tasks/{id}/events",
+                axum::routing::post(
+                    |axum::extract::State(received): axum::extract::State<
+                        Arc<Mutex<Vec<RunnerReport>>>,
+                    >,
+                     axum::Json(report): axum::Json<RunnerReport>| async move {
+                        received.lock().unwrap().push(report);
+                        axum::http::StatusCode::OK
+                    },
+                ),
+            )
+            .with_state(Arc::clone(&received));
+        let (listener, ca_pem) = tls_listener().await;
+        let url = format!("https://{}", listener.tcp.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        // Without the CA, the server's certificate is not trusted.
+        let untrusted = http_client(None)
+            .unwrap()
+            .post(format!("{url}/internal/tasks/5/events"))
+            .send()
+            .await;
+        assert!(untrusted.is_err(), "{untrusted:?}");
+
+        let events = EventSender::start(
+            &url,
+            Some(&ca_pem),
+            5,
+            SecretString::from("s3cret"),
+            Redactor::default(),
+        )
+        .unwrap();
+        events.phase(Phase::Cloning, 10).await.unwrap();
+        events.finish(RunOutcome::NoChanges).await.unwrap();
+        let seqs: Vec<u64> = received.lock().unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+    }
+
+    #[test]
+    fn a_callback_ca_without_certificates_is_refused() {
+        assert!(matches!(
+            http_client(Some("not a certificate")),
+            Err(EventError::Client(message)) if message.contains(CALLBACK_CA_ENV)
         ));
     }
 

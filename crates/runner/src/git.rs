@@ -1,8 +1,17 @@
 //! git, run as a program with argv: clone, stage, commit, push. The token reaches git
 //! only through its environment (`GIT_CONFIG_*` setting an `Authorization` header for the
 //! clone URL's origin), never through argv or a URL, and only for the clone and the push:
-//! the commands that run before any code of the repository, and after it, with hooks off
-//! and the repository's configuration restored.
+//! the commands that run before any code of the repository, and after every process it
+//! started has ended (`crate::reaper`).
+//!
+//! What git reads besides its argv and environment is closed to the repository's code:
+//! no system or global configuration (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`),
+//! and `HOME` and `XDG_CONFIG_HOME` at `/dev/null`, under which no file can ever exist, so
+//! no `~/.gitconfig`, `~/.config/git/config` or `~/.netrc` that a validation command wrote
+//! is read. The push does not read the clone's `.git` either (its `config`, `commondir`,
+//! `config.worktree`, `remotes/`, includes, or a symlink in place of any of them): it runs
+//! in a git directory the runner makes once nothing else runs, with a configuration of its
+//! own, borrowing only the clone's objects, and pushes to the clone URL named in argv.
 
 use std::path::{Path, PathBuf};
 
@@ -29,23 +38,28 @@ pub enum GitError {
     },
     #[error("git printed something unexpected for {0}")]
     Unexpected(&'static str),
-    #[error("cannot read or restore .git/config: {0}")]
-    Config(std::io::Error),
+    #[error("cannot read .git/shallow of the clone: {0}")]
+    Shallow(std::io::Error),
+    #[error("cannot prepare the git directory to push from: {0}")]
+    PushDir(std::io::Error),
     #[error(transparent)]
     Process(#[from] ProcessError),
 }
 
 /// A clone of the task's repository, and what the runner remembers of it as cloned.
 pub struct Git {
+    /// The environment of every git command (without the token).
     env: ChildEnv,
     token: SecretString,
     repo_dir: PathBuf,
+    /// The clone URL; the push goes there too.
+    url: String,
     /// The origin the token is for (`scheme://host[:port]/`).
     origin: String,
     /// The commit cloned: the parent of the runner's commit, whatever happens to HEAD.
     base: String,
-    /// `.git/config` as cloned, put back before pushing.
-    config: Vec<u8>,
+    /// `.git/shallow` as cloned (where the history stops), if the clone is shallow.
+    shallow: Option<Vec<u8>>,
 }
 
 /// The change, staged: its tree and the paths it touches.
@@ -64,6 +78,22 @@ const SAFE_OPTIONS: [&str; 4] = [
     "core.fsmonitor=false",
 ];
 
+/// A path under which no file can exist, for root too: `/dev/null` is not a directory.
+const NOWHERE: &str = "/dev/null";
+
+/// The environment of every git command: `env` (the children's) with git's configuration
+/// limited to the repository's own and the command line, and the transports to the clone
+/// URL's scheme (no `ext::` command, whatever a configuration says).
+fn git_env(env: ChildEnv, scheme: &str) -> ChildEnv {
+    env.with("GIT_CONFIG_NOSYSTEM", "1")
+        .with("GIT_CONFIG_SYSTEM", NOWHERE)
+        .with("GIT_CONFIG_GLOBAL", NOWHERE)
+        .with("GIT_ATTR_NOSYSTEM", "1")
+        .with("HOME", NOWHERE)
+        .with("XDG_CONFIG_HOME", NOWHERE)
+        .with("GIT_ALLOW_PROTOCOL", scheme)
+}
+
 impl Git {
     /// `git clone --depth 1 --branch <branch> --single-branch -- <url> <repo_dir>`, with
     /// the token in git's environment only.
@@ -75,19 +105,18 @@ impl Git {
         url: &str,
         branch: &str,
     ) -> Result<Self, GitError> {
-        let origin = origin_of(url).ok_or(GitError::BadUrl)?;
+        let (scheme, origin) = origin_of(url).ok_or(GitError::BadUrl)?;
         if !valid_branch(branch) {
             return Err(GitError::BadBranch(branch.to_owned()));
         }
         let mut git = Self {
-            // System config could name credential helpers or hooks; the run must not
-            // depend on the machine it lands on.
-            env: env.with("GIT_CONFIG_NOSYSTEM", "1"),
+            env: git_env(env, &scheme),
             token: token.clone(),
             repo_dir: repo_dir.to_path_buf(),
+            url: url.to_owned(),
             origin,
             base: String::new(),
-            config: Vec::new(),
+            shallow: None,
         };
         let parent = repo_dir.parent().unwrap_or(Path::new("."));
         // Relative to the workspace, so the log shows `repo`, not a temporary path.
@@ -108,9 +137,12 @@ impl Git {
         ];
         git.streamed(events, "git clone", &argv, parent).await?;
         git.base = git.rev_parse("HEAD").await?;
-        git.config = tokio::fs::read(repo_dir.join(".git/config"))
-            .await
-            .map_err(GitError::Config)?;
+        // Read now, before any code of the repository runs.
+        git.shallow = match tokio::fs::read(repo_dir.join(".git/shallow")).await {
+            Ok(shallow) => Some(shallow),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(GitError::Shallow(e)),
+        };
         Ok(git)
     }
 
@@ -168,15 +200,24 @@ impl Git {
         })
     }
 
-    /// A short local command (no token); its stdout on success.
+    /// A short local command in the clone (no token); its stdout on success.
     async fn local(
         &self,
         env: &ChildEnv,
         name: &'static str,
         args: &[&str],
     ) -> Result<Vec<u8>, GitError> {
+        Self::local_in(env, name, args, &self.repo_dir).await
+    }
+
+    async fn local_in(
+        env: &ChildEnv,
+        name: &'static str,
+        args: &[&str],
+        cwd: &Path,
+    ) -> Result<Vec<u8>, GitError> {
         let command = env
-            .command(&Self::argv(args), &self.repo_dir)
+            .command(&Self::argv(args), cwd)
             .ok_or(ProcessError::Empty)?;
         let captured = process::run_captured(command, "git").await?;
         if captured.code == Some(0) {
@@ -259,10 +300,11 @@ impl Git {
         object_id(&out).ok_or(GitError::Unexpected("git commit-tree"))
     }
 
-    /// `git push origin <commit>:refs/heads/<branch>` (not forced: branch names are the
-    /// task's own, so an existing one is a surprise worth failing on). The repository's
-    /// configuration is first put back as cloned: code that ran in the work tree could
-    /// have pointed a proxy, helper or command there at the token.
+    /// `git push <clone URL> <commit>:refs/heads/<branch>` (not forced: branch names are
+    /// the task's own, so an existing one is a surprise worth failing on), from a git
+    /// directory made now (see the module's documentation). Call only once every process
+    /// the repository's code started has ended: nothing may rewrite what git reads here,
+    /// nor read the token from git's environment.
     pub async fn push(
         &self,
         events: &EventSender,
@@ -272,17 +314,64 @@ impl Git {
         if !valid_branch(branch) {
             return Err(GitError::BadBranch(branch.to_owned()));
         }
-        tokio::fs::write(self.repo_dir.join(".git/config"), &self.config)
-            .await
-            .map_err(GitError::Config)?;
+        let git_dir = self.push_dir().await?;
+        let git_dir_option = format!("--git-dir={}", git_dir.path().display());
         let refspec = format!("{commit}:refs/heads/{branch}");
         self.streamed(
             events,
             "git push",
-            &["push", "--no-verify", "origin", &refspec],
-            &self.repo_dir,
+            &[
+                &git_dir_option,
+                // The clone's commit-graph would describe commits to this push; the objects
+                // themselves are what counts.
+                "-c",
+                "core.commitGraph=false",
+                "push",
+                "--no-verify",
+                "--",
+                &self.url,
+                &refspec,
+            ],
+            git_dir.path(),
         )
         .await
+    }
+
+    /// An empty bare repository, created under a fresh name beside the clone, that
+    /// borrows the clone's objects (`objects/info/alternates`) and knows where its history
+    /// stops (`shallow`, as cloned). Removed when dropped.
+    async fn push_dir(&self) -> Result<tempfile::TempDir, GitError> {
+        let parent = self.repo_dir.parent().unwrap_or(Path::new("."));
+        let dir = tempfile::Builder::new()
+            .prefix(".bg-agent-push-")
+            .tempdir_in(parent)
+            .map_err(GitError::PushDir)?;
+        // `--git-dir`, so that git looks for no repository around it; no templates.
+        let git_dir_option = format!("--git-dir={}", dir.path().display());
+        Self::local_in(
+            &self.env,
+            "git init",
+            &[&git_dir_option, "init", "--quiet", "--bare", "--template="],
+            dir.path(),
+        )
+        .await?;
+        let objects =
+            std::path::absolute(self.repo_dir.join(".git/objects")).map_err(GitError::PushDir)?;
+        let info = dir.path().join("objects/info");
+        tokio::fs::create_dir_all(&info)
+            .await
+            .map_err(GitError::PushDir)?;
+        let mut alternates = objects.into_os_string().into_encoded_bytes();
+        alternates.push(b'\n');
+        tokio::fs::write(info.join("alternates"), alternates)
+            .await
+            .map_err(GitError::PushDir)?;
+        if let Some(shallow) = &self.shallow {
+            tokio::fs::write(dir.path().join("shallow"), shallow)
+                .await
+                .map_err(GitError::PushDir)?;
+        }
+        Ok(dir)
     }
 }
 
@@ -319,8 +408,8 @@ fn refused_credentials(output: &str) -> bool {
         || output.contains("The requested URL returned error: 403")
 }
 
-/// `scheme://host[:port]/` of an http(s) URL without credentials.
-fn origin_of(url: &str) -> Option<String> {
+/// The scheme and `scheme://host[:port]/` of an http(s) URL without credentials.
+fn origin_of(url: &str) -> Option<(String, String)> {
     let parsed = reqwest::Url::parse(url).ok()?;
     if !matches!(parsed.scheme(), "http" | "https")
         || !parsed.username().is_empty()
@@ -329,10 +418,12 @@ fn origin_of(url: &str) -> Option<String> {
         return None;
     }
     let host = parsed.host_str()?;
-    Some(match parsed.port() {
-        Some(port) => format!("{}://{host}:{port}/", parsed.scheme()),
-        None => format!("{}://{host}/", parsed.scheme()),
-    })
+    let scheme = parsed.scheme();
+    let origin = match parsed.port() {
+        Some(port) => format!("{scheme}://{host}:{port}/"),
+        None => format!("{scheme}://{host}/"),
+    };
+    Some((scheme.to_owned(), origin))
 }
 
 /// git's rules for a branch name (`git check-ref-format --branch`), plus no leading `-`
@@ -371,13 +462,20 @@ mod tests {
 
     #[test]
     fn the_token_is_scoped_to_the_clone_url_origin() {
+        let origin = |url| origin_of(url).map(|(_, origin)| origin);
         assert_eq!(
-            origin_of("https://github.com/acme/widgets.git").as_deref(),
+            origin("https://github.com/acme/widgets.git").as_deref(),
             Some("https://github.com/")
         );
         assert_eq!(
-            origin_of("http://127.0.0.1:8780/acme/widgets.git").as_deref(),
+            origin("http://127.0.0.1:8780/acme/widgets.git").as_deref(),
             Some("http://127.0.0.1:8780/")
+        );
+        assert_eq!(
+            origin_of("https://github.com/a/b.git")
+                .map(|(scheme, _)| scheme)
+                .as_deref(),
+            Some("https")
         );
         assert_eq!(origin_of("https://x:tok@github.com/a/b.git"), None);
         assert_eq!(origin_of("file:///tmp/repo"), None);

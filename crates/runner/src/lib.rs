@@ -5,11 +5,14 @@
 //! the server as sequenced events (`bg_agent_core::protocol`); the server opens the PR.
 //!
 //! Secrets (the scoped runner token, the per-task secret) never appear in argv, in a URL,
-//! in a child's environment other than git's, or in any line reported or printed.
+//! in a child's environment other than git's for the clone and the push, or in any line
+//! reported or printed. The runner wipes them from its own environment block once read,
+//! and every process the repository's code started is ended before the push (`reaper`).
 
 pub mod events;
 pub mod git;
 pub mod process;
+pub mod reaper;
 pub mod recipe;
 pub mod validate;
 
@@ -19,8 +22,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use bg_agent_core::protocol::Redactor;
 use bg_agent_core::protocol::{
-    CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV, TASK_SECRET_ENV,
-    TaskSpec,
+    CALLBACK_CA_ENV, CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV,
+    TASK_SECRET_ENV, TaskSpec,
 };
 use bg_agent_core::task::Phase;
 
@@ -54,6 +57,8 @@ pub enum RunnerError {
     Recipe(#[from] recipe::RecipeError),
     #[error(transparent)]
     Validate(#[from] validate::ValidateError),
+    #[error(transparent)]
+    Reap(#[from] reaper::ReapError),
     #[error("the server no longer takes this task's reports: {0}")]
     Report(#[from] EventError),
 }
@@ -62,6 +67,8 @@ pub enum RunnerError {
 pub struct RunnerEnv {
     pub task_id: i64,
     pub callback_url: String,
+    /// PEM certificates trusted for an `https` callback, besides the system's.
+    pub callback_ca: Option<String>,
     pub task_secret: SecretString,
     pub runner_token: SecretString,
     /// The raw spec; parsed after reporting is possible, so a bad spec is reported.
@@ -88,6 +95,9 @@ impl RunnerEnv {
         Ok(Self {
             task_id,
             callback_url: var(CALLBACK_URL_ENV)?,
+            callback_ca: std::env::var(CALLBACK_CA_ENV)
+                .ok()
+                .filter(|v| !v.is_empty()),
             task_secret: SecretString::from(var(TASK_SECRET_ENV)?),
             // A missing token is reported as a failure rather than stopping here.
             runner_token: SecretString::from(std::env::var(RUNNER_TOKEN_ENV).unwrap_or_default()),
@@ -109,10 +119,36 @@ pub async fn run_from_env() -> anyhow::Result<()> {
         eprintln!("bg-agent runner: cannot make the process non-dumpable: {e}");
     }
     let env = RunnerEnv::from_env()?;
+    // Root (or anyone with CAP_SYS_PTRACE) can still read a non-dumpable process's
+    // `/proc/<pid>/environ`: the secrets, read, are wiped from it.
+    wipe_from_environment(&[TASK_SECRET_ENV, RUNNER_TOKEN_ENV]);
     let workspace = std::env::current_dir().map_err(RunnerError::Workspace)?;
     let outcome = run(env, &workspace).await?;
     eprintln!("bg-agent runner: finished: {}", describe(&outcome));
     Ok(())
+}
+
+/// Overwrites the values of `names` in the environment block the kernel laid out at exec
+/// (what `/proc/<pid>/environ` shows), then removes the variables. Called once, early,
+/// before anything else reads or changes the environment.
+fn wipe_from_environment(names: &[&str]) {
+    for name in names {
+        let Ok(c_name) = std::ffi::CString::new(*name) else {
+            continue;
+        };
+        // SAFETY: getenv returns null or a pointer to the variable's NUL-terminated value,
+        // which lives as long as the environment is not changed; nothing else touches the
+        // environment while this runs (see above), and the bytes overwritten are the value
+        // only, not its terminator.
+        unsafe {
+            let value = nix::libc::getenv(c_name.as_ptr());
+            if !value.is_null() {
+                let len = nix::libc::strlen(value);
+                std::ptr::write_bytes(value, b'0', len);
+            }
+            std::env::remove_var(name);
+        }
+    }
 }
 
 fn describe(outcome: &RunOutcome) -> String {
@@ -124,7 +160,9 @@ fn describe(outcome: &RunOutcome) -> String {
 }
 
 /// Runs one task in `workspace` (the repository is cloned into `workspace/repo`) and
-/// reports everything; returns the outcome it reported as final.
+/// reports everything; returns the outcome it reported as final. The process becomes the
+/// subreaper of what it starts and ends all its descendants before the push and at the
+/// end: call it in a process of its own.
 pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventError> {
     let redactor = Redactor::new([
         env.task_secret.expose_secret(),
@@ -132,6 +170,7 @@ pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventEr
     ]);
     let events = EventSender::start(
         &env.callback_url,
+        env.callback_ca.as_deref(),
         env.task_id,
         env.task_secret.clone(),
         redactor.clone(),
@@ -151,6 +190,11 @@ pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventEr
             }
         }
     };
+    // Nothing the repository's code started outlives the run (daemons included, which a
+    // process group does not hold).
+    if let Err(e) = reaper::end_descendants().await {
+        eprintln!("bg-agent runner: {e}");
+    }
     events.finish(outcome.clone()).await?;
     Ok(outcome)
 }
@@ -160,6 +204,9 @@ async fn execute(
     workspace: &Path,
     events: &EventSender,
 ) -> Result<RunOutcome, RunnerError> {
+    // Before anything is started: orphans of what the runner starts become its children,
+    // so that `reaper::end_descendants` finds daemons too.
+    reaper::become_subreaper()?;
     let spec: TaskSpec = serde_json::from_str(env.spec_json.as_deref().unwrap_or_default())
         .map_err(|e| RunnerError::BadSpec(e.to_string()))?;
     if spec.task_id != env.task_id {
@@ -226,6 +273,17 @@ async fn execute(
             body,
         )
         .await?;
+    // Nothing the repository's code started (the checks, the agent, or a program its git
+    // configuration named for the commands above) may watch the push, whose environment
+    // holds the token, or change what git reads for it.
+    let ended = reaper::end_descendants().await?;
+    if ended > 0 {
+        events
+            .log(format!(
+                "ended {ended} processes the repository's code left running"
+            ))
+            .await?;
+    }
     git.push(events, &commit, &spec.branch).await?;
     Ok(RunOutcome::Pushed {
         branch: spec.branch.clone(),

@@ -28,6 +28,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 const BOT_NAME: &str = "bg-agent[bot]";
 const BOT_EMAIL: &str = "410001+bg-agent[bot]@users.noreply.github.com";
 
+mod hostile;
+
 // ---- the server's events endpoint, played by the test ----
 
 struct Endpoint {
