@@ -370,7 +370,10 @@ pub fn unvalidated_note() -> String {
 mod unvalidated_tests {
     #[test]
     fn an_unvalidated_pull_request_says_so_first() {
-        insta::assert_snapshot!(super::unvalidated_note(), @"");
+        insta::assert_snapshot!(super::unvalidated_note(), @r"
+        > [!WARNING]
+        > **Not validated.** This repository declares no validation commands (no `validation:` in `.github/bg-agent.yml`, and no `lint`, `format:check` or `test` script in `package.json`), so nothing checked this change before it was pushed. This pull request is a draft labelled `bg-agent:unvalidated`: check the change yourself before marking it ready for review.
+        ");
     }
 }
 
