@@ -328,7 +328,10 @@ mod tests {
         let web = |api: &str| ApiBase::parse(api).unwrap().web_base();
         assert_eq!(web("https://api.github.com"), "https://github.com");
         assert_eq!(web("https://api.github.com/"), "https://github.com");
-        assert_eq!(web("https://ghe.example.com/api/v3"), "https://ghe.example.com");
+        assert_eq!(
+            web("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com"
+        );
         assert_eq!(web("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
     }
 

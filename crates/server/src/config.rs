@@ -332,7 +332,13 @@ impl Config {
         let unvalidated = match s.unvalidated.as_str() {
             "draft" => Unvalidated::Draft,
             "refuse" => Unvalidated::Refuse,
-            other => return Err(invalid("unvalidated", other, "expected `draft` or `refuse`")),
+            other => {
+                return Err(invalid(
+                    "unvalidated",
+                    other,
+                    "expected `draft` or `refuse`",
+                ));
+            }
         };
         let run = RunSettings {
             public_url: s

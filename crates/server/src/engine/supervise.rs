@@ -148,7 +148,9 @@ impl<E: Executor> Supervisor<E> {
                 .map(|(id, token)| self.revoke(id, token));
             let all = futures_util::future::join_all(revocations);
             if tokio::time::timeout(WORK_GRACE, all).await.is_err() {
-                tracing::warn!("runner tokens still being revoked at shutdown; they expire on their own");
+                tracing::warn!(
+                    "runner tokens still being revoked at shutdown; they expire on their own"
+                );
             }
         }
         if let Err(e) = self.store.engine_gone(self.instance).await {

@@ -88,7 +88,11 @@ async fn a_payload_naming_another_clone_host_is_refused_and_nothing_is_cloned_th
     .await;
     assert_eq!(record.state, DeliveryState::Failed, "{record:?}");
     assert!(
-        record.reason.as_deref().unwrap_or_default().contains(&capture_url),
+        record
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&capture_url),
         "{record:?}"
     );
     let refusals = h.store().refusals(REPO_ID).await.unwrap();
@@ -113,11 +117,7 @@ async fn a_change_nothing_validated_becomes_a_labelled_draft() {
         .start()
         .await;
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let task = h
-        .only_task()
-        .await
-        .expect_state(TaskState::Succeeded)
-        .await;
+    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
     assert!(h.tasks().await[0].changed == Some(true));
     let pr = h.pr(u64::try_from(task.pr_number.unwrap()).unwrap());
     assert!(
@@ -203,7 +203,11 @@ async fn a_reported_push_that_github_does_not_show_fails_the_task() {
         }),
     };
     let answer = reqwest::Client::new()
-        .post(format!("{}/internal/tasks/{}/events", h.public_url(), task.id))
+        .post(format!(
+            "{}/internal/tasks/{}/events",
+            h.public_url(),
+            task.id
+        ))
         .bearer_auth(secret)
         .json(&report)
         .send()
@@ -228,11 +232,7 @@ async fn each_runner_token_is_its_tasks_own_and_revoked_when_it_ends() {
     h.config.tasks.default_timeout_secs = 600;
     h.start_server().await;
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let first = h
-        .only_task()
-        .await
-        .expect_state(TaskState::Succeeded)
-        .await;
+    let first = h.only_task().await.expect_state(TaskState::Succeeded).await;
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
     let tasks = h.tasks().await;
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
@@ -245,7 +245,10 @@ async fn each_runner_token_is_its_tasks_own_and_revoked_when_it_ends() {
         .map(|_| h.sim.read(|s| s.revoked_tokens.clone()))
         .unwrap_or_else(|e| panic!("runner tokens were not revoked: {e}"));
     assert_eq!(revoked.len(), 2, "{revoked:#?}");
-    assert_ne!(revoked[0].token, revoked[1].token, "two tasks shared a token");
+    assert_ne!(
+        revoked[0].token, revoked[1].token,
+        "two tasks shared a token"
+    );
     for token in &revoked {
         assert_eq!(token.repository_ids, Some(vec![world::WIDGETS_ID]));
     }
@@ -274,7 +277,10 @@ async fn a_read_only_user_gets_one_refusal_however_often_they_ask() {
     assert_eq!(h.bot_comments().len(), 1, "{:#?}", h.bot_comments());
     let refusals = h.store().refusals(REPO_ID).await.unwrap();
     assert_eq!(
-        refusals.iter().filter(|(actor, _)| actor == "reader").count(),
+        refusals
+            .iter()
+            .filter(|(actor, _)| actor == "reader")
+            .count(),
         4,
         "{refusals:?}"
     );
