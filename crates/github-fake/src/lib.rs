@@ -64,7 +64,7 @@ pub use state::{
     Access, AccountKind, AppRecord, CheckAction, CheckOutput, CheckRunRecord, CheckRunRevision,
     CommentRecord, Credential, DeliveryRecord, InFlight, InstallationRecord, IssueRecord,
     IssueState, LabelRecord, Permissions, PullRecord, ReactionRecord, RepoRecord, RequestRecord,
-    Role, SimState, TokenScope, UserRecord, ViolationKind, ViolationRecord,
+    RevokedToken, Role, SimState, TokenScope, UserRecord, ViolationKind, ViolationRecord,
 };
 
 use actions::RepoSpec;
@@ -857,6 +857,7 @@ pub(crate) fn mint_token(
         s.tokens.insert(
             token.clone(),
             state::TokenGrant {
+                token: token.clone(),
                 installation_id,
                 repository_ids: repository_ids.map(|ids| ids.iter().copied().collect()),
                 permissions,

@@ -17,7 +17,8 @@ use super::render::{REACTION_CONTENTS, decode_segment};
 use super::server::{ApiError, Caller, Reply, Shared};
 use super::state::{
     Access, CheckAction, CheckOutput, CheckRunRecord, CheckRunRevision, CommentRecord, IssueRecord,
-    IssueState, LabelRecord, Permissions, PullRecord, ReactionRecord, RepoRecord, TokenGrant,
+    IssueState, LabelRecord, Permissions, PullRecord, ReactionRecord, RepoRecord, RevokedToken,
+    TokenGrant,
 };
 use crate::openapi::PathMatch;
 
@@ -180,6 +181,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> ApiResult {
         ("POST", "/app/hook/deliveries/{delivery_id}/attempts") => redeliver(ctx),
         ("GET", "/repos/{owner}/{repo}/installation") => get_repo_installation(ctx),
         ("GET", "/installation/repositories") => list_installation_repos(ctx),
+        ("DELETE", "/installation/token") => revoke_token(ctx),
         ("GET", "/repos/{owner}/{repo}") => get_repo(ctx),
         ("GET", "/repos/{owner}/{repo}/branches/{branch}") => get_branch(ctx).await,
         ("GET", "/repos/{owner}/{repo}/git/ref/{ref}") => get_ref(ctx).await,
@@ -319,6 +321,7 @@ fn create_token(ctx: &Ctx<'_>) -> ApiResult {
     let expires_at = Utc::now()
         + chrono::Duration::from_std(lifetime).unwrap_or_else(|_| chrono::Duration::hours(1));
     let grant = TokenGrant {
+        token: token.clone(),
         installation_id,
         repository_ids: selected.clone(),
         permissions: permissions.clone(),
@@ -342,6 +345,25 @@ fn create_token(ctx: &Ctx<'_>) -> ApiResult {
         });
     }
     Ok(Reply::created(body))
+}
+
+/// `DELETE /installation/token`: the token that authenticates the call stops working
+/// (401 from then on, for the API and git alike).
+fn revoke_token(ctx: &Ctx<'_>) -> ApiResult {
+    let grant = ctx.require_installation()?;
+    ctx.shared.mutate(|s| {
+        s.tokens.remove(&grant.token);
+        s.revoked_tokens.push(RevokedToken {
+            token: grant.token.clone(),
+            installation_id: grant.installation_id,
+            repository_ids: grant
+                .repository_ids
+                .as_ref()
+                .map(|ids| ids.iter().copied().collect()),
+            at: Utc::now(),
+        });
+    });
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 
 /// GitHub pages deliveries with a cursor (`v1_{id}`: the page starts at delivery `id`),

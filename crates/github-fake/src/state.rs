@@ -442,6 +442,8 @@ pub struct InFlight {
 /// What an installation token may do.
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
+    /// The token itself (the fake's tokens are test data).
+    pub token: String,
     pub installation_id: u64,
     /// `None`: every repository of the installation.
     pub repository_ids: Option<BTreeSet<u64>>,
@@ -457,6 +459,17 @@ impl TokenGrant {
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&repo.id))
     }
+}
+
+/// An installation token revoked with `DELETE /installation/token`; it opens nothing since.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevokedToken {
+    /// The token itself (the fake's tokens are test data).
+    pub token: String,
+    pub installation_id: u64,
+    /// `None`: every repository of the installation.
+    pub repository_ids: Option<Vec<u64>>,
+    pub at: DateTime<Utc>,
 }
 
 /// Next ids per kind, starting where the fixtures' world does.
@@ -557,6 +570,8 @@ pub struct SimState {
     pub in_flight: BTreeMap<u64, InFlight>,
     /// Successful `git push`es per repository id.
     pub pushes: BTreeMap<u64, usize>,
+    /// Tokens revoked by their holders, oldest first.
+    pub revoked_tokens: Vec<RevokedToken>,
     #[serde(with = "duration_secs")]
     pub token_lifetime: Duration,
     pub ids: IdCounters,
@@ -594,6 +609,7 @@ impl SimState {
             violations: Vec::new(),
             in_flight: BTreeMap::new(),
             pushes: BTreeMap::new(),
+            revoked_tokens: Vec::new(),
             token_lifetime,
             ids: IdCounters::default(),
             tokens: HashMap::new(),

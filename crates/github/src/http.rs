@@ -51,6 +51,22 @@ impl ApiBase {
             path_prefix: uri.path().trim_end_matches('/').to_owned(),
         })
     }
+
+    /// The web host's base URL, where repositories are cloned from: `https://github.com`
+    /// for `https://api.github.com`, `https://HOST` for GitHub Enterprise Server's
+    /// `https://HOST/api/v3`; any other API URL serves git itself (a fake GitHub).
+    pub(crate) fn web_base(&self) -> String {
+        let origin = self.origin.to_string();
+        let origin = origin.trim_end_matches('/');
+        if self.origin.host() == Some("api.github.com") {
+            return "https://github.com".to_owned();
+        }
+        let prefix = self
+            .path_prefix
+            .strip_suffix("/api/v3")
+            .unwrap_or(&self.path_prefix);
+        format!("{origin}{prefix}")
+    }
 }
 
 /// Whose semaphore a request waits on.
@@ -305,6 +321,18 @@ mod tests {
         for bad in ["api.github.com", "ftp://x", "https://x/?q=1", "::"] {
             assert!(ApiBase::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn repositories_are_cloned_from_the_configured_apis_web_host() {
+        let web = |api: &str| ApiBase::parse(api).unwrap().web_base();
+        assert_eq!(web("https://api.github.com"), "https://github.com");
+        assert_eq!(web("https://api.github.com/"), "https://github.com");
+        assert_eq!(
+            web("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com"
+        );
+        assert_eq!(web("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
     }
 
     #[test]

@@ -67,6 +67,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     jwt: AppJwtSigner,
     tokens: TokenCache,
+    /// Where repositories are cloned from: the web host of the configured API.
+    web_base: String,
     transport: Transport,
     max_attempts: u32,
     max_retry_wait: Duration,
@@ -77,6 +79,8 @@ struct Inner {
 enum Credential {
     AppJwt,
     Installation(TokenScope),
+    /// A token the caller holds (a runner's, to revoke it); never cached.
+    Token(InstallationToken),
 }
 
 impl Credential {
@@ -84,6 +88,7 @@ impl Credential {
         match self {
             Self::AppJwt => Lane::App,
             Self::Installation(scope) => Lane::Installation(scope.installation_id),
+            Self::Token(token) => Lane::Installation(token.installation_id()),
         }
     }
 }
@@ -149,6 +154,7 @@ impl GitHubApp {
             ));
         }
         let base = ApiBase::parse(&config.api_url)?;
+        let web_base = base.web_base();
         let jwt = AppJwtSigner::new(config.app_id, &config.private_key_pem, clock.now())?;
         let transport = Transport::new(
             &base,
@@ -161,6 +167,7 @@ impl GitHubApp {
                 clock,
                 jwt,
                 tokens: TokenCache::default(),
+                web_base,
                 transport,
                 max_attempts: config.max_attempts.max(1),
                 max_retry_wait: config.max_retry_wait,
@@ -178,31 +185,67 @@ impl GitHubApp {
     }
 
     /// The token a task's runner gets: `repository_id` only, `contents: write` only.
-    /// Cached like every token, so it has at least [`REFRESH_BEFORE_EXPIRY`] left; use
-    /// [`Self::runner_token_lasting`] when the runner needs it for longer.
+    /// Minted for each call and never cached, so no two tasks share one and revoking
+    /// one ([`Self::revoke_token`]) touches no other task.
     pub async fn runner_token(
         &self,
         installation_id: u64,
         repository_id: u64,
     ) -> Result<InstallationToken, GitHubError> {
-        self.token(&TokenScope::runner(installation_id, repository_id))
+        self.inner
+            .mint(&TokenScope::runner(installation_id, repository_id))
             .await
     }
 
-    /// A runner token valid for at least `at_least` more: the cached one if it lasts
-    /// that long, else a fresh one. GitHub's tokens live one hour, so asking for an hour
-    /// or more mints every time.
+    /// A fresh runner token ([`Self::runner_token`]) for a task of `at_least`. GitHub's
+    /// tokens live one hour whatever is asked; a shorter one is noted in the log.
     pub async fn runner_token_lasting(
         &self,
         installation_id: u64,
         repository_id: u64,
         at_least: Duration,
     ) -> Result<InstallationToken, GitHubError> {
-        let min_remaining = chrono::TimeDelta::from_std(at_least)
-            .unwrap_or(chrono::TimeDelta::MAX)
-            .max(REFRESH_BEFORE_EXPIRY);
-        let scope = TokenScope::runner(installation_id, repository_id);
-        self.inner.token_lasting(&scope, min_remaining).await
+        let token = self.runner_token(installation_id, repository_id).await?;
+        let needed = chrono::TimeDelta::from_std(at_least).unwrap_or(chrono::TimeDelta::MAX);
+        if token.expires_at() - self.inner.clock.now() < needed {
+            tracing::debug!(
+                expires_at = %token.expires_at(),
+                wanted_secs = at_least.as_secs(),
+                "the runner token expires before the task's time is up"
+            );
+        }
+        Ok(token)
+    }
+
+    /// `DELETE /installation/token`, authenticated with `token` itself: GitHub refuses it
+    /// from then on. A token GitHub no longer accepts (revoked or expired) counts as
+    /// revoked.
+    pub async fn revoke_token(&self, token: &InstallationToken) -> Result<(), GitHubError> {
+        let request = Request::new(
+            Method::DELETE,
+            "/installation/token",
+            "/installation/token".into(),
+        );
+        match self
+            .inner
+            .call(&Credential::Token(token.clone()), request)
+            .await
+        {
+            Ok(_) | Err(GitHubError::Unauthorized { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The HTTPS URL to clone `repo` from: on the configured GitHub's web host
+    /// (`https://github.com` for `https://api.github.com`, `https://HOST` for GitHub
+    /// Enterprise Server's `https://HOST/api/v3`), whatever a webhook payload says.
+    pub fn clone_url(&self, repo: &RepoName) -> String {
+        format!(
+            "{}/{}/{}.git",
+            self.inner.web_base,
+            http::encode_component(&repo.owner),
+            http::encode_component(&repo.name)
+        )
     }
 
     /// A token for any scope, from the cache or freshly minted (once, however many
@@ -318,6 +361,7 @@ impl Inner {
         match credential {
             Credential::AppJwt => Ok(Authorization::Jwt(self.jwt.bearer(self.clock.now())?)),
             Credential::Installation(scope) => Ok(Authorization::Token(self.token(scope).await?)),
+            Credential::Token(token) => Ok(Authorization::Token(token.clone())),
         }
     }
 

@@ -293,6 +293,7 @@ pub fn start_app_on<E: Executor>(
             npm_registry: config.run.npm_registry.clone(),
             app_slug: config.app_slug.clone(),
             poll: options.poll,
+            unvalidated: config.run.unvalidated,
         },
         signal.clone(),
     );

@@ -192,6 +192,16 @@ pub struct RunSettings {
     pub public_url: String,
     pub agent_command: Option<Vec<String>>,
     pub npm_registry: Option<String>,
+    pub unvalidated: Unvalidated,
+}
+
+/// What becomes of a change in a repository with no validation commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unvalidated {
+    /// A draft pull request labelled `bg-agent:unvalidated`, with a note.
+    Draft,
+    /// The task fails; no pull request.
+    Refuse,
 }
 
 impl Config {
@@ -332,6 +342,17 @@ impl Config {
                 }
             },
         };
+        let unvalidated = match s.unvalidated.as_str() {
+            "draft" => Unvalidated::Draft,
+            "refuse" => Unvalidated::Refuse,
+            other => {
+                return Err(invalid(
+                    "unvalidated",
+                    other,
+                    "expected `draft` or `refuse`",
+                ));
+            }
+        };
         let run = RunSettings {
             public_url: s
                 .public_url
@@ -340,6 +361,7 @@ impl Config {
                 .to_owned(),
             agent_command,
             npm_registry: s.npm_registry,
+            unvalidated,
         };
         let log_format = match s.log_format.as_str() {
             "text" => LogFormat::Text,

@@ -369,6 +369,33 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     body
 }
 
+/// The label on a pull request whose change no validation command checked.
+pub const UNVALIDATED_LABEL: &str = "bg-agent:unvalidated";
+
+/// Heads the body of a pull request no validation command checked (it is opened as a
+/// draft, labelled [`UNVALIDATED_LABEL`]).
+pub fn unvalidated_note() -> String {
+    format!(
+        "> [!WARNING]\n\
+         > **Not validated.** This repository declares no validation commands (no `validation:` \
+         in `.github/bg-agent.yml`, and no `lint`, `format:check` or `test` script in \
+         `package.json`), so nothing checked this change before it was pushed. This pull \
+         request is a draft labelled `{UNVALIDATED_LABEL}`: check the change yourself before \
+         marking it ready for review.\n"
+    )
+}
+
+#[cfg(test)]
+mod unvalidated_tests {
+    #[test]
+    fn an_unvalidated_pull_request_says_so_first() {
+        insta::assert_snapshot!(super::unvalidated_note(), @r"
+        > [!WARNING]
+        > **Not validated.** This repository declares no validation commands (no `validation:` in `.github/bg-agent.yml`, and no `lint`, `format:check` or `test` script in `package.json`), so nothing checked this change before it was pushed. This pull request is a draft labelled `bg-agent:unvalidated`: check the change yourself before marking it ready for review.
+        ");
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

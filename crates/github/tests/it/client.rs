@@ -386,13 +386,13 @@ async fn the_runner_token_reaches_only_its_repository_and_contents() {
     assert_eq!(runner.installation_id(), installation);
     assert_eq!(runner.scope().repository_ids(), &[world::WIDGETS_ID]);
     assert!(!format!("{runner:?}").contains(runner.expose_secret()));
-    // Cached like any token, and distinct from the server's.
+    // Never cached: each task gets a token of its own, distinct from the server's.
     let again = h
         .app
         .runner_token(installation, world::WIDGETS_ID)
         .await
         .expect("runner token");
-    assert_eq!(again.expose_secret(), runner.expose_secret());
+    assert_ne!(again.expose_secret(), runner.expose_secret());
     let lasting = h
         .app
         .runner_token_lasting(
@@ -402,23 +402,13 @@ async fn the_runner_token_reaches_only_its_repository_and_contents() {
         )
         .await
         .expect("runner token");
-    assert_eq!(lasting.expose_secret(), runner.expose_secret());
-    assert_eq!(h.mints(), 1);
-    // GitHub's tokens live an hour: asking for longer mints a fresh one.
-    let fresh = h
-        .app
-        .runner_token_lasting(
-            installation,
-            world::WIDGETS_ID,
-            Duration::from_secs(61 * 60),
-        )
-        .await
-        .expect("runner token");
-    assert_ne!(fresh.expose_secret(), runner.expose_secret());
+    assert_ne!(lasting.expose_secret(), runner.expose_secret());
+    assert_ne!(lasting.expose_secret(), again.expose_secret());
+    assert_eq!(h.mints(), 3);
     assert!(!format!("{:?}", h.app).contains(runner.expose_secret()));
     let server = h.client().token().await.expect("server token");
     assert_ne!(server.expose_secret(), runner.expose_secret());
-    assert_eq!(h.mints(), 3);
+    assert_eq!(h.mints(), 4);
     let sha = h.main_sha().await;
 
     // The client makes its repository calls with the server's token only, so the
@@ -1554,6 +1544,83 @@ async fn every_typed_call_end_to_end() {
 }
 
 // ---- git over smart HTTP ----
+
+/// A revoked runner token opens nothing any more, neither the API nor git, and revoking
+/// it again is harmless; another task's token is untouched.
+#[tokio::test]
+async fn a_revoked_runner_token_no_longer_works() {
+    let h = Harness::start().await;
+    let git = Git::new();
+    let repository = h.client().repository(&widgets()).await.expect("repository");
+    let installation = h.world.installation_id;
+    let token = h
+        .app
+        .runner_token(installation, repository.id)
+        .await
+        .expect("runner token");
+    let other = h
+        .app
+        .runner_token(installation, repository.id)
+        .await
+        .expect("another task's token");
+    let work = tempfile::tempdir().expect("work dir");
+    let clone = |token: &InstallationToken, dir: &str| {
+        let header = repository.git_remote(token).http_extra_header();
+        let path = work.path().join(dir).to_string_lossy().into_owned();
+        (header, path)
+    };
+    let (header, before) = clone(&token, "before");
+    git.ok(
+        work.path(),
+        Some(&header),
+        &["clone", "--quiet", &repository.clone_url, &before],
+    )
+    .await;
+
+    h.app.revoke_token(&token).await.expect("revoked");
+    let revoked: Vec<String> = h
+        .sim
+        .read(|s| s.revoked_tokens.iter().map(|r| r.token.clone()).collect());
+    assert_eq!(revoked, vec![token.expose_secret().to_owned()]);
+    let (header, after) = clone(&token, "after");
+    git.fails(
+        work.path(),
+        Some(&header),
+        &["clone", "--quiet", &repository.clone_url, &after],
+    )
+    .await;
+    let crab = octocrab::Octocrab::builder()
+        .base_uri(h.sim.base_url())
+        .expect("base URI")
+        .personal_token(token.expose_secret().to_owned())
+        .build()
+        .expect("octocrab");
+    match crab.repos(world::ORG, "widgets").get().await {
+        Err(octocrab::Error::GitHub { source, .. }) => {
+            assert_eq!(source.status_code.as_u16(), 401)
+        }
+        other => panic!("a revoked token was accepted: {other:?}"),
+    }
+    // Again: GitHub no longer knows it, which is what was wanted.
+    h.app.revoke_token(&token).await.expect("revoked twice");
+
+    let (header, theirs) = clone(&other, "theirs");
+    git.ok(
+        work.path(),
+        Some(&header),
+        &["clone", "--quiet", &repository.clone_url, &theirs],
+    )
+    .await;
+    h.sim.assert_no_violations();
+}
+
+/// Repositories are cloned from the configured GitHub's web host.
+#[tokio::test]
+async fn the_clone_url_is_the_configured_githubs() {
+    let h = Harness::start().await;
+    let repository = h.client().repository(&widgets()).await.expect("repository");
+    assert_eq!(h.app.clone_url(&widgets()), repository.clone_url);
+}
 
 #[tokio::test]
 async fn git_clone_and_push_with_the_runner_token() {

@@ -225,6 +225,16 @@ pub struct Settings {
     )]
     pub sandbox_max_address_space_mb: String,
 
+    /// A change in a repository with no validation commands: `draft` (a draft pull request
+    /// labelled `bg-agent:unvalidated`, with a note) or `refuse` (the task fails, no PR).
+    #[arg(
+        long,
+        env = "BG_AGENT_UNVALIDATED",
+        default_value = "draft",
+        value_name = "draft|refuse"
+    )]
+    pub unvalidated: String,
+
     /// Size of the PostgreSQL connection pool.
     #[arg(
         long,

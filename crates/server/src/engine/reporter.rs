@@ -300,9 +300,15 @@ impl Reporter {
             name: "bg-agent",
             delivery_guid: None,
         };
+        // Nothing checked the change (the repository declares no validation): a draft,
+        // labelled and saying so, never a pull request that looks validated.
+        let unvalidated = cx.validations.is_empty();
         if task.pr_number.is_none() {
             let title = render::pull_request_title(task);
-            let body = render::pull_request_body(task, cx);
+            let mut body = render::pull_request_body(task, cx);
+            if unvalidated {
+                body = format!("{}\n{body}", render::unvalidated_note());
+            }
             let pull = match client.find_open_pull_request(repo, &branch).await? {
                 Some(existing) => {
                     client
@@ -329,16 +335,18 @@ impl Reporter {
                                 head: branch.clone(),
                                 base,
                                 body: Some(body),
-                                draft: None,
+                                draft: unvalidated.then_some(true),
                                 maintainer_can_modify: None,
                             },
                         )
                         .await?
                 }
             };
-            client
-                .add_labels(repo, pull.number, &[PR_LABEL.to_owned()])
-                .await?;
+            let mut labels = vec![PR_LABEL.to_owned()];
+            if unvalidated {
+                labels.push(render::UNVALIDATED_LABEL.to_owned());
+            }
+            client.add_labels(repo, pull.number, &labels).await?;
             let number = i32::try_from(pull.number)
                 .map_err(|_| ReportError::Invalid("pull request number out of range".into()))?;
             self.store
@@ -358,7 +366,9 @@ impl Reporter {
             run.details_url = Some(cx.page_url.to_owned());
             run.external_id = Some(task.id.to_string());
             run.status = Some(CheckRunStatus::Completed);
-            run.conclusion = Some(if validation_passed(cx.validations) {
+            run.conclusion = Some(if unvalidated {
+                CheckRunConclusion::Neutral
+            } else if validation_passed(cx.validations) {
                 CheckRunConclusion::Success
             } else {
                 CheckRunConclusion::Failure

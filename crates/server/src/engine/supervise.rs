@@ -2,8 +2,12 @@
 //! stops what was cancelled or ran out of time, and reconciles after a restart — a task
 //! whose execution is gone ends `failed` (retryable) instead of staying `running`.
 //! Everything it decides from is in the database, so any replica can do it.
+//!
+//! A runner's reported push is checked on GitHub (the branch points at the reported
+//! commit) before the task succeeds, and a runner's token is revoked once its task has
+//! ended; each task gets a token of its own.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,12 +18,13 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::background::Background;
+use crate::config::Unvalidated;
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
 use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
 use bg_agent_core::task::{TaskId, TaskState, branch_name};
-use bg_agent_github::{GitHubApp, GitHubError, RepoName};
+use bg_agent_github::{GitHubApp, GitHubError, InstallationToken, RepoName};
 
 use super::Signal;
 
@@ -55,6 +60,8 @@ pub struct SupervisorSettings {
     pub app_slug: String,
     /// How often to look again without a wake-up (other replicas' changes, timeouts).
     pub poll: Duration,
+    /// What becomes of a change no validation command checked.
+    pub unvalidated: Unvalidated,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +88,10 @@ pub struct Supervisor<E> {
     instance: uuid::Uuid,
     /// When this process last told the database it is alive.
     last_heartbeat: Mutex<Option<std::time::Instant>>,
+    /// The runner tokens of the tasks this process launched, until revoked. Held in
+    /// memory only: a token must not be written anywhere; one whose server died expires
+    /// on its own (it lasts the task's timeout plus [`TOKEN_MARGIN`], at most an hour).
+    runner_tokens: Mutex<HashMap<TaskId, InstallationToken>>,
 }
 
 fn sha256(secret: &str) -> Vec<u8> {
@@ -109,6 +120,7 @@ impl<E: Executor> Supervisor<E> {
             busy: BusyTasks::default(),
             instance: uuid::Uuid::new_v4(),
             last_heartbeat: Mutex::new(None),
+            runner_tokens: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +140,19 @@ impl<E: Executor> Supervisor<E> {
         }
         work.finish("task launches and stops", WORK_GRACE).await;
         self.executor.server_stopping().await;
+        // Tasks that ended since the last pass: their tokens go now.
+        if let Ok(executing) = self.store.executing_tasks().await {
+            let revocations = self
+                .ended_tasks_tokens(&executing)
+                .into_iter()
+                .map(|(id, token)| self.revoke(id, token));
+            let all = futures_util::future::join_all(revocations);
+            if tokio::time::timeout(WORK_GRACE, all).await.is_err() {
+                tracing::warn!(
+                    "runner tokens still being revoked at shutdown; they expire on their own"
+                );
+            }
+        }
         if let Err(e) = self.store.engine_gone(self.instance).await {
             tracing::warn!(error = %e, "cannot sign off; other replicas will wait out the silence");
         }
@@ -144,7 +169,14 @@ impl<E: Executor> Supervisor<E> {
         } else {
             Some(self.store.live_engines(INSTANCE_SILENCE).await?)
         };
-        for task in self.store.executing_tasks().await? {
+        let executing = self.store.executing_tasks().await?;
+        for (id, token) in self.ended_tasks_tokens(&executing) {
+            let this = Arc::clone(self);
+            work.spawn("runner token revocation", async move {
+                this.revoke(id, token).await;
+            });
+        }
+        for task in executing {
             if self.busy.contains(task.id) {
                 continue;
             }
@@ -178,6 +210,38 @@ impl<E: Executor> Supervisor<E> {
             );
         }
         Ok(())
+    }
+
+    /// Takes the tokens of tasks that no longer occupy an executor (`executing` was read
+    /// after they were launched: a launch under way is busy, and tasks are dispatched
+    /// only after the pass has read them).
+    fn ended_tasks_tokens(&self, executing: &[TaskRecord]) -> Vec<(TaskId, InstallationToken)> {
+        let active: HashSet<TaskId> = executing.iter().map(|t| t.id).collect();
+        let mut tokens = self
+            .runner_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ended: Vec<TaskId> = tokens
+            .keys()
+            .filter(|id| !active.contains(id) && !self.busy.contains(**id))
+            .copied()
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|id| tokens.remove(&id).map(|token| (id, token)))
+            .collect()
+    }
+
+    /// `DELETE /installation/token` for an ended task's runner token.
+    async fn revoke(&self, id: TaskId, token: InstallationToken) {
+        match self.github.revoke_token(&token).await {
+            Ok(()) => tracing::info!(task = id.get(), "runner token revoked"),
+            Err(e) => tracing::warn!(
+                task = id.get(),
+                error = %e,
+                "cannot revoke the runner token; it expires on its own"
+            ),
+        }
     }
 
     /// Passes come as often as tasks change; the heartbeat needs to be far rarer than
@@ -214,6 +278,12 @@ impl<E: Executor> Supervisor<E> {
         task: TaskRecord,
         work: &Background,
     ) -> Result<(), StoreError> {
+        // The runner has reported its push (and has nothing more to say): whatever its
+        // process does now, the task ends with the check on GitHub.
+        if task.state == TaskState::Running && task.commit_sha.is_some() {
+            self.check_push(task, work);
+            return Ok(());
+        }
         let Some(execution) = task.execution_id.clone().map(ExecutionId) else {
             let stuck_for = Utc::now() - task.started_at.unwrap_or(task.created_at);
             if task.cancel_requested_by.is_some() {
@@ -306,6 +376,72 @@ impl<E: Executor> Supervisor<E> {
         work.spawn("execution stop", stop.instrument(span));
     }
 
+    /// Ends a task whose runner reported a push: succeeded once GitHub shows the branch
+    /// at the reported commit (and, if refused, validation ran), failed otherwise. A
+    /// GitHub error leaves it for the next pass, until the task's time is up.
+    fn check_push(self: &Arc<Self>, task: TaskRecord, work: &Background) {
+        let Some(busy) = self.busy.claim(task.id) else {
+            return;
+        };
+        let this = Arc::clone(self);
+        let span = tracing::info_span!("task", task = task.id.get());
+        let check = async move {
+            let _busy = busy;
+            match this.push_refusal(&task).await {
+                Ok(None) => this.end(&task, TaskState::Succeeded, None).await,
+                Ok(Some(reason)) => {
+                    tracing::warn!(task = task.id.get(), %reason, "reported push refused");
+                    this.end(&task, TaskState::Failed, Some(&reason)).await;
+                }
+                Err(e) => {
+                    let deadline = task.started_at.unwrap_or(task.created_at)
+                        + chrono::TimeDelta::seconds(i64::from(task.timeout_secs))
+                        + chrono::TimeDelta::from_std(TIMEOUT_GRACE).unwrap_or_default();
+                    if Utc::now() > deadline {
+                        let error = format!(
+                            "could not check the pushed branch on GitHub: {e}; retry to run it again"
+                        );
+                        this.end(&task, TaskState::Failed, Some(&error)).await;
+                    } else {
+                        tracing::warn!(task = task.id.get(), error = %e, "cannot check the pushed branch yet; trying again");
+                    }
+                }
+            }
+        };
+        work.spawn("push check", check.instrument(span));
+    }
+
+    /// Why the reported push must not become a pull request, if it must not.
+    async fn push_refusal(&self, task: &TaskRecord) -> Result<Option<String>, LaunchError> {
+        if self.settings.unvalidated == Unvalidated::Refuse
+            && self.store.validations(task.id).await?.is_empty()
+        {
+            return Ok(Some(
+                "the repository has no validation commands and this server does not open pull requests for unchecked changes; declare `validation:` in .github/bg-agent.yml"
+                    .to_owned(),
+            ));
+        }
+        let (Some(branch), Some(commit)) = (&task.branch, &task.commit_sha) else {
+            return Ok(Some("the runner reported no branch or commit".to_owned()));
+        };
+        let (repo, installation, _) = task_repository(task)?;
+        let head = self
+            .github
+            .installation(installation)
+            .branch_head_sha(&repo, branch)
+            .await;
+        Ok(match head {
+            Ok(sha) if sha.eq_ignore_ascii_case(commit) => None,
+            Ok(sha) => Some(format!(
+                "the runner reported pushing {commit} to `{branch}`, but GitHub shows the branch at {sha}; nothing was marked validated"
+            )),
+            Err(GitHubError::NotFound { .. }) => Some(format!(
+                "the runner reported pushing {commit} to `{branch}`, but GitHub has no such branch; nothing was marked validated"
+            )),
+            Err(e) => return Err(e.into()),
+        })
+    }
+
     async fn launch(self: &Arc<Self>, task: TaskRecord, work: &Background) {
         match self.try_launch(&task).await {
             Ok(execution) => {
@@ -334,25 +470,18 @@ impl<E: Executor> Supervisor<E> {
     }
 
     async fn try_launch(&self, task: &TaskRecord) -> Result<ExecutionId, LaunchError> {
-        let (owner, name) = task
-            .repository
-            .split_once('/')
-            .ok_or_else(|| LaunchError::Invalid(format!("bad repository {}", task.repository)))?;
-        let repo_name = RepoName::new(owner, name);
-        let installation = u64::try_from(task.installation_id)
-            .map_err(|_| LaunchError::Invalid("bad installation id".into()))?;
-        let repository_id = u64::try_from(task.repository_id)
-            .map_err(|_| LaunchError::Invalid("bad repository id".into()))?;
-        // The webhook told us where to clone from; ask GitHub only if it did not.
-        let (clone_url, default_branch) = match (&task.clone_url, &task.base_branch) {
-            (Some(url), Some(branch)) => (url.clone(), branch.clone()),
-            _ => {
-                let repository = self
-                    .github
+        let (repo_name, installation, repository_id) = task_repository(task)?;
+        // The configured GitHub's host, never a URL from a webhook payload: the runner
+        // hands its token to whatever it clones from.
+        let clone_url = self.github.clone_url(&repo_name);
+        let default_branch = match &task.base_branch {
+            Some(branch) => branch.clone(),
+            None => {
+                self.github
                     .installation(installation)
                     .repository(&repo_name)
-                    .await?;
-                (repository.clone_url, repository.default_branch)
+                    .await?
+                    .default_branch
             }
         };
         let timeout = Duration::from_secs(u64::try_from(task.timeout_secs).unwrap_or(3600));
@@ -360,6 +489,12 @@ impl<E: Executor> Supervisor<E> {
             .github
             .runner_token_lasting(installation, repository_id, timeout + TOKEN_MARGIN)
             .await?;
+        // Kept from here on, so that whatever becomes of the launch, the token is revoked
+        // once the task has ended.
+        self.runner_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(task.id, token.clone());
         let mut secret_bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret_bytes);
         let secret = hex::encode(secret_bytes);
@@ -445,6 +580,19 @@ impl<E: Executor> Supervisor<E> {
         }
         Ok(execution)
     }
+}
+
+/// The task's repository, installation and repository id, as GitHub calls them.
+fn task_repository(task: &TaskRecord) -> Result<(RepoName, u64, u64), LaunchError> {
+    let (owner, name) = task
+        .repository
+        .split_once('/')
+        .ok_or_else(|| LaunchError::Invalid(format!("bad repository {}", task.repository)))?;
+    let installation = u64::try_from(task.installation_id)
+        .map_err(|_| LaunchError::Invalid("bad installation id".into()))?;
+    let repository_id = u64::try_from(task.repository_id)
+        .map_err(|_| LaunchError::Invalid("bad repository id".into()))?;
+    Ok((RepoName::new(owner, name), installation, repository_id))
 }
 
 /// Tasks this process is launching or stopping right now. A mark is held by a

@@ -32,6 +32,9 @@ use bg_agent_core::task::reply;
 /// refused within a minute, but a burst of commands costs one call.
 const PERMISSION_TTL: Duration = Duration::from_secs(60);
 const STATUS_LIMIT: i64 = 10;
+/// A user without permission gets at most one refusal per issue this often: more
+/// commands are audited, not answered, so they cannot make the app post without bound.
+const REFUSAL_REPLY_EVERY: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, Copy)]
 pub struct TaskPolicy {
@@ -191,11 +194,25 @@ impl TaskIntake {
             )
             .await
             .map_err(store_error)?;
-        self.reply(
-            origin,
-            &reply::no_permission(&origin.sender.login, self.policy.required_permission),
-        )
-        .await?;
+        let may_reply = self
+            .store
+            .claim_refusal_reply(
+                origin.repository.id,
+                origin.issue_number,
+                origin.sender.id,
+                REFUSAL_REPLY_EVERY,
+            )
+            .await
+            .map_err(store_error)?;
+        if may_reply {
+            self.reply(
+                origin,
+                &reply::no_permission(&origin.sender.login, self.policy.required_permission),
+            )
+            .await?;
+        } else {
+            tracing::info!(user = %origin.sender.login, issue = origin.issue_number, "refusal not posted: answered on this issue lately");
+        }
         Ok(false)
     }
 
@@ -476,7 +493,8 @@ impl TaskIntake {
             timeout_secs: request.timeout_secs,
             retry_of: request.retry_of,
             base_branch: origin.repository.default_branch.clone(),
-            clone_url: origin.repository.clone_url.clone(),
+            // Where the runner will clone from: the configured GitHub, not the payload.
+            clone_url: Some(self.github.clone_url(&origin.repo())),
         };
         let task = match self.store.create_task(&new).await.map_err(store_error)? {
             CreatedTask::Created(task) => {
@@ -752,8 +770,55 @@ impl TaskRequest {
     }
 }
 
+impl TaskIntake {
+    /// A payload whose repository names a clone URL other than the configured GitHub's
+    /// is refused (recorded, logged, the delivery failed with the reason): the clone
+    /// host is never taken from a payload, and one that names another is not GitHub's.
+    async fn refuse_foreign_clone_url(
+        &self,
+        meta: &DeliveryMeta,
+        repository: &RepoRef,
+        sender: &crate::webhook::trigger::Actor,
+    ) -> Result<(), HandlerError> {
+        let Some(named) = &repository.clone_url else {
+            return Ok(());
+        };
+        let ours = self
+            .github
+            .clone_url(&RepoName::new(&repository.owner, &repository.name));
+        if named.eq_ignore_ascii_case(&ours) {
+            return Ok(());
+        }
+        let reason = format!(
+            "refused: the payload's clone URL {named:?} is not the configured GitHub's ({ours})"
+        );
+        tracing::warn!(repository = %repository.full_name, %reason, "payload names another host");
+        let actor = AuditActor {
+            name: &sender.login,
+            delivery_guid: Some(&meta.guid),
+        };
+        self.store
+            .record_refusal(repository.id, actor, &reason)
+            .await
+            .map_err(store_error)?;
+        Err(HandlerError::Permanent(reason))
+    }
+}
+
 impl TriggerHandler for TaskIntake {
     async fn handle(&self, meta: &DeliveryMeta, trigger: &Trigger) -> Result<(), HandlerError> {
+        let named_repository = match trigger {
+            Trigger::Command(c) => Some((&c.repository, &c.sender)),
+            Trigger::Label(l) => Some((&l.repository, &l.sender)),
+            Trigger::CheckRunRerequested(run) | Trigger::CheckRunAction { check_run: run, .. } => {
+                Some((&run.repository, &run.sender))
+            }
+            Trigger::Installation(_) | Trigger::Ping { .. } => None,
+        };
+        if let Some((repository, sender)) = named_repository {
+            self.refuse_foreign_clone_url(meta, repository, sender)
+                .await?;
+        }
         let origin = match trigger {
             Trigger::Command(c) => Origin {
                 meta,

@@ -61,6 +61,22 @@ async fn record_execution(
     Ok(())
 }
 
+/// A push to any branch but the task's own is not the task's outcome.
+fn pushed_to_its_branch(outcome: &RunOutcome, task_branch: Option<&str>) -> RunOutcome {
+    match outcome {
+        RunOutcome::Pushed { branch, .. } if Some(branch.as_str()) != task_branch => {
+            RunOutcome::Failed {
+                error: format!(
+                    "the runner reported a push to `{branch}`, not to the task's branch `{}`",
+                    task_branch.unwrap_or("(none)")
+                ),
+                failing_command: None,
+            }
+        }
+        other => other.clone(),
+    }
+}
+
 impl Store {
     /// The hash of the task's runner secret while the task is active.
     pub async fn runner_secret_hash(&self, id: TaskId) -> Result<Option<Vec<u8>>, StoreError> {
@@ -216,7 +232,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query!(
             r#"SELECT state AS "state: TaskState", phase AS "phase: Phase", progress, last_seq,
-                    log_lines
+                    log_lines, branch, runner_secret_hash IS NULL AS "reported_end!"
              FROM tasks WHERE id = $1 FOR UPDATE"#,
             id as TaskId,
         )
@@ -230,7 +246,8 @@ impl Store {
         if seq <= last_seq {
             return Ok(ReportApplied::Duplicate);
         }
-        if state.is_terminal() {
+        // Ended, or its outcome is in and awaits the supervisor's check: nothing follows.
+        if state.is_terminal() || (state == TaskState::Running && row.reported_end) {
             return Ok(ReportApplied::Ended);
         }
         let runner = AuditActor {
@@ -345,6 +362,7 @@ impl Store {
                 .await?;
             }
             RunnerEvent::Finished(outcome) => {
+                let outcome = &pushed_to_its_branch(outcome, row.branch.as_deref());
                 let (branch, commit, changed, files, error, failing) = match outcome {
                     RunOutcome::Pushed {
                         branch,
@@ -387,14 +405,35 @@ impl Store {
                 )
                 .execute(&mut *tx)
                 .await?;
-                transition_in(
-                    &mut tx,
-                    id,
-                    (TaskState::Running, outcome.final_state()),
-                    runner,
-                    error.as_deref(),
-                )
-                .await?;
+                if let RunOutcome::Pushed { branch, commit, .. } = outcome {
+                    // Not succeeded yet: the supervisor first checks on GitHub that the
+                    // branch points at this commit. The runner has nothing more to say.
+                    sqlx::query!(
+                        "UPDATE tasks SET runner_secret_hash = NULL, version = version + 1,
+                             updated_at = now()
+                         WHERE id = $1",
+                        id as TaskId,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    append_event(
+                        &mut *tx,
+                        id,
+                        runner,
+                        &format!("pushed {commit} to {branch}"),
+                        (None, None),
+                    )
+                    .await?;
+                } else {
+                    transition_in(
+                        &mut tx,
+                        id,
+                        (TaskState::Running, outcome.final_state()),
+                        runner,
+                        error.as_deref(),
+                    )
+                    .await?;
+                }
             }
         }
         let task = fetch_task(&mut *tx, id)

@@ -646,6 +646,31 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a refusal may be posted to `user_id` on this issue now: at most once per
+    /// `every`. Claimed atomically, so of replicas answering at once only one posts.
+    pub async fn claim_refusal_reply(
+        &self,
+        repository_id: i64,
+        issue_number: i64,
+        user_id: i64,
+        every: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let claimed = sqlx::query_scalar!(
+            r#"INSERT INTO refusal_replies (repository_id, issue_number, user_id)
+               VALUES ($1, $2, $3)
+               ON CONFLICT (repository_id, issue_number, user_id) DO UPDATE SET replied_at = now()
+               WHERE refusal_replies.replied_at <= now() - make_interval(secs => $4::float8)
+               RETURNING 1 AS "claimed!""#,
+            repository_id,
+            issue_number,
+            user_id,
+            every.as_secs_f64(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(claimed.is_some())
+    }
+
     pub async fn refusals(&self, repository_id: i64) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query!(
             "SELECT actor, reason FROM refusals WHERE repository_id = $1 ORDER BY id",

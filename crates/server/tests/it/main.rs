@@ -4,6 +4,7 @@
 mod cli;
 mod embedded_postgres;
 mod engine_e2e;
+mod engine_security;
 mod engine_triggers;
 mod faults;
 mod harness;
