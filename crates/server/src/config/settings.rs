@@ -46,7 +46,8 @@ pub struct Settings {
     pub data_dir: String,
 
     /// Webhook secret; several comma-separated during a rotation (any one verifies, the
-    /// first signs `webhook send`). Unset: the public development secret, with a warning.
+    /// first signs `webhook send`). Unset: the public development secret, with a warning;
+    /// with App credentials set, it is refused (anyone could forge deliveries).
     #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true, value_name = "SECRETS", value_parser = secret)]
     pub github_webhook_secret: Option<SecretString>,
 
