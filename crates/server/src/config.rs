@@ -127,6 +127,12 @@ impl WebhookSecrets {
 pub struct IntakeConfig {
     pub batch_max: usize,
     pub writers: usize,
+    /// Webhook bodies received at once before their signature is checked.
+    pub unverified_concurrency: usize,
+    /// How long a request waits for its turn to be received before a 503.
+    pub unverified_wait: Duration,
+    /// Time a body has, from its turn, to arrive in full before a 408.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -374,6 +380,15 @@ impl Config {
             intake: IntakeConfig {
                 batch_max: positive("intake_batch", &s.intake_batch)?,
                 writers: positive("intake_writers", &s.intake_writers)?,
+                unverified_concurrency: positive("webhook_concurrency", &s.webhook_concurrency)?,
+                unverified_wait: Duration::from_millis(parse(
+                    "webhook_wait_ms",
+                    &s.webhook_wait_ms,
+                )?),
+                read_timeout: Duration::from_secs(positive(
+                    "webhook_read_timeout_secs",
+                    &s.webhook_read_timeout_secs,
+                )?),
             },
             worker,
             tasks,

@@ -14,3 +14,4 @@ mod runner_api;
 mod task_store;
 mod webhook_decode;
 mod webhook_intake;
+mod webhook_limits;
