@@ -98,8 +98,12 @@ fn configuration_errors_are_one_clear_line() {
 /// of its own refuses to start, before it opens a database or a port.
 #[test]
 fn serve_with_app_credentials_and_no_webhook_secret_refuses_to_start() {
+    // Were it to start after all, its files go to a temporary directory.
+    let dir = tempfile::tempdir().unwrap();
     let output = bg_agent()
         .arg("serve")
+        .env("BG_AGENT_DATA_DIR", dir.path())
+        .env("BG_AGENT_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("GITHUB_APP_ID", "310001")
         .env("GITHUB_PRIVATE_KEY_PATH", "/nonexistent/app-key.pem")
         .env_remove("GITHUB_PRIVATE_KEY")
