@@ -132,6 +132,7 @@ impl RunningServer {
             store,
             Arc::new(config.webhook_secrets.clone()),
             writer,
+            crate::webhook::unverified::UnverifiedBodies::new(&config.intake),
             signal,
             config.run.public_url.clone(),
         );

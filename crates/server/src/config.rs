@@ -48,6 +48,12 @@ pub enum ConfigError {
         name: String,
         needed_for: &'static str,
     },
+    #[error(
+        "{name} is not set, but GitHub App credentials are ({credentials}): the development \
+         webhook secret is public, so anyone could forge deliveries and start tasks; set \
+         {name} to the App's webhook secret"
+    )]
+    WebhookSecretMissing { name: String, credentials: String },
     #[error("cannot read the settings: {0}")]
     Arguments(String),
 }
@@ -123,6 +129,12 @@ impl WebhookSecrets {
 pub struct IntakeConfig {
     pub batch_max: usize,
     pub writers: usize,
+    /// Webhook bodies received at once before their signature is checked.
+    pub unverified_concurrency: usize,
+    /// How long a request waits for its turn to be received before a 503.
+    pub unverified_wait: Duration,
+    /// Time a body has, from its turn, to arrive in full before a 408.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +308,29 @@ impl Config {
             .map(|raw| parse::<u64>("github_app_id", raw))
             .transpose()?;
         let github = github_settings(&s)?;
+        // The development secret is public: a server acting as a real App with it would run
+        // tasks for anyone who can reach `/webhook`. (The demo sets its App up after
+        // reading the settings, so it keeps the development secret.)
+        if webhook_secrets.is_development_default() {
+            let credentials: Vec<String> = [
+                ("github_app_id", app_id.is_some()),
+                ("github_private_key", s.github_private_key.is_some()),
+                (
+                    "github_private_key_path",
+                    s.github_private_key_path.is_some(),
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(id, _)| env_name(id))
+            .collect();
+            if !credentials.is_empty() {
+                return Err(ConfigError::WebhookSecretMissing {
+                    name: env_name("github_webhook_secret"),
+                    credentials: credentials.join(", "),
+                });
+            }
+        }
         let worker = WorkerConfig {
             workers: parse("workers", &s.workers)?,
             poll_interval: Duration::from_millis(positive("worker_poll_ms", &s.worker_poll_ms)?),
@@ -380,6 +415,15 @@ impl Config {
             intake: IntakeConfig {
                 batch_max: positive("intake_batch", &s.intake_batch)?,
                 writers: positive("intake_writers", &s.intake_writers)?,
+                unverified_concurrency: positive("webhook_concurrency", &s.webhook_concurrency)?,
+                unverified_wait: Duration::from_millis(parse(
+                    "webhook_wait_ms",
+                    &s.webhook_wait_ms,
+                )?),
+                read_timeout: Duration::from_secs(positive(
+                    "webhook_read_timeout_secs",
+                    &s.webhook_read_timeout_secs,
+                )?),
             },
             worker,
             tasks,
@@ -574,6 +618,40 @@ pub(crate) mod tests {
         assert_eq!(
             config.webhook_secrets.signing_secret(),
             DEVELOPMENT_WEBHOOK_SECRET.as_bytes()
+        );
+    }
+
+    /// The development secret is public: a server with App credentials and no secret of
+    /// its own would let anyone forge deliveries, so it is refused, naming what is set.
+    #[test]
+    fn app_credentials_without_a_webhook_secret_are_refused() {
+        let refused = |pairs: &[(&str, &str)]| Config::from_vars(&vars(pairs)).unwrap_err();
+        let err = refused(&[
+            ("GITHUB_APP_ID", "42"),
+            ("GITHUB_PRIVATE_KEY_PATH", "/k.pem"),
+        ]);
+        insta::assert_snapshot!(err, @"GITHUB_WEBHOOK_SECRET is not set, but GitHub App credentials are (GITHUB_APP_ID, GITHUB_PRIVATE_KEY_PATH): the development webhook secret is public, so anyone could forge deliveries and start tasks; set GITHUB_WEBHOOK_SECRET to the App's webhook secret");
+        // A key alone counts too; an empty secret is unset.
+        let err = refused(&[("GITHUB_PRIVATE_KEY", "pem"), ("GITHUB_WEBHOOK_SECRET", "")]);
+        assert!(
+            matches!(err, ConfigError::WebhookSecretMissing { .. }),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pem"), "{err}");
+
+        let config = Config::from_vars(&vars(&[
+            ("GITHUB_APP_ID", "42"),
+            ("GITHUB_PRIVATE_KEY_PATH", "/k.pem"),
+            ("GITHUB_WEBHOOK_SECRET", "s3cret"),
+        ]))
+        .unwrap();
+        assert!(!config.webhook_secrets.is_development_default());
+        // Without App credentials the development secret is still the default.
+        assert!(
+            Config::from_vars(&HashMap::new())
+                .unwrap()
+                .webhook_secrets
+                .is_development_default()
         );
     }
 

@@ -67,7 +67,11 @@ mod tests {
             "{err}"
         );
 
-        let config = Config::from_vars(&vars(&[("GITHUB_APP_ID", "42")])).unwrap();
+        let config = Config::from_vars(&vars(&[
+            ("GITHUB_APP_ID", "42"),
+            ("GITHUB_WEBHOOK_SECRET", "s"),
+        ]))
+        .unwrap();
         let err = client_config(&config).unwrap_err();
         assert!(err.to_string().starts_with("GITHUB_PRIVATE_KEY"), "{err}");
     }
@@ -76,6 +80,7 @@ mod tests {
     fn github_app_config_from_pem_text_or_file() {
         let pem = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n";
         let config = Config::from_vars(&vars(&[
+            ("GITHUB_WEBHOOK_SECRET", "s"),
             ("GITHUB_APP_ID", "42"),
             ("GITHUB_PRIVATE_KEY", &pem.replace('\n', "\\n")),
             ("GITHUB_API_URL", "https://ghe.example.com/api/v3/"),
@@ -97,6 +102,7 @@ mod tests {
         let path = dir.path().join("key.pem");
         std::fs::write(&path, pem).unwrap();
         let config = Config::from_vars(&vars(&[
+            ("GITHUB_WEBHOOK_SECRET", "s"),
             ("GITHUB_APP_ID", "42"),
             ("GITHUB_PRIVATE_KEY_PATH", path.to_str().unwrap()),
         ]))
@@ -110,6 +116,7 @@ mod tests {
         );
 
         let missing = Config::from_vars(&vars(&[
+            ("GITHUB_WEBHOOK_SECRET", "s"),
             ("GITHUB_APP_ID", "42"),
             ("GITHUB_PRIVATE_KEY_PATH", "/nonexistent/key.pem"),
         ]))

@@ -19,8 +19,8 @@ use tracing::Span;
 use crate::config::WebhookSecrets;
 use crate::engine::Signal;
 use crate::store::Store;
-use crate::webhook::MAX_PAYLOAD_BYTES;
 use crate::webhook::inbox::{IntakeWriter, WebhookState, receive};
+use crate::webhook::unverified::UnverifiedBodies;
 use pages::PagesState;
 use runner_api::RunnerApiState;
 
@@ -28,13 +28,18 @@ pub fn router(
     store: Store,
     secrets: Arc<WebhookSecrets>,
     writer: IntakeWriter,
+    bodies: UnverifiedBodies,
     signal: Signal,
     public_url: String,
 ) -> Router {
+    // The handler receives the body itself, under `bodies`' limits (size included).
     let webhook = Router::new()
         .route("/webhook", post(receive))
-        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
-        .with_state(WebhookState { secrets, writer });
+        .with_state(WebhookState {
+            secrets,
+            writer,
+            bodies,
+        });
     let runners = Router::new()
         .route(
             "/internal/tasks/{id}/events",

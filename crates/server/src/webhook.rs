@@ -4,6 +4,7 @@
 
 pub mod inbox;
 pub mod trigger;
+pub mod unverified;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -46,7 +46,8 @@ pub struct Settings {
     pub data_dir: String,
 
     /// Webhook secret; several comma-separated during a rotation (any one verifies, the
-    /// first signs `webhook send`). Unset: the public development secret, with a warning.
+    /// first signs `webhook send`). Unset: the public development secret, with a warning;
+    /// with App credentials set, it is refused (anyone could forge deliveries).
     #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true, value_name = "SECRETS", value_parser = secret)]
     pub github_webhook_secret: Option<SecretString>,
 
@@ -261,6 +262,37 @@ pub struct Settings {
         value_name = "N"
     )]
     pub intake_writers: String,
+
+    /// Most webhook bodies received at once before their signature is checked (each up to
+    /// GitHub's 25 MB): what unauthenticated senders can make the server hold is this many
+    /// bodies, however many connect. More wait their turn, then get 503.
+    #[arg(
+        long,
+        env = "BG_AGENT_WEBHOOK_CONCURRENCY",
+        default_value = "8",
+        value_name = "N"
+    )]
+    pub webhook_concurrency: String,
+
+    /// How long a webhook request waits for its turn to be received before it is answered
+    /// 503, in milliseconds.
+    #[arg(
+        long,
+        env = "BG_AGENT_WEBHOOK_WAIT_MS",
+        default_value = "2000",
+        value_name = "MS"
+    )]
+    pub webhook_wait_ms: String,
+
+    /// Time a webhook body has to arrive in full once its turn came, in seconds; a slower
+    /// one is answered 408 (GitHub itself gives up on a delivery after 10 s).
+    #[arg(
+        long,
+        env = "BG_AGENT_WEBHOOK_READ_TIMEOUT_SECS",
+        default_value = "10",
+        value_name = "SECS"
+    )]
+    pub webhook_read_timeout_secs: String,
 
     /// Delivery workers in this process; 0 makes an intake-only replica (others process).
     #[arg(long, env = "BG_AGENT_WORKERS", default_value = "2", value_name = "N")]

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
+use super::unverified::UnverifiedBodies;
 use super::verify_signature;
 use crate::background::Background;
 use crate::config::{IntakeConfig, WebhookSecrets};
@@ -195,6 +195,7 @@ async fn write_batches(
 pub struct WebhookState {
     pub secrets: Arc<WebhookSecrets>,
     pub writer: IntakeWriter,
+    pub bodies: UnverifiedBodies,
 }
 
 #[derive(serde::Serialize)]
@@ -230,7 +231,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 pub async fn receive(
     State(state): State<WebhookState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(event) = header("x-github-event") else {
@@ -272,21 +273,15 @@ pub async fn receive(
     let span = tracing::info_span!("delivery", %guid, %event);
     let (event, guid) = (event.to_owned(), guid.to_owned());
     async move {
-        let body = match body {
-            Ok(body) => body,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "payload exceeds GitHub's limit of {} bytes",
-                        super::MAX_PAYLOAD_BYTES
-                    ),
-                );
-            }
-            Err(rejection) => return error(rejection.status(), rejection.body_text()),
+        // The headers were checked first: a request that is no delivery takes no turn.
+        let received = match state.bodies.receive(&headers, body).await {
+            Ok(received) => received,
+            Err(e) => return error(e.status(), e.to_string()),
         };
         let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
-        if let Err(e) = verify_signature(&state.secrets, &body, signature) {
+        let verified = verify_signature(&state.secrets, &received.body, signature);
+        let body = received.checked();
+        if let Err(e) = verified {
             return error(StatusCode::UNAUTHORIZED, e.to_string());
         }
         // The body is not parsed here: the worker does that, and marks a non-JSON one failed.

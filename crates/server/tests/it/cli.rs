@@ -94,6 +94,26 @@ fn configuration_errors_are_one_clear_line() {
     assert!(stderr.contains("BG_AGENT_LISTEN"), "{stderr}");
 }
 
+/// The development secret is public: `serve` with App credentials and no webhook secret
+/// of its own refuses to start, before it opens a database or a port.
+#[test]
+fn serve_with_app_credentials_and_no_webhook_secret_refuses_to_start() {
+    // Were it to start after all, its files go to a temporary directory.
+    let dir = tempfile::tempdir().unwrap();
+    let output = bg_agent()
+        .arg("serve")
+        .env("BG_AGENT_DATA_DIR", dir.path())
+        .env("BG_AGENT_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("GITHUB_APP_ID", "310001")
+        .env("GITHUB_PRIVATE_KEY_PATH", "/nonexistent/app-key.pem")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    insta::assert_snapshot!(stderr, @"bg-agent: configuration error: GITHUB_WEBHOOK_SECRET is not set, but GitHub App credentials are (GITHUB_APP_ID, GITHUB_PRIVATE_KEY_PATH): the development webhook secret is public, so anyone could forge deliveries and start tasks; set GITHUB_WEBHOOK_SECRET to the App's webhook secret");
+}
+
 /// `serve --help` is the reference of every setting: each variable is named, and secrets
 /// set in the environment are not shown.
 #[test]

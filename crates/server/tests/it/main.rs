@@ -18,3 +18,4 @@ mod sandbox;
 mod task_store;
 mod webhook_decode;
 mod webhook_intake;
+mod webhook_limits;
