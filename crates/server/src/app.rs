@@ -21,7 +21,7 @@ use crate::engine::reporter::{Reporter, ReporterSettings};
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
 use crate::engine::{DeliveryWorker, Signal, TriggerHandler};
-use crate::executor::sandbox::Protected;
+use crate::executor::sandbox::{Protected, SandboxError};
 use crate::executor::{Executor, LocalExecutor, Sandbox, SandboxMode};
 use crate::store::Store;
 use crate::store::embedded::{Durability, EmbeddedPostgres};
@@ -249,8 +249,32 @@ pub fn local_executor(
                 host_uid = sandbox.host_uid(),
                 "runners run in a bubblewrap sandbox"
             );
-            LocalExecutor::sandboxed(program, args, workspaces, sandbox)
-                .context("the local executor cannot sandbox runners")
+            match LocalExecutor::sandboxed(
+                program.clone(),
+                args.clone(),
+                workspaces.clone(),
+                sandbox.clone(),
+            ) {
+                Err(SandboxError::Unreachable { uid, path, reason }) => {
+                    // A data directory under a private home (a checkout in /root, say):
+                    // workspaces are throwaway, so they go where the sandbox user can reach.
+                    let fallback = tempfile::Builder::new()
+                        .prefix("bg-agent-workspaces-")
+                        .tempdir()
+                        .context("creating a workspaces directory the sandbox can reach")?
+                        .keep();
+                    tracing::warn!(
+                        uid,
+                        unreachable = %path.display(),
+                        %reason,
+                        workspaces = %fallback.display(),
+                        "the sandbox user cannot reach the data directory; task workspaces go                          to a private temporary directory instead (set BG_AGENT_DATA_DIR under                          directories others may search, e.g. /var/lib/bg-agent, to choose)"
+                    );
+                    LocalExecutor::sandboxed(program, args, fallback, sandbox)
+                        .context("the local executor cannot sandbox runners")
+                }
+                result => result.context("the local executor cannot sandbox runners"),
+            }
         }
     }
 }

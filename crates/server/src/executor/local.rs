@@ -93,6 +93,11 @@ impl LocalExecutor {
         }
     }
 
+    /// Where task workspaces are created.
+    pub fn workspaces(&self) -> &std::path::Path {
+        &self.inner.workspaces
+    }
+
     fn executions(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Execution>> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts
         // and lookups), so a poisoned lock is still usable.

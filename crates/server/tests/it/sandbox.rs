@@ -430,3 +430,35 @@ async fn the_server_environment_is_unreadable_to_its_own_user() {
         "{read:?}"
     );
 }
+
+/// A data directory the sandbox user cannot reach (a checkout under root's private home,
+/// where the demo keeps `.bg-agent/`): the server still starts, with its workspaces in a
+/// private temporary directory the sandbox can reach, and says so.
+#[tokio::test]
+async fn a_data_directory_under_a_private_home_still_runs_sandboxed_tasks() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = home.path().join("checkout/.bg-agent");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut config = bg_agent_testkit::recording::test_config();
+    config.data_dir = data.clone();
+    let executor =
+        bg_agent::app::local_executor(&config, Path::new(env!("CARGO_BIN_EXE_bg-agent"))).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            !executor.workspaces().starts_with(home.path()),
+            "{}",
+            executor.workspaces().display()
+        );
+        let mode = std::fs::metadata(executor.workspaces())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o711, "searchable, not listable");
+        std::fs::remove_dir_all(executor.workspaces()).unwrap();
+    } else {
+        // Not root: the sandbox runs as this user (behind a user namespace), which can
+        // reach its own data directory.
+        assert_eq!(executor.workspaces(), data.join("workspaces"));
+    }
+}
