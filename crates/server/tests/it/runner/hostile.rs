@@ -112,6 +112,24 @@ async fn hostile_repo(
     (repo, spec)
 }
 
+/// Runs task `task_id` in [`hostile_repo`] and checks its one commit went to the fake
+/// GitHub on top of `main`; returns the task's token (for the capture to be checked) and
+/// the run.
+async fn run_hostile(
+    world: &World,
+    task_id: i64,
+    script: &str,
+    files: &[(&str, String)],
+) -> (String, Run) {
+    let (repo, spec) = hostile_repo(world, task_id, script, files).await;
+    let main_before = git(&repo, &["rev-parse", "main"]).unwrap();
+    let callback = callback(task_id, &[]).await;
+    let token = world.token(&repo);
+    let run = run(&spec, &token, &callback).await;
+    assert_pushed_to_github(&run, &repo, &spec, &main_before);
+    (token, run)
+}
+
 /// The task pushed its one commit on top of `main` to the fake GitHub.
 fn assert_pushed_to_github(run: &Run, repo: &RepoHandle, spec: &TaskSpec, main_before: &str) {
     let RunOutcome::Pushed { commit, .. } = run.outcome() else {
@@ -141,15 +159,10 @@ async fn a_proxy_in_the_users_git_configuration_never_sees_the_token() {
         "git config --global http.proxy {proxy} && git config --global http.sslVerify false \
          && mkdir -p \"$HOME/.config/git\" && cp \"$HOME/.gitconfig\" \"$HOME/.config/git/config\""
     );
-    let (repo, spec) = hostile_repo(&world, 201, &script, &[]).await;
-    let main_before = git(&repo, &["rev-parse", "main"]).unwrap();
-    let callback = callback(201, &[]).await;
-    let token = world.token(&repo);
-    let run = run(&spec, &token, &callback).await;
+    let (token, _) = run_hostile(&world, 201, &script, &[]).await;
 
     capture.assert_never_saw(&token);
     assert_eq!(capture.connections.load(Ordering::SeqCst), 0);
-    assert_pushed_to_github(&run, &repo, &spec, &main_before);
 }
 
 #[tokio::test]
@@ -169,15 +182,10 @@ async fn rewritten_urls_cannot_redirect_the_push() {
          && git config remote.origin.pushurl {to}acme/notes.git \
          && git config include.path \"$cfg\""
     );
-    let (repo, spec) = hostile_repo(&world, 202, &script, &[]).await;
-    let main_before = git(&repo, &["rev-parse", "main"]).unwrap();
-    let callback = callback(202, &[]).await;
-    let token = world.token(&repo);
-    let run = run(&spec, &token, &callback).await;
+    let (token, _) = run_hostile(&world, 202, &script, &[]).await;
 
     capture.assert_never_saw(&token);
     assert_eq!(capture.connections.load(Ordering::SeqCst), 0);
-    assert_pushed_to_github(&run, &repo, &spec, &main_before);
 }
 
 /// `.git/config` replaced by a symlink to a file outside the workspace: the runner neither
@@ -191,16 +199,11 @@ async fn a_symlink_in_place_of_the_clones_configuration_is_not_followed() {
     let planted = format!("[http]\n\tproxy = {}\n", capture.url());
     std::fs::write(&victim, &planted).unwrap();
     let script = format!("ln -sfn {} .git/config", victim.display());
-    let (repo, spec) = hostile_repo(&world, 203, &script, &[]).await;
-    let main_before = git(&repo, &["rev-parse", "main"]).unwrap();
-    let callback = callback(203, &[]).await;
-    let token = world.token(&repo);
-    let run = run(&spec, &token, &callback).await;
+    let (token, _) = run_hostile(&world, 203, &script, &[]).await;
 
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), planted);
     capture.assert_never_saw(&token);
     assert_eq!(capture.connections.load(Ordering::SeqCst), 0);
-    assert_pushed_to_github(&run, &repo, &spec, &main_before);
 }
 
 /// A daemon (new session, parent gone) that reads every process's environment as fast as
@@ -242,19 +245,14 @@ async fn a_daemon_left_by_validation_never_sees_the_token() {
          while [ ! -e \"$HOME/snooper-ready\" ]; do sleep 0.05; done",
         capture.addr.port()
     );
-    let (repo, spec) =
-        hostile_repo(&world, 204, &script, &[("snooper.js", SNOOPER.to_owned())]).await;
-    let main_before = git(&repo, &["rev-parse", "main"]).unwrap();
-    let callback = callback(204, &[]).await;
-    let token = world.token(&repo);
-    let run = run(&spec, &token, &callback).await;
+    let (token, run) =
+        run_hostile(&world, 204, &script, &[("snooper.js", SNOOPER.to_owned())]).await;
 
     assert!(
         capture.received().contains("snooper started"),
         "the snooper never ran"
     );
     capture.assert_never_saw(&token);
-    assert_pushed_to_github(&run, &repo, &spec, &main_before);
     assert!(
         run.log()
             .contains("processes the repository's code left running"),
