@@ -3,9 +3,11 @@
 # minimal Probot app (verifies and acknowledges, stores nothing), same machine, same load,
 # loopback only, bounded in time. Checks afterwards that every delivery bg-agent
 # acknowledged is in PostgreSQL, and that bg-agent served more requests per second at a
-# lower p99. Exit status 1 if either check fails.
+# lower p99. Then a concurrent-duplicates run against bg-agent alone: every delivery id sent
+# by DUPLICATES x THREADS senders at once (a redelivery racing its original, a retrying
+# proxy) must get no non-2xx answer and be stored once. Exit status 1 if a check fails.
 #
-# Usage: scripts/bench-intake.sh            (DURATION=10s CONNECTIONS=32 THREADS=2 ROUNDS=3)
+# Usage: scripts/bench-intake.sh   (DURATION=10s CONNECTIONS=32 THREADS=2 ROUNDS=3 DUPLICATES=4)
 # Needs: wrk (apt-get install wrk), node + npm, PostgreSQL at DATABASE_URL or its server
 # programs installed (an embedded cluster is used when DATABASE_URL is unset).
 set -euo pipefail
@@ -16,6 +18,7 @@ WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
+DUPLICATES=${DUPLICATES:-4}
 BG_PORT=${BG_PORT:-39310}
 PROBOT_PORT=${PROBOT_PORT:-39311}
 SECRET=bench-secret
@@ -124,6 +127,23 @@ awk -v a="$bg_rps" -v b="$pb_rps" -v c="$bg_p99" -v d="$pb_p99" \
   'BEGIN { printf "ratio: bg-agent/probot throughput %.2fx, p99 %.2fx\n", a/b, c/d }'
 if ! awk -v a="$bg_rps" -v b="$pb_rps" -v c="$bg_p99" -v d="$pb_p99" 'BEGIN { exit !(a > b && c < d) }'; then
   echo "FAIL: bg-agent must serve more req/s than Probot at a lower p99"; fail=1
+fi
+echo
+echo "== concurrent duplicates (each id from $DUPLICATES x $THREADS senders at once, $DURATION)"
+id="dup-$$"
+line=$(BENCH_DUPLICATES=$DUPLICATES run bg-agent $BG_PORT "$id" "$DURATION")
+echo "bg-agent: ${line#RESULT }"
+refused=$(sed -E 's/.*refused=([0-9]+).*/\1/' <<<"$line")
+ids=$(sed -E 's/.*ids=([0-9]+).*/\1/' <<<"$line")
+stored=$(count_rows "$id")
+# Requests still in flight when wrk stops (at most one per connection) may leave the last
+# ids unsent; every other id must be there, once (the GUID is the primary key).
+if (( refused > 0 )); then
+  echo "  FAIL: $refused non-2xx answers to concurrent duplicates"; fail=1
+elif (( stored > ids || stored < ids - CONNECTIONS )); then
+  echo "  FAIL: $stored rows stored for $ids distinct ids"; fail=1
+else
+  echo "  0 non-2xx; stored: $stored rows for $ids distinct ids"
 fi
 grep -E ' (ERROR|WARN) ' "$work/bg-agent.log" | grep -v 'development secret' | head -5 || true
 exit $fail

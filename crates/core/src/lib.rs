@@ -6,5 +6,6 @@
 pub mod backoff;
 pub mod command;
 pub mod markdown;
+pub mod output;
 pub mod protocol;
 pub mod task;

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Redactor;
+use bg_agent_core::output;
 use bg_agent_core::protocol::{
     CALLBACK_CA_ENV, MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult,
 };
@@ -23,8 +24,6 @@ use bg_agent_core::task::Phase;
 pub const BATCH_LINES: usize = 20;
 /// Longest a line waits before it is sent.
 pub const BATCH_DELAY: Duration = Duration::from_millis(500);
-/// A single line is cut to this many characters (minified bundles print megabyte lines).
-pub const MAX_LINE_CHARS: usize = 2000;
 /// Total time spent retrying one report before giving up on it.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
 /// Between attempts to deliver one report: 200 ms doubling to 4 s (the shared policy).
@@ -149,10 +148,7 @@ fn http_client(extra_ca: Option<&str>) -> Result<reqwest::Client, EventError> {
 }
 
 fn clip(line: &str) -> String {
-    match line.char_indices().nth(MAX_LINE_CHARS) {
-        Some((cut, _)) => format!("{}… [line cut]", &line[..cut]),
-        None => line.to_owned(),
-    }
+    output::clip_line(line, output::MAX_LINE_CHARS).into_owned()
 }
 
 /// Redacts every string an event carries (lines were redacted already; this catches
@@ -178,11 +174,50 @@ fn redact_event(event: RunnerEvent, redactor: &Redactor) -> RunnerEvent {
     }
 }
 
+/// Lines reported as they come; after them, only the last [`TAIL_LINES`] lines before
+/// each event (a validation result, the final outcome) are reported, behind a line saying
+/// how many were left out: the failure is usually at the end. Together they fit within
+/// what the server keeps ([`MAX_LOG_LINES`]).
+const LIVE_LINES: usize = MAX_LOG_LINES / 2;
+const TAIL_LINES: usize = MAX_LOG_LINES / 2 - 1;
+
+/// The lines past the live budget: the last [`TAIL_LINES`] and how many were left out.
+#[derive(Default)]
+struct Overflow {
+    lines: std::collections::VecDeque<String>,
+    omitted: u64,
+}
+
+impl Overflow {
+    fn push(&mut self, line: String) {
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+            self.omitted += 1;
+        }
+        self.lines.push_back(line);
+    }
+
+    /// The marker (if lines were left out) and the kept lines, in batches.
+    fn drain(&mut self) -> Vec<Vec<String>> {
+        let mut lines: Vec<String> = Vec::with_capacity(self.lines.len() + 1);
+        if self.omitted > 0 {
+            lines.push(format!(
+                "[bg-agent runner: {} lines left out; the last {} follow]",
+                self.omitted,
+                self.lines.len()
+            ));
+        }
+        lines.extend(self.lines.drain(..));
+        self.omitted = 0;
+        lines.chunks(BATCH_LINES).map(<[String]>::to_vec).collect()
+    }
+}
+
 async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Redactor) {
     let mut pending: Vec<String> = Vec::new();
     let mut flush_at: Option<Instant> = None;
-    let mut accepted = 0usize;
-    let mut dropped = 0usize;
+    let mut live = 0usize;
+    let mut overflow = Overflow::default();
     loop {
         let message = tokio::select! {
             message = rx.recv() => message,
@@ -195,11 +230,11 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Reda
         match message {
             Some(Message::Log(line)) => {
                 eprintln!("{line}");
-                if accepted >= MAX_LOG_LINES {
-                    dropped += 1;
+                if live >= LIVE_LINES {
+                    overflow.push(line);
                     continue;
                 }
-                accepted += 1;
+                live += 1;
                 pending.push(line);
                 if pending.len() == 1 {
                     flush_at = Some(Instant::now() + BATCH_DELAY);
@@ -211,17 +246,14 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Reda
             }
             Some(Message::Event(event)) => {
                 sender.flush(&mut pending).await;
+                sender.flush_overflow(&mut overflow).await;
                 flush_at = None;
                 let event = redact_event(event, &redactor);
                 let _ = sender.post(event, true).await;
             }
             Some(Message::Finish(outcome, ack)) => {
                 sender.flush(&mut pending).await;
-                if dropped > 0 {
-                    eprintln!(
-                        "bg-agent runner: {dropped} log lines over the limit of {MAX_LOG_LINES} were not reported"
-                    );
-                }
+                sender.flush_overflow(&mut overflow).await;
                 let event = redact_event(RunnerEvent::Finished(outcome), &redactor);
                 let _ = ack.send(sender.post(event, true).await);
                 return;
@@ -229,6 +261,7 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Reda
             // Every handle is gone without a final report: send what is left.
             None => {
                 sender.flush(&mut pending).await;
+                sender.flush_overflow(&mut overflow).await;
                 return;
             }
         }
@@ -260,6 +293,12 @@ enum Attempt {
 }
 
 impl Sender {
+    async fn flush_overflow(&mut self, overflow: &mut Overflow) {
+        for mut batch in overflow.drain() {
+            self.flush(&mut batch).await;
+        }
+    }
+
     async fn flush(&mut self, pending: &mut Vec<String>) {
         if pending.is_empty() {
             return;
@@ -362,9 +401,9 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut() {
-        let line = "x".repeat(MAX_LINE_CHARS + 10);
+        let line = "x".repeat(output::MAX_LINE_CHARS + 10);
         let clipped = clip(&line);
-        assert!(clipped.starts_with(&"x".repeat(MAX_LINE_CHARS)));
+        assert!(clipped.starts_with(&"x".repeat(output::MAX_LINE_CHARS)));
         assert!(clipped.ends_with("[line cut]"));
         assert_eq!(clip("short"), "short");
     }
@@ -427,10 +466,19 @@ mod tests {
                 lines.extend(batch.iter().cloned());
             }
         }
-        let expected: Vec<String> = (0..MAX_LOG_LINES)
+        // The first lines as they came, then the last ones behind a marker: the failure is
+        // usually at the end.
+        let total = MAX_LOG_LINES + 50;
+        let mut expected: Vec<String> = (0..LIVE_LINES)
             .map(|i| format!("line {i} [REDACTED]"))
             .collect();
+        expected.push(format!(
+            "[bg-agent runner: {} lines left out; the last {TAIL_LINES} follow]",
+            total - LIVE_LINES - TAIL_LINES
+        ));
+        expected.extend((total - TAIL_LINES..total).map(|i| format!("line {i} [REDACTED]")));
         assert_eq!(lines, expected);
+        assert!(lines.len() <= MAX_LOG_LINES);
         assert_eq!(
             received.last().map(|r| &r.event),
             Some(&RunnerEvent::Finished(RunOutcome::NoChanges))

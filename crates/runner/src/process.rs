@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use bg_agent_core::output::LineSplitter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::events::{EventError, EventSender};
@@ -193,27 +194,25 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn forward_lines(output: impl AsyncRead + Unpin, lines: mpsc::Sender<String>) {
-    let mut reader = BufReader::new(output);
-    let mut buf = Vec::new();
+/// Forwards `output` line by line, reading it in chunks: a line is bounded
+/// ([`LineSplitter`]), so output without a newline is never held whole.
+async fn forward_lines(mut output: impl AsyncRead + Unpin, lines: mpsc::Sender<String>) {
+    let mut splitter = LineSplitter::default();
+    let mut chunk = vec![0u8; 8192];
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&buf);
-                // Progress output redraws with `\r`: keep the last state of the line.
-                let line = text
-                    .trim_end_matches(['\n', '\r'])
-                    .rsplit('\r')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                if lines.send(line).await.is_err() {
-                    return;
+        match output.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                for line in splitter.feed(&chunk[..n]) {
+                    if lines.send(line).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
+    }
+    if let Some(line) = splitter.finish() {
+        let _ = lines.send(line).await;
     }
 }
 
@@ -298,6 +297,24 @@ mod tests {
         let mut short = Tail::new(100);
         short.push("é ok");
         assert_eq!(short.into_string(), "é ok\n");
+    }
+
+    #[tokio::test]
+    async fn output_without_newlines_is_forwarded_in_bounded_lines() {
+        use bg_agent_core::output::{CUT_MARKER, MAX_LINE_BYTES};
+        // 10 MB without a newline, then a last line without one either.
+        let mut output = vec![b'x'; 10 * 1024 * 1024];
+        output.extend_from_slice(b"\nthe end");
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(forward_lines(std::io::Cursor::new(output), tx));
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), MAX_LINE_BYTES + CUT_MARKER.len());
+        assert!(lines[0].ends_with(CUT_MARKER));
+        assert_eq!(lines[1], "the end");
     }
 
     #[test]

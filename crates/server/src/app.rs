@@ -18,6 +18,7 @@ use crate::background::Background;
 use crate::config::{Config, LogFormat, PrivateKeySource};
 use crate::engine::redelivery::{Redelivery, RedeliverySettings};
 use crate::engine::reporter::{Reporter, ReporterSettings};
+use crate::engine::retention::Retention;
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
 use crate::engine::{DeliveryWorker, Signal, TriggerHandler};
@@ -333,7 +334,7 @@ pub fn start_app_on<E: Executor>(
         },
         signal.clone(),
     );
-    let background: Vec<BackgroundLoop> = vec![
+    let mut background: Vec<BackgroundLoop> = vec![
         Box::new(move |engine: &Background| {
             engine.spawn("supervisor", supervisor.run(engine.clone()));
         }),
@@ -344,6 +345,12 @@ pub fn start_app_on<E: Executor>(
             engine.spawn("redelivery", redelivery.run(engine.clone()));
         }),
     ];
+    if let Some(age) = config.run.retention {
+        let retention = Retention::new(store.clone(), age);
+        background.push(Box::new(move |engine: &Background| {
+            engine.spawn("retention", retention.run(engine.clone()));
+        }));
+    }
     RunningServer::start_with(
         config,
         store,

@@ -205,6 +205,8 @@ pub struct RunSettings {
     pub agent_command: Option<Vec<String>>,
     pub npm_registry: Option<String>,
     pub unvalidated: Unvalidated,
+    /// Delivery bodies and finished tasks' logs are purged after this long; `None`: never.
+    pub retention: Option<Duration>,
 }
 
 /// What becomes of a change in a repository with no validation commands.
@@ -397,6 +399,10 @@ impl Config {
             agent_command,
             npm_registry: s.npm_registry,
             unvalidated,
+            retention: match parse::<u32>("retention_days", &s.retention_days)? {
+                0 => None,
+                days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
+            },
         };
         let log_format = match s.log_format.as_str() {
             "text" => LogFormat::Text,

@@ -6,6 +6,7 @@
 pub mod delivery_worker;
 pub mod redelivery;
 pub mod reporter;
+pub mod retention;
 pub mod supervise;
 pub mod tasks;
 

@@ -236,6 +236,16 @@ pub struct Settings {
     )]
     pub unvalidated: String,
 
+    /// Webhook bodies and finished tasks' logs older than this many days are purged (tasks,
+    /// their audit events and the deliveries' ids are kept). 0: kept forever.
+    #[arg(
+        long,
+        env = "BG_AGENT_RETENTION_DAYS",
+        default_value = "30",
+        value_name = "DAYS"
+    )]
+    pub retention_days: String,
+
     /// Size of the PostgreSQL connection pool.
     #[arg(
         long,

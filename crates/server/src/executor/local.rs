@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use secrecy::ExposeSecret;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
 
 use bg_agent_core::protocol::Redactor;
@@ -211,8 +211,16 @@ impl Executor for LocalExecutor {
         {
             let redactor = redactor.clone();
             self.inner.work.spawn("runner output", async move {
-                let mut lines = BufReader::new(output).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                // Read in chunks and bounded per line: the runner's output is not trusted
+                // to end its lines.
+                let (mut output, mut chunk) = (output, vec![0u8; 8192]);
+                let mut splitter = bg_agent_core::output::LineSplitter::default();
+                while let Ok(n @ 1..) = output.read(&mut chunk).await {
+                    for line in splitter.feed(&chunk[..n]) {
+                        tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
+                    }
+                }
+                if let Some(line) = splitter.finish() {
                     tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
                 }
             });

@@ -12,6 +12,7 @@ use super::tasks::{
     transition_in,
 };
 use super::{Store, StoreError};
+use bg_agent_core::output::{MAX_LINE_CHARS, clip_line, dropped_marker};
 use bg_agent_core::protocol::{
     MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult,
 };
@@ -295,28 +296,48 @@ impl Store {
                 }
             }
             RunnerEvent::Log { lines } => {
-                let room = usize::try_from(MAX_LOG_LINES as i64 - i64::from(log_lines))
-                    .unwrap_or(0)
-                    .min(lines.len());
-                let kept: Vec<String> = lines[..room].iter().map(|l| redact(l)).collect();
+                // The newest lines are kept: a report larger than the cap keeps its end, and
+                // older stored lines past the cap are deleted below. `log_lines` counts every
+                // line received, so the oldest stored `seq` is the number dropped.
+                let received = i32::try_from(lines.len()).unwrap_or(i32::MAX);
+                // Past i32::MAX lines (never from a real runner) nothing more is stored.
+                let (total, skipped) = match log_lines.checked_add(received) {
+                    Some(total) => (total, lines.len().saturating_sub(MAX_LOG_LINES)),
+                    None => (log_lines, lines.len()),
+                };
+                let kept: Vec<String> = lines[skipped..]
+                    .iter()
+                    .map(|l| clip_line(&redact(l), MAX_LINE_CHARS).into_owned())
+                    .collect();
                 if !kept.is_empty() {
                     sqlx::query!(
                         "INSERT INTO task_logs (task_id, seq, line)
                          SELECT $1, $2 + n - 1, line
                          FROM UNNEST($3::text[]) WITH ORDINALITY AS l(line, n)",
                         id as TaskId,
-                        i64::from(log_lines),
+                        i64::from(log_lines) + skipped as i64,
                         &kept,
                     )
                     .execute(&mut *tx)
                     .await?;
                 }
+                let first_kept =
+                    total.saturating_sub(i32::try_from(MAX_LOG_LINES).unwrap_or(i32::MAX));
+                if first_kept > 0 {
+                    sqlx::query!(
+                        "DELETE FROM task_logs WHERE task_id = $1 AND seq < $2",
+                        id as TaskId,
+                        first_kept,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 sqlx::query!(
-                    "UPDATE tasks SET log_lines = log_lines + $2, last_seq = $3,
+                    "UPDATE tasks SET log_lines = $2, last_seq = $3,
                          version = version + 1, updated_at = now()
                      WHERE id = $1",
                     id as TaskId,
-                    i32::try_from(room).unwrap_or(0),
+                    total,
                     seq,
                 )
                 .execute(&mut *tx)
@@ -678,17 +699,29 @@ impl Store {
         })
     }
 
-    /// The last `n` log lines, oldest first.
+    /// The last `n` log lines, oldest first. When they reach back to the oldest line kept
+    /// and older lines were dropped (the log keeps the newest [`MAX_LOG_LINES`]), a marker
+    /// line saying how many comes first.
     pub async fn log_tail(&self, id: TaskId, n: i64) -> Result<Vec<String>, StoreError> {
-        let mut lines: Vec<String> = sqlx::query_scalar!(
-            "SELECT line FROM task_logs WHERE task_id = $1 ORDER BY seq DESC LIMIT $2",
+        let mut rows = sqlx::query!(
+            "SELECT seq, line FROM task_logs WHERE task_id = $1 ORDER BY seq DESC LIMIT $2",
             id as TaskId,
-            n,
+            n.saturating_add(1),
         )
         .fetch_all(&self.pool)
         .await?;
-        lines.reverse();
-        Ok(lines)
+        let reaches_start = i64::try_from(rows.len()).unwrap_or(i64::MAX) <= n;
+        rows.truncate(usize::try_from(n).unwrap_or(0));
+        rows.reverse();
+        let dropped = match rows.first() {
+            Some(first) if reaches_start && first.seq > 0 => Some(first.seq),
+            _ => None,
+        };
+        Ok(dropped
+            .map(|d| dropped_marker(u64::try_from(d).unwrap_or(0)))
+            .into_iter()
+            .chain(rows.into_iter().map(|r| r.line))
+            .collect())
     }
 
     /// The task a check run belongs to.

@@ -583,3 +583,60 @@ async fn replicas_leave_each_others_runs_alone_until_one_stops() {
     assert!(lost.error.as_deref().unwrap().contains("lost"), "{lost:?}");
     h.finish().await;
 }
+
+/// A repository's tests that flood their output: a 10 MB line without a newline and
+/// 200,000 lines, then the failure at the very end. The task ends, the stored log is
+/// bounded in lines and bytes, and its end (the failure) is there behind a marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_is_bounded_and_keeps_its_end() {
+    use bg_agent_core::output::{CUT_MARKER, MAX_LINE_CHARS};
+    use bg_agent_core::protocol::MAX_LOG_LINES;
+    let flood = r#"
+process.stdout.write("x".repeat(10 * 1024 * 1024));
+process.stdout.write("\n");
+let chunk = "";
+for (let i = 0; i < 200000; i++) {
+  chunk += "flood line " + i + "\n";
+  if (chunk.length > 65536) { process.stdout.write(chunk); chunk = ""; }
+}
+process.stdout.write(chunk);
+process.stdout.write("FAIL: the failure is at the end");
+process.exitCode = 1;
+"#;
+    let h = scenario().tests(flood).start().await;
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let proxy = h.only_task().await;
+    let task = proxy.expect_state(TaskState::Failed).await;
+    assert_eq!(task.failing_command.as_deref(), Some("npm test"));
+    let log = h.store().log_tail(task.id, i64::MAX).await.unwrap();
+    assert!(log.len() <= MAX_LOG_LINES + 1, "{} lines", log.len());
+    let bytes: usize = log.iter().map(String::len).sum();
+    assert!(
+        bytes <= MAX_LOG_LINES * (MAX_LINE_CHARS * 4 + CUT_MARKER.len()),
+        "{bytes} bytes"
+    );
+    let long = log
+        .iter()
+        .find(|l| l.starts_with("xxxx"))
+        .expect("the long line");
+    assert_eq!(long, &format!("{}{CUT_MARKER}", "x".repeat(MAX_LINE_CHARS)));
+    assert!(
+        log.iter().any(|l| l.contains("lines left out; the last")),
+        "no marker"
+    );
+    let end = log
+        .iter()
+        .position(|l| l == "FAIL: the failure is at the end")
+        .expect("the last line");
+    assert_eq!(log[end - 1], "flood line 199999");
+    // The validation's output tail ends with the failure too.
+    let validations = proxy.validations().await;
+    assert!(
+        validations[1]
+            .output_tail
+            .contains("FAIL: the failure is at the end"),
+        "{:?}",
+        validations[1].output_tail
+    );
+    h.finish().await;
+}

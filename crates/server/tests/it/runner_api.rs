@@ -188,3 +188,66 @@ async fn each_report_is_applied_once_and_logs_are_redacted() {
     assert_eq!(api.report(5, finished).await, 410);
     api.h.finish().await;
 }
+
+/// A runner's log is bounded per line and in total, and keeps its end: whatever a runner
+/// sends, the task holds at most `MAX_LOG_LINES` lines of at most `MAX_LINE_CHARS`
+/// characters, the newest ones, behind a line saying how many were dropped.
+#[tokio::test]
+async fn the_stored_log_keeps_the_newest_bounded_lines() {
+    use bg_agent_core::output::{CUT_MARKER, MAX_LINE_CHARS};
+    use bg_agent_core::protocol::MAX_LOG_LINES;
+    let api = start().await;
+    // Three reports of 900 lines, one of them a line far longer than the bound (the
+    // report size limit allows it), then a report larger than the cap on its own.
+    let mut seq = 0;
+    let mut sent = 0usize;
+    for _ in 0..3 {
+        let mut lines: Vec<String> = (sent..sent + 900).map(|i| format!("line {i}")).collect();
+        lines[450] = "é".repeat(100_000);
+        sent += 900;
+        seq += 1;
+        assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+    }
+    let lines: Vec<String> = (sent..sent + MAX_LOG_LINES + 5)
+        .map(|i| format!("line {i}"))
+        .collect();
+    sent += MAX_LOG_LINES + 5;
+    seq += 1;
+    assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+    let lines: Vec<String> = (sent..sent + 100).map(|i| format!("line {i}")).collect();
+    sent += 100;
+    seq += 1;
+    assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+
+    let log = api.h.store().log_tail(api.task, i64::MAX).await.unwrap();
+    // The marker, then exactly the newest MAX_LOG_LINES lines.
+    assert_eq!(log.len(), MAX_LOG_LINES + 1);
+    assert_eq!(
+        log[0],
+        format!(
+            "[bg-agent: {} earlier lines were dropped; the log keeps the last lines]",
+            sent - MAX_LOG_LINES
+        )
+    );
+    let newest: Vec<String> = (sent - MAX_LOG_LINES..sent)
+        .map(|i| format!("line {i}"))
+        .collect();
+    assert_eq!(log[1..], newest[..]);
+    // A short tail has no marker.
+    let tail = api.h.store().log_tail(api.task, 3).await.unwrap();
+    assert_eq!(tail, newest[MAX_LOG_LINES - 3..]);
+
+    // Long lines are cut; the older ones were dropped, so check one kept by a new report.
+    seq += 1;
+    let lines = vec!["é".repeat(100_000), "after".into()];
+    assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+    let log = api.h.store().log_tail(api.task, 2).await.unwrap();
+    assert_eq!(
+        log,
+        [
+            format!("{}{CUT_MARKER}", "é".repeat(MAX_LINE_CHARS)),
+            "after".to_owned()
+        ]
+    );
+    api.h.finish().await;
+}
