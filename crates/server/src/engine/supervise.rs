@@ -131,6 +131,7 @@ impl<E: Executor> Supervisor<E> {
         // Launches, stops and execution watchers: a group of their own, to be waited for
         // before the executor stops.
         let work = background.group();
+        self.executor.server_starting().await;
         let mut wakeups = self.signal.subscribe();
         while !work.is_stopping() {
             if let Err(e) = self.pass(&work).await {

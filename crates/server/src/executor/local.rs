@@ -191,9 +191,8 @@ impl Handle {
         let pid: i32 = parts.next()?.parse().ok()?;
         let start = parts.next()?.parse().ok()?;
         let workspace = parts.next()?.to_owned();
-        let plain = workspace.starts_with("task-")
-            && !workspace.contains('/')
-            && !workspace.contains("..");
+        let plain =
+            workspace.starts_with("task-") && !workspace.contains('/') && !workspace.contains("..");
         (pid > 1 && plain && !boot.is_empty()).then_some(Self {
             boot,
             pid,
@@ -272,11 +271,7 @@ impl OutputFile {
     }
 
     fn remove(&self) {
-        match std::fs::remove_file(&self.0) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %self.0.display(), error = %e, "cannot remove the runner output"),
-        }
+        remove_file(&self.0);
     }
 }
 
@@ -293,8 +288,7 @@ impl LocalExecutor {
         let workspace = self.inner.workspaces.join(&handle.workspace);
         if !handle.alive() {
             // Gone with its server, or since: what it left goes now.
-            remove_workspace(&workspace);
-            OutputFile::beside(&workspace).remove();
+            remove_left_behind(&workspace);
             return None;
         }
         let (state_tx, state_rx) = watch::channel(Observed::Running);
@@ -323,8 +317,7 @@ impl LocalExecutor {
                     }
                 }
             };
-            remove_workspace(&workspace);
-            OutputFile::beside(&workspace).remove();
+            remove_left_behind(&workspace);
             tracing::info!(workspace = %workspace.display(), ?observed, "adopted runner ended");
             let _ = state_tx.send(observed);
         });
@@ -346,11 +339,37 @@ impl LocalExecutor {
     }
 }
 
+/// `<workspace>.id`: the execution id of the runner in `workspace`.
+fn id_file(workspace: &Path) -> PathBuf {
+    let mut name = workspace.as_os_str().to_owned();
+    name.push(".id");
+    PathBuf::from(name)
+}
+
+/// A runner's workspace, output and id file.
+fn remove_left_behind(workspace: &Path) {
+    remove_workspace(workspace);
+    OutputFile::beside(workspace).remove();
+    remove_file(&id_file(workspace));
+}
+
+fn remove_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a runner's file")
+        }
+    }
+}
+
 fn remove_workspace(workspace: &Path) {
     match std::fs::remove_dir_all(workspace) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(workspace = %workspace.display(), error = %e, "cannot remove the workspace"),
+        Err(e) => {
+            tracing::warn!(workspace = %workspace.display(), error = %e, "cannot remove the workspace")
+        }
     }
 }
 
@@ -422,6 +441,11 @@ impl Executor for LocalExecutor {
                 || ExecutionId(format!("local-{}-{}", launch.task_id, uuid::Uuid::new_v4())),
                 |handle| ExecutionId(handle.encode()),
             );
+        // Beside the workspace, so that the next server finds this runner even before
+        // its task is looked at (see `server_starting`).
+        if let Err(e) = std::fs::write(id_file(workspace.path()), &id.0) {
+            tracing::warn!(task = launch.task_id, error = %e, "cannot record the execution beside its workspace");
+        }
         let redactor = Redactor::new([
             launch.task_secret.expose_secret(),
             launch.runner_token.expose_secret(),
@@ -432,6 +456,7 @@ impl Executor for LocalExecutor {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let timeout = launch.timeout;
         let sandboxed = self.inner.sandbox.is_some();
+        let workspace_path = workspace.path().to_owned();
         self.inner.work.spawn("runner", async move {
             let observed = tokio::select! {
                 status = child.wait() => Observed::Exited {
@@ -474,6 +499,7 @@ impl Executor for LocalExecutor {
             }
             output.log_tail(task_id, &redactor);
             output.remove();
+            remove_file(&id_file(&workspace_path));
             tracing::info!(task = task_id, ?observed, "runner ended");
             let _ = state_tx.send(observed);
         });
@@ -514,6 +540,34 @@ impl Executor for LocalExecutor {
 
     fn sees_all_executions(&self) -> bool {
         false
+    }
+
+    /// Runners a killed server left are adopted at once (their tasks are reconciled
+    /// once that server's silence has shown it gone); ended ones' workspaces go.
+    async fn server_starting(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.workspaces) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "id") {
+                continue;
+            }
+            let workspace = path.with_extension("");
+            match std::fs::read_to_string(&path) {
+                Ok(id)
+                    if Handle::parse(&id).is_some_and(|h| {
+                        workspace
+                            .file_name()
+                            .is_some_and(|n| n == h.workspace.as_str())
+                    }) =>
+                {
+                    // Removes what an ended one left.
+                    let _ = self.adopt(&ExecutionId(id));
+                }
+                _ => remove_left_behind(&workspace),
+            }
+        }
     }
 
     /// A server that stops on request takes its runners with it (documented): they end
