@@ -12,6 +12,7 @@ use bg_agent_testkit::server_process::ServerProcess;
 use github_fake::Role;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use sqlx::{ConnectOptions, Connection};
 
 const RUNNER: &str = env!("CARGO_BIN_EXE_bg-agent");
 
@@ -298,5 +299,77 @@ async fn a_task_whose_server_and_runner_are_killed_ends_lost() {
     assert!(run.actions.iter().any(|a| a.identifier == "retry"));
     drop(logs_shown);
     assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
+
+/// The runner starts but the database refuses to record its execution (and, as in an
+/// outage, to end the task): the server stops that runner instead of leaving it running
+/// with nothing to watch, time out or cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_launch_cannot_be_recorded_is_stopped() {
+    let (hold, port) = Hold::new().await;
+    let h = Scenario::engine(RUNNER)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .start()
+        .await;
+    // The store failure, exactly where it matters: recording an execution id (and the
+    // task's failure, which an outage would refuse as well).
+    let mut conn = h.db.connect_options().connect().await.unwrap();
+    sqlx::raw_sql(
+        "CREATE SEQUENCE refused_executions;
+         CREATE FUNCTION refuse_execution() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.execution_id IS NOT NULL AND NEW.execution_id IS DISTINCT FROM OLD.execution_id THEN
+             -- A sequence outlives the rollback: the test sees the refusal.
+             PERFORM nextval('refused_executions');
+             RAISE EXCEPTION 'injected: the database refuses';
+           END IF;
+           IF NEW.state::text = 'failed' AND OLD.state::text <> 'failed' THEN
+             RAISE EXCEPTION 'injected: the database refuses';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_execution BEFORE UPDATE ON tasks
+           FOR EACH ROW EXECUTE FUNCTION refuse_execution();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    // Once the launched runner could not be recorded, it ends (its workspace goes)
+    // before it gets to its validation.
+    let workspaces = h.config.data_dir.join("workspaces");
+    let started = Instant::now();
+    let stopped = async {
+        loop {
+            let refused: bool = sqlx::query_scalar("SELECT is_called FROM refused_executions")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let empty = std::fs::read_dir(&workspaces)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(true);
+            if refused && empty {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = stopped => {}
+        _ = hold.listener.accept() => panic!("the untracked runner went on to its validation"),
+        () = tokio::time::sleep(WAIT) => panic!("the untracked runner still runs"),
+    }
+    println!(
+        "fault: execution not recorded: runner stopped {:.1} s after the launch",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(h.pulls().len(), 0);
+    sqlx::raw_sql("DROP TRIGGER refuse_execution ON tasks")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
     h.finish().await;
 }
