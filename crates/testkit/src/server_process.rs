@@ -26,6 +26,17 @@ impl ServerProcess {
     /// fake GitHub, npm registry and data directory, and points the App's webhook at it.
     /// Returns once it answers `/readyz`. Its log is `log_dir/serve-<n>.log`.
     pub async fn start(program: &Path, h: &Harness, listen: &str, log_dir: &Path) -> Self {
+        Self::start_with(program, h, listen, log_dir, &[]).await
+    }
+
+    /// As [`Self::start`], with more settings (`BG_AGENT_MAX_TASKS`...).
+    pub async fn start_with(
+        program: &Path,
+        h: &Harness,
+        listen: &str,
+        log_dir: &Path,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let log = (1..)
             .map(|n| log_dir.join(format!("serve-{n}.log")))
             .find(|path| !path.exists())
@@ -50,6 +61,7 @@ impl ServerProcess {
             .env("GITHUB_PRIVATE_KEY", h.sim.app_private_key_pem())
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
             .env("BG_AGENT_NPM_REGISTRY", h.sim.npm_registry_url());
+        command.envs(settings.iter().copied());
         if let Some(tmp) = std::env::var_os("TMPDIR") {
             command.env("TMPDIR", tmp);
         }

@@ -373,3 +373,56 @@ async fn a_runner_whose_launch_cannot_be_recorded_is_stopped() {
     let _ = conn.close().await;
     h.finish().await;
 }
+
+/// The server is killed (SIGKILL) with one task running and one queued behind it (one
+/// task at a time), and the running one's runner finishes — validates, pushes, reports —
+/// while no server runs: its reports wait for the next server, which takes both tasks
+/// through to success, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_neither_its_queued_task_nor_a_runner_finishing_without_it() {
+    let (hold, port) = Hold::new().await;
+    let h = Scenario::engine(RUNNER)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .without_server()
+        .start()
+        .await;
+    h.add_user("ana", Role::Write);
+    let logs = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let one_at_a_time = [("BG_AGENT_MAX_TASKS", "1")];
+    let mut first =
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time)
+            .await;
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    h.comment("ana", "/bg-agent upgrade lodash 4.17.20").await;
+    let held = hold.held().await;
+    let tasks = h.tasks().await;
+    assert_eq!(tasks.len(), 2);
+    h.task(tasks[0].id).wait_phase(Phase::Validating).await;
+    assert_eq!(h.task(tasks[1].id).get().await.state, TaskState::Queued);
+
+    first.kill();
+    let killed = Instant::now();
+    held.release().await;
+    // The runner finishes while no server listens; its reports are retried.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut second =
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time)
+            .await;
+    let logs_shown = Logs(vec![&first, &second]);
+
+    let upgraded = h.task(tasks[0].id).expect_state(TaskState::Succeeded).await;
+    // The second asks for the version the project already has: done, nothing to change.
+    let unchanged = h.task(tasks[1].id).expect_state(TaskState::Succeeded).await;
+    assert_eq!((upgraded.changed, unchanged.changed), (Some(true), Some(false)));
+    println!(
+        "fault: SIGKILL with a task queued and its runner finishing: both succeeded {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(h.tasks().await.len(), 2);
+    assert_eq!(figures(&h), (2, 1, 2), "(check runs, pull requests, comments)");
+    drop(logs_shown);
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
