@@ -57,6 +57,9 @@ struct Execution {
     state: watch::Receiver<Observed>,
     cancel: Option<oneshot::Sender<()>>,
     pgid: Option<Pid>,
+    /// Started by an earlier server (or another on this host): left running when this
+    /// one stops.
+    adopted: bool,
 }
 
 impl LocalExecutor {
@@ -295,9 +298,12 @@ impl LocalExecutor {
         let (cancel_tx, mut cancel_rx) = oneshot::channel::<()>();
         let pgid = Pid::from_raw(handle.pid);
         tracing::info!(execution = %id.0, "adopted a runner a previous server started");
+        let stopping = self.inner.work.token().clone();
         self.inner.work.spawn("adopted runner", async move {
             let observed = loop {
                 tokio::select! {
+                    // This server stops; the runner goes on, for the next to adopt.
+                    () = stopping.cancelled() => return,
                     () = tokio::time::sleep(ADOPTED_POLL) => {
                         if !handle.alive() {
                             // It reported its end (if it could) before exiting; its exit
@@ -327,6 +333,7 @@ impl LocalExecutor {
                 state: state_rx.clone(),
                 cancel: Some(cancel_tx),
                 pgid: Some(pgid),
+                adopted: true,
             },
         );
         Some(state_rx)
@@ -509,6 +516,7 @@ impl Executor for LocalExecutor {
                 state: state_rx,
                 cancel: Some(cancel_tx),
                 pgid,
+                adopted: false,
             },
         );
         Ok(id)
@@ -570,17 +578,22 @@ impl Executor for LocalExecutor {
         }
     }
 
-    /// A server that stops on request takes its runners with it (documented): they end
+    /// A server that stops on request takes the runners it started with it: they end
     /// now, with everything they started, and their workspaces go. Only a server that
-    /// dies without stopping (SIGKILL, a crash) leaves runners for the next to adopt.
+    /// dies without stopping (SIGKILL, a crash) leaves its runners for the next to
+    /// adopt; runners it adopted itself are left running for the next too (they may be
+    /// another live server's on this host).
     async fn server_stopping(&self) {
         for execution in self.executions().values() {
             if *execution.state.borrow() == Observed::Running
+                && !execution.adopted
                 && let Some(pgid) = execution.pgid
             {
                 signal_group(pgid, Signal::SIGKILL);
             }
         }
+        // Adopted runners' watchers end; the runners do not.
+        self.inner.work.stop();
         self.inner.work.finish("runners", CLEANUP_GRACE).await;
     }
 

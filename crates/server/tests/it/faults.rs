@@ -391,8 +391,7 @@ async fn a_killed_server_loses_neither_its_queued_task_nor_a_runner_finishing_wi
     let listen = format!("127.0.0.1:{}", free_port());
     let one_at_a_time = [("BG_AGENT_MAX_TASKS", "1")];
     let mut first =
-        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time)
-            .await;
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time).await;
 
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
     h.comment("ana", "/bg-agent upgrade lodash 4.17.20").await;
@@ -408,20 +407,26 @@ async fn a_killed_server_loses_neither_its_queued_task_nor_a_runner_finishing_wi
     // The runner finishes while no server listens; its reports are retried.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut second =
-        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time)
-            .await;
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time).await;
     let logs_shown = Logs(vec![&first, &second]);
 
     let upgraded = h.task(tasks[0].id).expect_state(TaskState::Succeeded).await;
     // The second asks for the version the project already has: done, nothing to change.
     let unchanged = h.task(tasks[1].id).expect_state(TaskState::Succeeded).await;
-    assert_eq!((upgraded.changed, unchanged.changed), (Some(true), Some(false)));
+    assert_eq!(
+        (upgraded.changed, unchanged.changed),
+        (Some(true), Some(false))
+    );
     println!(
         "fault: SIGKILL with a task queued and its runner finishing: both succeeded {:.1} s after the kill",
         killed.elapsed().as_secs_f64()
     );
     assert_eq!(h.tasks().await.len(), 2);
-    assert_eq!(figures(&h), (2, 1, 2), "(check runs, pull requests, comments)");
+    assert_eq!(
+        figures(&h),
+        (2, 1, 2),
+        "(check runs, pull requests, comments)"
+    );
     drop(logs_shown);
     assert!(second.stop().await.success(), "{}", second.log());
     h.finish().await;
