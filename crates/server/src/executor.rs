@@ -82,6 +82,13 @@ pub trait Executor: Send + Sync + 'static {
         true
     }
 
+    /// The server is starting: executions a previous server left running are found
+    /// again (the local executor's runners that outlived a killed server), and what
+    /// ended ones left behind is removed.
+    fn server_starting(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The server is stopping. Executions that cannot outlive it (the local executor's
     /// child processes) are stopped, and this resolves once they have ended (within a
     /// bound); those that can (Kubernetes Jobs) keep running and are found again by the

@@ -250,6 +250,25 @@ impl TestDb {
         self.admin.clone().database(&self.name)
     }
 
+    /// This database's URL, for a server started as a process of its own.
+    pub fn url(&self) -> String {
+        let options = self.connect_options();
+        let user = options.get_username();
+        let port = options.get_port();
+        match options.get_socket() {
+            Some(dir) => format!(
+                "postgres://{user}@localhost/{}?host={}&port={port}",
+                self.name,
+                dir.display()
+            ),
+            None => format!(
+                "postgres://{user}@{}:{port}/{}",
+                options.get_host(),
+                self.name
+            ),
+        }
+    }
+
     /// A proxy to this database's server that a test can cut (an outage) and restore,
     /// with the options that reach the database through it.
     pub async fn outage_proxy(&self) -> (TcpProxy, PgConnectOptions) {

@@ -63,6 +63,7 @@ pub struct Scenario {
     agent_command: Option<Vec<String>>,
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
+    in_process: bool,
 }
 
 impl Scenario {
@@ -77,6 +78,7 @@ impl Scenario {
             agent_command: None,
             database_behind_proxy: false,
             redelivery: None,
+            in_process: true,
         }
     }
 
@@ -93,6 +95,7 @@ impl Scenario {
             agent_command: None,
             database_behind_proxy: false,
             redelivery: None,
+            in_process: true,
         }
     }
 
@@ -120,6 +123,13 @@ impl Scenario {
     /// cuts (the harness itself still reads the database directly).
     pub fn database_behind_proxy(mut self) -> Self {
         self.database_behind_proxy = true;
+        self
+    }
+
+    /// No server in this process: the test starts its own as processes of their own
+    /// (see [`crate::server_process`]) on the scenario's database and fake GitHub.
+    pub fn without_server(mut self) -> Self {
+        self.in_process = false;
         self
     }
 
@@ -185,7 +195,9 @@ impl Scenario {
             finished: false,
             _data: data,
         };
-        harness.start_server().await;
+        if self.in_process {
+            harness.start_server().await;
+        }
         harness
     }
 }

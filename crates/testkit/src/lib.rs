@@ -2,11 +2,13 @@
 //! database per test ([`db`]), the fixtures' world ([`fixtures`]), and a webhook server
 //! whose trigger handler records what it is given ([`recording`]), and the scenario
 //! harness: the fake GitHub, the real server and engine, driven as people do ([`harness`]);
-//! a TCP forwarder that can be cut to stage an outage ([`tcp_proxy`]).
+//! a TCP forwarder that can be cut to stage an outage ([`tcp_proxy`]); the server as a
+//! process of its own, to be killed ([`server_process`]).
 
 pub mod db;
 pub mod fixtures;
 pub mod harness;
 pub mod process;
 pub mod recording;
+pub mod server_process;
 pub mod tcp_proxy;

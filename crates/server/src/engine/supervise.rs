@@ -131,6 +131,7 @@ impl<E: Executor> Supervisor<E> {
         // Launches, stops and execution watchers: a group of their own, to be waited for
         // before the executor stops.
         let work = background.group();
+        self.executor.server_starting().await;
         let mut wakeups = self.signal.subscribe();
         while !work.is_stopping() {
             if let Err(e) = self.pass(&work).await {
@@ -180,7 +181,11 @@ impl<E: Executor> Supervisor<E> {
             if self.busy.contains(task.id) {
                 continue;
             }
+            // A reported push is checked on GitHub by whoever comes first (its runner has
+            // nothing more to say): a task whose server died does not wait out its silence.
+            let pushed = task.state == TaskState::Running && task.commit_sha.is_some();
             if let (Some(live), Some(launcher)) = (&live_elsewhere, task.launched_by)
+                && !pushed
                 && launcher != self.instance
                 && live.contains(&launcher)
             {
@@ -300,6 +305,17 @@ impl<E: Executor> Supervisor<E> {
         };
         let observed = self.executor.observe(&execution).await;
         match observed {
+            Observed::Running
+                if !self.executor.sees_all_executions()
+                    && task.launched_by != Some(self.instance) =>
+            {
+                // A runner whose server died, still alive on this host and adopted by
+                // the executor: it is this server's now (other replicas leave it alone).
+                tracing::info!(task = task.id.get(), execution = %execution.0, "took over a running task whose server is gone");
+                self.store
+                    .set_execution(task.id, &execution.0, self.instance)
+                    .await?;
+            }
             Observed::Running => {
                 let deadline = task.started_at.unwrap_or(task.created_at)
                     + chrono::TimeDelta::seconds(i64::from(task.timeout_secs))
@@ -560,9 +576,14 @@ impl<E: Executor> Supervisor<E> {
                 actual: Some(TaskState::Running),
                 ..
             }) => {
-                self.store
+                if let Err(e) = self
+                    .store
                     .set_execution(task.id, &execution.0, self.instance)
-                    .await?
+                    .await
+                {
+                    self.untracked(task, &execution).await;
+                    return Err(e.into());
+                }
             }
             Err(crate::store::tasks::TransitionError::Stale { actual, .. }) => {
                 // Cancelled (or ended) while launching: stop what was started.
@@ -573,12 +594,30 @@ impl<E: Executor> Supervisor<E> {
                 );
                 let _ = self.executor.cancel(&execution).await;
             }
-            Err(crate::store::tasks::TransitionError::Store(e)) => return Err(e.into()),
+            Err(crate::store::tasks::TransitionError::Store(e)) => {
+                self.untracked(task, &execution).await;
+                return Err(e.into());
+            }
             Err(crate::store::tasks::TransitionError::Illegal(e)) => {
+                self.untracked(task, &execution).await;
                 return Err(LaunchError::Invalid(e.to_string()));
             }
         }
         Ok(execution)
+    }
+
+    /// The runner started but its execution could not be recorded: nothing would ever
+    /// watch, time out or cancel it, so it is stopped now (the task ends failed, or
+    /// lost if the database stays out of reach).
+    async fn untracked(&self, task: &TaskRecord, execution: &ExecutionId) {
+        tracing::warn!(
+            task = task.id.get(),
+            execution = %execution.0,
+            "cannot record the started runner; stopping it"
+        );
+        if let Err(e) = self.executor.cancel(execution).await {
+            tracing::warn!(task = task.id.get(), error = %e, "cannot stop the untracked runner");
+        }
     }
 }
 

@@ -3,9 +3,17 @@
 //! and process group, so a cancel or a timeout kills it and everything it started (a
 //! process that left the group still dies with the sandbox's PID namespace), and the
 //! workspace is removed when it ends.
+//!
+//! A runner outlives a server killed without warning (SIGKILL, OOM): its execution id
+//! names its sandbox's process on this host (boot id, pid, start time) and its workspace,
+//! so the next server finds it again ([`Handle`]), watches it, can cancel it, and removes
+//! its workspace once it has ended. Its output goes to a file beside the workspace, not a
+//! pipe to the server, which would break with the server and end the runner's logging.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +21,6 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use secrecy::ExposeSecret;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
 
 use bg_agent_core::protocol::Redactor;
@@ -50,6 +57,9 @@ struct Execution {
     state: watch::Receiver<Observed>,
     cancel: Option<oneshot::Sender<()>>,
     pgid: Option<Pid>,
+    /// Started by an earlier server (or another on this host): left running when this
+    /// one stops.
+    adopted: bool,
 }
 
 impl LocalExecutor {
@@ -138,6 +148,243 @@ fn signal_group(pgid: Pid, signal: Signal) {
     }
 }
 
+/// How often an adopted runner (one a previous server started) is looked at.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// At most this much of a runner's output is logged when it ends.
+const OUTPUT_TAIL: u64 = 64 << 10;
+
+/// What finds a runner's sandbox again on this host: the process the server started
+/// (bubblewrap, the leader of the runner's process group), its start time (a pid is
+/// reused; pid and start time together are not), the boot it was started in, and its
+/// workspace's name under the workspaces directory. Stored as the execution id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Handle {
+    boot: String,
+    pid: i32,
+    start: u64,
+    workspace: String,
+}
+
+impl Handle {
+    const PREFIX: &'static str = "local:";
+
+    /// The handle of the process `pid` just started in `workspace`.
+    fn of(pid: Pid, workspace: &Path) -> Option<Self> {
+        let (_, start) = process_stat(pid.as_raw())?;
+        Some(Self {
+            boot: boot_id()?,
+            pid: pid.as_raw(),
+            start,
+            workspace: workspace.file_name()?.to_str()?.to_owned(),
+        })
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{}{}:{}:{}:{}",
+            Self::PREFIX,
+            self.boot,
+            self.pid,
+            self.start,
+            self.workspace
+        )
+    }
+
+    /// `None` for anything but a handle this executor wrote (an older id, another
+    /// executor's); the workspace must be a plain name, so that removing it can only
+    /// remove a directory under the workspaces directory.
+    fn parse(id: &str) -> Option<Self> {
+        let mut parts = id.strip_prefix(Self::PREFIX)?.splitn(4, ':');
+        let boot = parts.next()?.to_owned();
+        let pid: i32 = parts.next()?.parse().ok()?;
+        let start = parts.next()?.parse().ok()?;
+        let workspace = parts.next()?.to_owned();
+        let plain =
+            workspace.starts_with("task-") && !workspace.contains('/') && !workspace.contains("..");
+        (pid > 1 && plain && !boot.is_empty()).then_some(Self {
+            boot,
+            pid,
+            start,
+            workspace,
+        })
+    }
+
+    /// Whether the process still runs: same boot, same pid started at the same time,
+    /// not a zombie.
+    fn alive(&self) -> bool {
+        boot_id().as_deref() == Some(self.boot.as_str())
+            && process_stat(self.pid)
+                .is_some_and(|(state, start)| start == self.start && !matches!(state, 'Z' | 'X'))
+    }
+}
+
+/// This boot of the host (a pid and a start time mean nothing across a reboot).
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty() && !id.contains(':')).then(|| id.to_owned())
+}
+
+/// A process's state and start time (clock ticks since boot), from `/proc/<pid>/stat`.
+fn process_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (2nd field) may hold spaces and parentheses: fields are counted
+    // from the last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// A runner's output file, beside its workspace (`<workspace>.out`): the workspaces
+/// directory is not in the sandbox's view.
+struct OutputFile(PathBuf);
+
+impl OutputFile {
+    fn beside(workspace: &Path) -> Self {
+        let mut name = workspace.as_os_str().to_owned();
+        name.push(".out");
+        Self(PathBuf::from(name))
+    }
+
+    fn create(&self) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.0)
+    }
+
+    /// Logs the end of the output (debug level), with the runner's secrets redacted.
+    fn log_tail(&self, task_id: i64, redactor: &Redactor) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let Ok(mut file) = std::fs::File::open(&self.0) else {
+            return;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut tail = Vec::new();
+        if file
+            .seek(SeekFrom::Start(len.saturating_sub(OUTPUT_TAIL)))
+            .and_then(|_| file.read_to_end(&mut tail))
+            .is_err()
+        {
+            return;
+        }
+        for line in String::from_utf8_lossy(&tail).lines() {
+            tracing::debug!(task = task_id, line = %redactor.redact(line), "runner output");
+        }
+    }
+
+    fn remove(&self) {
+        remove_file(&self.0);
+    }
+}
+
+impl LocalExecutor {
+    /// Takes over a runner a previous server on this host started and that still runs:
+    /// from now on it is watched like one of this server's own (cancel, workspace
+    /// removal when it ends). `None` if `id` names no such runner.
+    fn adopt(&self, id: &ExecutionId) -> Option<watch::Receiver<Observed>> {
+        let handle = Handle::parse(&id.0)?;
+        let mut executions = self.executions();
+        if let Some(execution) = executions.get(id) {
+            return Some(execution.state.clone());
+        }
+        let workspace = self.inner.workspaces.join(&handle.workspace);
+        if !handle.alive() {
+            // Gone with its server, or since: what it left goes now.
+            remove_left_behind(&workspace);
+            return None;
+        }
+        let (state_tx, state_rx) = watch::channel(Observed::Running);
+        let (cancel_tx, mut cancel_rx) = oneshot::channel::<()>();
+        let pgid = Pid::from_raw(handle.pid);
+        tracing::info!(execution = %id.0, "adopted a runner a previous server started");
+        let stopping = self.inner.work.token().clone();
+        self.inner.work.spawn("adopted runner", async move {
+            let observed = loop {
+                tokio::select! {
+                    // This server stops; the runner goes on, for the next to adopt.
+                    () = stopping.cancelled() => return,
+                    () = tokio::time::sleep(ADOPTED_POLL) => {
+                        if !handle.alive() {
+                            // It reported its end (if it could) before exiting; its exit
+                            // status went to whoever reaped it.
+                            break Observed::Unknown;
+                        }
+                    }
+                    Ok(()) = &mut cancel_rx => {
+                        // The sandbox, as with an own runner, is killed at once.
+                        if handle.alive() {
+                            signal_group(pgid, Signal::SIGKILL);
+                        }
+                        while handle.alive() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        break Observed::Cancelled;
+                    }
+                }
+            };
+            remove_left_behind(&workspace);
+            tracing::info!(workspace = %workspace.display(), ?observed, "adopted runner ended");
+            let _ = state_tx.send(observed);
+        });
+        executions.insert(
+            id.clone(),
+            Execution {
+                state: state_rx.clone(),
+                cancel: Some(cancel_tx),
+                pgid: Some(pgid),
+                adopted: true,
+            },
+        );
+        Some(state_rx)
+    }
+
+    /// This server's own execution, or an adopted one.
+    fn state(&self, id: &ExecutionId) -> Option<watch::Receiver<Observed>> {
+        let own = self.executions().get(id).map(|e| e.state.clone());
+        own.or_else(|| self.adopt(id))
+    }
+}
+
+/// `<workspace>.id`: the execution id of the runner in `workspace`.
+fn id_file(workspace: &Path) -> PathBuf {
+    let mut name = workspace.as_os_str().to_owned();
+    name.push(".id");
+    PathBuf::from(name)
+}
+
+/// A runner's workspace, output and id file.
+fn remove_left_behind(workspace: &Path) {
+    remove_workspace(workspace);
+    OutputFile::beside(workspace).remove();
+    remove_file(&id_file(workspace));
+}
+
+fn remove_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a runner's file")
+        }
+    }
+}
+
+fn remove_workspace(workspace: &Path) {
+    match std::fs::remove_dir_all(workspace) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(workspace = %workspace.display(), error = %e, "cannot remove the workspace")
+        }
+    }
+}
+
 impl Executor for LocalExecutor {
     async fn launch(&self, launch: Launch) -> Result<ExecutionId, ExecutorError> {
         std::fs::create_dir_all(&self.inner.workspaces).map_err(ExecutorError::Workspace)?;
@@ -166,6 +413,11 @@ impl Executor for LocalExecutor {
         unsafe {
             command.pre_exec(move || prepare_child(limits));
         }
+        // The runner's output goes to a file the server owns, outside the sandbox's view:
+        // a pipe would break when the server dies, and the runner with its next line.
+        let output = OutputFile::beside(workspace.path());
+        let output_file = output.create().map_err(ExecutorError::Workspace)?;
+        let stderr = output_file.try_clone().map_err(ExecutorError::Workspace)?;
         command
             // Nothing of the server's environment (its database URL, its key) leaks in.
             // bubblewrap passes this environment on to the runner: secrets never go
@@ -179,57 +431,44 @@ impl Executor for LocalExecutor {
             .env("BG_AGENT_RUNNER_TOKEN", launch.runner_token.expose_secret())
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(output_file)
+            .stderr(stderr)
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|source| ExecutorError::Spawn {
-            program: self.inner.program.display().to_string(),
-            source,
+        let mut child = command.spawn().map_err(|source| {
+            output.remove();
+            ExecutorError::Spawn {
+                program: self.inner.program.display().to_string(),
+                source,
+            }
         })?;
         let pid = child.id();
         let pgid = pid
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
-        let id = ExecutionId(format!("local-{}-{}", launch.task_id, uuid::Uuid::new_v4()));
+        // Named by what finds the process again after a restart; where that cannot be
+        // read (no /proc), by a random id that only this server knows.
+        let id = pgid
+            .and_then(|pid| Handle::of(pid, workspace.path()))
+            .map_or_else(
+                || ExecutionId(format!("local-{}-{}", launch.task_id, uuid::Uuid::new_v4())),
+                |handle| ExecutionId(handle.encode()),
+            );
+        // Beside the workspace, so that the next server finds this runner even before
+        // its task is looked at (see `server_starting`).
+        if let Err(e) = std::fs::write(id_file(workspace.path()), &id.0) {
+            tracing::warn!(task = launch.task_id, error = %e, "cannot record the execution beside its workspace");
+        }
         let redactor = Redactor::new([
             launch.task_secret.expose_secret(),
             launch.runner_token.expose_secret(),
         ]);
         let task_id = launch.task_id;
-        for output in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let redactor = redactor.clone();
-            self.inner.work.spawn("runner output", async move {
-                // Read in chunks and bounded per line: the runner's output is not trusted
-                // to end its lines.
-                let (mut output, mut chunk) = (output, vec![0u8; 8192]);
-                let mut splitter = bg_agent_core::output::LineSplitter::default();
-                while let Ok(n @ 1..) = output.read(&mut chunk).await {
-                    for line in splitter.feed(&chunk[..n]) {
-                        tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
-                    }
-                }
-                if let Some(line) = splitter.finish() {
-                    tracing::debug!(task = task_id, line = %redactor.redact(&line), "runner output");
-                }
-            });
-        }
 
         let (state_tx, state_rx) = watch::channel(Observed::Running);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let timeout = launch.timeout;
         let sandboxed = self.inner.sandbox.is_some();
+        let workspace_path = workspace.path().to_owned();
         self.inner.work.spawn("runner", async move {
             let observed = tokio::select! {
                 status = child.wait() => Observed::Exited {
@@ -270,6 +509,9 @@ impl Executor for LocalExecutor {
             if let Err(e) = workspace.close() {
                 tracing::warn!(task = task_id, error = %e, "cannot remove the workspace");
             }
+            output.log_tail(task_id, &redactor);
+            output.remove();
+            remove_file(&id_file(&workspace_path));
             tracing::info!(task = task_id, ?observed, "runner ended");
             let _ = state_tx.send(observed);
         });
@@ -279,12 +521,16 @@ impl Executor for LocalExecutor {
                 state: state_rx,
                 cancel: Some(cancel_tx),
                 pgid,
+                adopted: false,
             },
         );
         Ok(id)
     }
 
     async fn cancel(&self, id: &ExecutionId) -> Result<(), ExecutorError> {
+        // A runner a previous server started is taken over first, so that it can be
+        // stopped too.
+        let _ = self.state(id);
         let (cancel, mut state) = {
             let mut executions = self.executions();
             let Some(execution) = executions.get_mut(id) else {
@@ -301,32 +547,63 @@ impl Executor for LocalExecutor {
     }
 
     async fn observe(&self, id: &ExecutionId) -> Observed {
-        self.executions()
-            .get(id)
-            .map_or(Observed::Unknown, |e| *e.state.borrow())
+        self.state(id)
+            .map_or(Observed::Unknown, |state| *state.borrow())
     }
 
     fn sees_all_executions(&self) -> bool {
         false
     }
 
-    /// Children of a stopping server would report into nothing and be judged lost by
-    /// the next one anyway: they end now, with everything they started, and their
-    /// workspaces go.
+    /// Runners a killed server left are adopted at once (their tasks are reconciled
+    /// once that server's silence has shown it gone); ended ones' workspaces go.
+    async fn server_starting(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.workspaces) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "id") {
+                continue;
+            }
+            let workspace = path.with_extension("");
+            match std::fs::read_to_string(&path) {
+                Ok(id)
+                    if Handle::parse(&id).is_some_and(|h| {
+                        workspace
+                            .file_name()
+                            .is_some_and(|n| n == h.workspace.as_str())
+                    }) =>
+                {
+                    // Removes what an ended one left.
+                    let _ = self.adopt(&ExecutionId(id));
+                }
+                _ => remove_left_behind(&workspace),
+            }
+        }
+    }
+
+    /// A server that stops on request takes the runners it started with it: they end
+    /// now, with everything they started, and their workspaces go. Only a server that
+    /// dies without stopping (SIGKILL, a crash) leaves its runners for the next to
+    /// adopt; runners it adopted itself are left running for the next too (they may be
+    /// another live server's on this host).
     async fn server_stopping(&self) {
         for execution in self.executions().values() {
             if *execution.state.borrow() == Observed::Running
+                && !execution.adopted
                 && let Some(pgid) = execution.pgid
             {
                 signal_group(pgid, Signal::SIGKILL);
             }
         }
+        // Adopted runners' watchers end; the runners do not.
+        self.inner.work.stop();
         self.inner.work.finish("runners", CLEANUP_GRACE).await;
     }
 
     async fn wait(&self, id: &ExecutionId) -> Observed {
-        let state = self.executions().get(id).map(|e| e.state.clone());
-        let Some(mut state) = state else {
+        let Some(mut state) = self.state(id) else {
             return Observed::Unknown;
         };
         match state.wait_for(|s| *s != Observed::Running).await {

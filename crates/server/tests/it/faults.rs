@@ -7,7 +7,12 @@ use bg_agent::engine::redelivery::RedeliverySettings;
 use bg_agent_core::task::render::CHECK_RUN_NAME;
 use bg_agent_core::task::{Phase, TaskState};
 use bg_agent_testkit::harness::{Harness, ISSUE, LEAD, REPO, Scenario, WAIT};
+use bg_agent_testkit::process::free_port;
+use bg_agent_testkit::server_process::ServerProcess;
 use github_fake::{Fault, FaultKind, Role};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use sqlx::{ConnectOptions, Connection};
 
 const RUNNER: &str = env!("CARGO_BIN_EXE_bg-agent");
 
@@ -69,21 +74,362 @@ async fn commands_refused_in_a_database_outage_are_asked_again_and_become_tasks(
     h.finish().await;
 }
 
-/// What a task left on GitHub, counted: tasks, check runs of the task's name, the bot's
-/// comments on the issue, pull requests.
-async fn figures(h: &Harness) -> (usize, usize, usize, usize) {
+// ---- The server killed (SIGKILL) mid-task, as a process of its own ----
+
+/// Validation that holds the runner mid-run until the test lets it go: it connects to the
+/// test on `port` (the sandbox shares the host's network, not its files) and passes once
+/// it is sent a byte.
+fn held_validation(port: u16) -> String {
+    format!(
+        "validation:\n  - node -e \"const s = require('net').connect({port}, '127.0.0.1'); s.on('data', () => process.exit(0)); s.on('error', () => process.exit(1));\"\n"
+    )
+}
+
+/// The test's side of [`held_validation`]: the first runner to connect is held; once
+/// released, every connection (this and later ones) is let go at once.
+struct Hold {
+    listener: tokio::net::TcpListener,
+}
+
+impl Hold {
+    async fn new() -> (Self, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (Self { listener }, port)
+    }
+
+    /// Waits until a runner is held (its validation is running).
+    async fn held(self) -> Held {
+        let (stream, _) = tokio::time::timeout(WAIT, self.listener.accept())
+            .await
+            .expect("no runner reached its validation")
+            .unwrap();
+        Held {
+            stream,
+            listener: self.listener,
+        }
+    }
+}
+
+struct Held {
+    stream: tokio::net::TcpStream,
+    listener: tokio::net::TcpListener,
+}
+
+impl Held {
+    async fn release(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stream.write_all(b"go").await;
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = self.listener.accept().await {
+                let _ = stream.write_all(b"go").await;
+            }
+        });
+    }
+}
+
+/// The runner's sandbox process, from the execution id the local executor stored
+/// (`local:<boot>:<pid>:<start>:<workspace>`).
+fn runner_pid(execution_id: &str) -> i32 {
+    execution_id
+        .split(':')
+        .nth(2)
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("not a local execution id: {execution_id}"))
+}
+
+/// Whether `pid` runs (a zombie has ended).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// The servers' logs, shown when a test fails.
+struct Logs<'a>(Vec<&'a ServerProcess>);
+
+fn show_logs_on_failure(servers: &[&ServerProcess]) {
+    if std::thread::panicking() {
+        for (n, server) in servers.iter().enumerate() {
+            eprintln!("---- server {n} ----\n{}", server.log());
+        }
+    }
+}
+
+impl Drop for Logs<'_> {
+    fn drop(&mut self) {
+        show_logs_on_failure(&self.0);
+    }
+}
+
+/// The figures on GitHub: (check runs of the task, pull requests, tracking comments).
+fn figures(h: &Harness) -> (usize, usize, usize) {
     let check_runs = h.sim.read(|s| {
         s.check_runs_in(REPO)
             .into_iter()
             .filter(|r| r.name == CHECK_RUN_NAME)
             .count()
     });
-    (
-        h.tasks().await.len(),
-        check_runs,
-        h.bot_comments().len(),
-        h.pulls().len(),
+    (check_runs, h.pulls().len(), h.bot_comments().len())
+}
+
+/// The server is killed (SIGKILL) while its runner validates; the runner lives on, a new
+/// server on the same database and address adopts it, its reports are accepted, and the
+/// task succeeds — once: one check run, one pull request, one tracking comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
+    let (hold, port) = Hold::new().await;
+    let h = Scenario::engine(RUNNER)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .without_server()
+        .start()
+        .await;
+    let logs = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut first = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.only_task().await.id;
+    let held = hold.held().await;
+    let running_task = h.task(task).wait_phase(Phase::Validating).await;
+    let runner = runner_pid(running_task.execution_id.as_deref().unwrap());
+
+    first.kill();
+    assert!(running(runner), "the runner died with its server");
+    let killed = Instant::now();
+    let second = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+    let _logs = Logs(vec![&first, &second]);
+    // Still running once the new server has taken the task over (after the old one's
+    // silence): adopted, not judged lost.
+    let adopted = h
+        .task(task)
+        .wait(|t| t.launched_by != running_task.launched_by || t.state.is_terminal())
+        .await;
+    assert_eq!(adopted.state, TaskState::Running, "{adopted:#?}");
+    assert!(running(runner), "the runner died");
+    println!(
+        "fault: SIGKILL while running: adopted by the new server {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    held.release().await;
+
+    let done = h.task(task).expect_state(TaskState::Succeeded).await;
+    println!(
+        "fault: SIGKILL while running, runner alive: succeeded {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(done.error, None);
+    assert_eq!(h.tasks().await.len(), 1);
+    assert_eq!(
+        figures(&h),
+        (1, 1, 1),
+        "(check runs, pull requests, comments)"
+    );
+    let run = h.check_run(task);
+    assert_eq!(
+        (run.status.as_str(), run.conclusion.as_deref()),
+        ("completed", Some("success"))
+    );
+    // It ended, and its workspace went with it.
+    let workspaces = h.config.data_dir.join("workspaces");
+    let deadline = Instant::now() + WAIT;
+    while running(runner) || std::fs::read_dir(&workspaces).unwrap().next().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the runner never ended or left its workspace"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(_logs);
+    let mut second = second;
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
+
+/// The server is killed (SIGKILL) and its runner too: the restarted server ends the task
+/// `failed` as lost (retryable), with its check run completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_server_and_runner_are_killed_ends_lost() {
+    let (hold, port) = Hold::new().await;
+    let h = Scenario::engine(RUNNER)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .without_server()
+        .start()
+        .await;
+    let logs = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut first = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.only_task().await.id;
+    let _held = hold.held().await;
+    let running_task = h.task(task).wait_phase(Phase::Validating).await;
+    let runner = runner_pid(running_task.execution_id.as_deref().unwrap());
+
+    first.kill();
+    // The sandbox's process group: the runner and everything it started.
+    nix::sys::signal::killpg(Pid::from_raw(runner), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let mut second = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+    let logs_shown = Logs(vec![&first, &second]);
+
+    let lost = h.task(task).expect_state(TaskState::Failed).await;
+    println!(
+        "fault: SIGKILL while running, runner killed too: lost {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("lost:")),
+        "{lost:?}"
+    );
+    assert_eq!(h.tasks().await.len(), 1);
+    assert_eq!(
+        figures(&h),
+        (1, 0, 1),
+        "(check runs, pull requests, comments)"
+    );
+    let run = h.check_run(task);
+    assert_eq!(
+        (run.status.as_str(), run.conclusion.as_deref()),
+        ("completed", Some("failure"))
+    );
+    assert!(run.actions.iter().any(|a| a.identifier == "retry"));
+    drop(logs_shown);
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
+
+/// The runner starts but the database refuses to record its execution (and, as in an
+/// outage, to end the task): the server stops that runner instead of leaving it running
+/// with nothing to watch, time out or cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_launch_cannot_be_recorded_is_stopped() {
+    let (hold, port) = Hold::new().await;
+    let h = Scenario::engine(RUNNER)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .start()
+        .await;
+    // The store failure, exactly where it matters: recording an execution id (and the
+    // task's failure, which an outage would refuse as well).
+    let mut conn = h.db.connect_options().connect().await.unwrap();
+    sqlx::raw_sql(
+        "CREATE SEQUENCE refused_executions;
+         CREATE FUNCTION refuse_execution() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.execution_id IS NOT NULL AND NEW.execution_id IS DISTINCT FROM OLD.execution_id THEN
+             -- A sequence outlives the rollback: the test sees the refusal.
+             PERFORM nextval('refused_executions');
+             RAISE EXCEPTION 'injected: the database refuses';
+           END IF;
+           IF NEW.state::text = 'failed' AND OLD.state::text <> 'failed' THEN
+             RAISE EXCEPTION 'injected: the database refuses';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_execution BEFORE UPDATE ON tasks
+           FOR EACH ROW EXECUTE FUNCTION refuse_execution();",
     )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    // Once the launched runner could not be recorded, it ends (its workspace goes)
+    // before it gets to its validation.
+    let workspaces = h.config.data_dir.join("workspaces");
+    let started = Instant::now();
+    let stopped = async {
+        loop {
+            let refused: bool = sqlx::query_scalar("SELECT is_called FROM refused_executions")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            let empty = std::fs::read_dir(&workspaces)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(true);
+            if refused && empty {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = stopped => {}
+        _ = hold.listener.accept() => panic!("the untracked runner went on to its validation"),
+        () = tokio::time::sleep(WAIT) => panic!("the untracked runner still runs"),
+    }
+    println!(
+        "fault: execution not recorded: runner stopped {:.1} s after the launch",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(h.pulls().len(), 0);
+    sqlx::raw_sql("DROP TRIGGER refuse_execution ON tasks")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    h.finish().await;
+}
+
+/// The server is killed (SIGKILL) with one task running and one queued behind it (one
+/// task at a time), and the running one's runner finishes — validates, pushes, reports —
+/// while no server runs: its reports wait for the next server, which takes both tasks
+/// through to success, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_neither_its_queued_task_nor_a_runner_finishing_without_it() {
+    let (hold, port) = Hold::new().await;
+    let h = Scenario::engine(RUNNER)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .without_server()
+        .start()
+        .await;
+    h.add_user("ana", Role::Write);
+    let logs = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let one_at_a_time = [("BG_AGENT_MAX_TASKS", "1")];
+    let mut first =
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time).await;
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    h.comment("ana", "/bg-agent upgrade lodash 4.17.20").await;
+    let held = hold.held().await;
+    let tasks = h.tasks().await;
+    assert_eq!(tasks.len(), 2);
+    h.task(tasks[0].id).wait_phase(Phase::Validating).await;
+    assert_eq!(h.task(tasks[1].id).get().await.state, TaskState::Queued);
+
+    first.kill();
+    let killed = Instant::now();
+    held.release().await;
+    // The runner finishes while no server listens; its reports are retried.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut second =
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time).await;
+    let logs_shown = Logs(vec![&first, &second]);
+
+    let upgraded = h.task(tasks[0].id).expect_state(TaskState::Succeeded).await;
+    // The second asks for the version the project already has: done, nothing to change.
+    let unchanged = h.task(tasks[1].id).expect_state(TaskState::Succeeded).await;
+    assert_eq!(
+        (upgraded.changed, unchanged.changed),
+        (Some(true), Some(false))
+    );
+    println!(
+        "fault: SIGKILL with a task queued and its runner finishing: both succeeded {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(h.tasks().await.len(), 2);
+    assert_eq!(
+        figures(&h),
+        (2, 1, 2),
+        "(check runs, pull requests, comments)"
+    );
+    drop(logs_shown);
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
 }
 
 /// Validation that takes a few seconds, so a fault can land while it runs (the test never
@@ -113,10 +459,11 @@ async fn a_database_restart_mid_task_loses_nothing_and_duplicates_nothing() {
         "fault figures: database restart mid-task settled in {:?}",
         started.elapsed()
     );
+    assert_eq!(h.tasks().await.len(), 1, "one task");
     assert_eq!(
-        figures(&h).await,
-        (1, 1, 1, 1),
-        "tasks, check runs, comments, PRs"
+        figures(&h),
+        (1, 1, 1),
+        "check runs, pull requests, comments"
     );
     assert_eq!(h.check_run(task).conclusion.as_deref(), Some("success"));
     h.finish().await;
@@ -177,10 +524,11 @@ async fn a_storm_of_github_errors_and_rate_limits_settles_with_exact_figures() {
         "fault figures: GitHub error storm settled in {:?}",
         started.elapsed()
     );
+    assert_eq!(h.tasks().await.len(), 1, "one task");
     assert_eq!(
-        figures(&h).await,
-        (1, 1, 1, 1),
-        "tasks, check runs, comments, PRs"
+        figures(&h),
+        (1, 1, 1),
+        "check runs, pull requests, comments"
     );
     assert_eq!(task.check_run().conclusion.as_deref(), Some("success"));
     h.finish().await;
@@ -198,7 +546,7 @@ async fn concurrent_redeliveries_make_one_task() {
         "{statuses:?}"
     );
     // Each redelivery was processed (or found already stored) before its answer.
-    assert_eq!(figures(&h).await.0, 1, "one task");
+    assert_eq!(h.tasks().await.len(), 1, "one task");
     assert_eq!(h.bot_comments().len(), 1, "one tracking comment");
     h.finish().await;
 }

@@ -351,3 +351,50 @@ async fn an_unknown_execution_is_reported_as_lost() {
     assert_eq!(executor.observe(&unknown).await, Observed::Unknown);
     executor.cancel(&unknown).await.unwrap();
 }
+
+/// A runner whose server is gone is found again by a new executor on the same
+/// workspaces (as after a server killed and started again): seen running, cancelled
+/// with everything it started, and its workspace removed. An id naming a process that
+/// is not the one started (another start time), or a workspace outside the workspaces
+/// directory, is not adopted.
+#[tokio::test]
+async fn a_new_executor_adopts_a_running_runner_and_can_cancel_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspaces = dir.path().join("workspaces");
+    let script = "sleep 600 & echo > started; wait";
+    let first = executor(script, &workspaces);
+    let id = first
+        .launch(launch(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let workspace = workspace_with(&workspaces, "started").await;
+    let sleeper = processes(&["sleep", "600"]);
+    assert_eq!(sleeper.len(), 1, "{sleeper:?}");
+
+    let second = executor(script, &workspaces);
+    // Not the process started (pid reused): not adopted, and nothing is removed.
+    let parts: Vec<&str> = id.0.splitn(5, ':').collect();
+    let start: u64 = parts[3].parse().unwrap();
+    let reused = bg_agent::executor::ExecutionId(format!(
+        "local:{}:{}:{}:{}",
+        parts[1],
+        parts[2],
+        start + 1,
+        parts[4]
+    ));
+    let escaping = bg_agent::executor::ExecutionId(format!(
+        "local:{}:{}:{}:../x",
+        parts[1], parts[2], parts[3]
+    ));
+    for id in [&reused, &escaping] {
+        assert_eq!(second.observe(id).await, Observed::Unknown, "{id:?}");
+    }
+    assert!(alive(sleeper[0]));
+
+    assert_eq!(second.observe(&id).await, Observed::Running);
+    second.cancel(&id).await.unwrap();
+    assert_eq!(second.observe(&id).await, Observed::Cancelled);
+    assert!(!alive(sleeper[0]), "what the runner started outlived it");
+    assert!(!workspace.exists(), "the workspace is left");
+    first.server_stopping().await;
+}
