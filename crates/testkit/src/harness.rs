@@ -270,6 +270,21 @@ impl Harness {
             .restore();
     }
 
+    /// What the local executor holds in its workspaces' root for tasks: workspaces and
+    /// their output and id files (the root's `.`-named entries, such as the runner
+    /// program's link, are the executor's own).
+    pub fn task_workspaces(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.config.data_dir.join("workspaces"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops the server the webhooks go to, failing the test if it does not stop cleanly.
     pub async fn stop_server(&mut self) {
         if let Some(server) = self.server.take() {

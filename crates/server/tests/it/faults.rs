@@ -232,9 +232,8 @@ async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
         ("completed", Some("success"))
     );
     // It ended, and its workspace went with it.
-    let workspaces = h.config.data_dir.join("workspaces");
     let deadline = Instant::now() + WAIT;
-    while running(runner) || std::fs::read_dir(&workspaces).unwrap().next().is_some() {
+    while running(runner) || !h.task_workspaces().is_empty() {
         assert!(
             Instant::now() < deadline,
             "the runner never ended or left its workspace"
@@ -339,7 +338,6 @@ async fn a_runner_whose_launch_cannot_be_recorded_is_stopped() {
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
     // Once the launched runner could not be recorded, it ends (its workspace goes)
     // before it gets to its validation.
-    let workspaces = h.config.data_dir.join("workspaces");
     let started = Instant::now();
     let stopped = async {
         loop {
@@ -347,9 +345,7 @@ async fn a_runner_whose_launch_cannot_be_recorded_is_stopped() {
                 .fetch_one(&mut conn)
                 .await
                 .unwrap();
-            let empty = std::fs::read_dir(&workspaces)
-                .map(|mut entries| entries.next().is_none())
-                .unwrap_or(true);
+            let empty = h.task_workspaces().is_empty();
             if refused && empty {
                 return;
             }

@@ -192,22 +192,8 @@ impl Targets {
             .collect();
         // Once the task's workspace is removed the sandbox has ended (the executor
         // removes it after reaping the runner).
-        let workspaces = h.config.data_dir.join("workspaces");
         let deadline = tokio::time::Instant::now() + WAIT;
-        // (Entries named `.…` are the server's own, such as the runner program's link.)
-        let entries = || {
-            std::fs::read_dir(&workspaces)
-                .unwrap()
-                .filter(|e| {
-                    !e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with('.')
-                })
-                .count()
-        };
-        while entries() > 1 {
+        while h.task_workspaces().len() > 1 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the workspace stays"
