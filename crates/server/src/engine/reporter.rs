@@ -260,7 +260,8 @@ impl Reporter {
         {
             if open(Step::PullRequest) && task.pr_number.is_none() {
                 let done = self.pull_request(&client, &repo, &mut task, &cx).await;
-                self.settle(&task, Step::PullRequest, done, &mut retry).await;
+                self.settle(&task, Step::PullRequest, done, &mut retry)
+                    .await;
             }
             if task.pr_number.is_some() {
                 if open(Step::Labels) {
@@ -411,7 +412,9 @@ impl Reporter {
                     check_run = run.id,
                     "adopting the check run made before"
                 );
-                client.update_check_run(repo, run.id, update(rendered)).await?;
+                client
+                    .update_check_run(repo, run.id, update(rendered))
+                    .await?;
                 run.id
             }
             None => {
@@ -427,8 +430,8 @@ impl Reporter {
                 client.create_check_run(repo, run).await?.id
             }
         };
-        let id =
-            i64::try_from(id).map_err(|_| ReportError::Invalid("check run id out of range".into()))?;
+        let id = i64::try_from(id)
+            .map_err(|_| ReportError::Invalid("check run id out of range".into()))?;
         self.store
             .set_check_run(task.id, id, &branch, &head_sha)
             .await?;
@@ -570,8 +573,8 @@ impl Reporter {
                 client.create_check_run(repo, run).await?.id
             }
         };
-        let id =
-            i64::try_from(id).map_err(|_| ReportError::Invalid("check run id out of range".into()))?;
+        let id = i64::try_from(id)
+            .map_err(|_| ReportError::Invalid("check run id out of range".into()))?;
         self.store.set_pr_check_run(task.id, id).await?;
         task.pr_check_run_id = Some(id);
         Ok(())

@@ -592,7 +592,11 @@ impl TaskIntake {
                 });
             let comment = match existing {
                 Some(comment) => {
-                    tracing::info!(task = task.id.get(), comment = comment.id, "adopting the tracking comment made before");
+                    tracing::info!(
+                        task = task.id.get(),
+                        comment = comment.id,
+                        "adopting the tracking comment made before"
+                    );
                     comment
                 }
                 None => client

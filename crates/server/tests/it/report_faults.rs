@@ -53,7 +53,10 @@ async fn settled(h: &Harness, task: bg_agent::store::tasks::TaskId) {
     }
 }
 
-async fn refused_steps(h: &Harness, task: bg_agent::store::tasks::TaskId) -> Vec<(String, Option<i32>)> {
+async fn refused_steps(
+    h: &Harness,
+    task: bg_agent::store::tasks::TaskId,
+) -> Vec<(String, Option<i32>)> {
     h.store()
         .report_errors(task)
         .await
@@ -214,7 +217,11 @@ async fn a_delivery_processed_again_does_not_reply_twice() {
         "/repos/*/*/issues/*/comments",
         FaultKind::Hold,
     ));
-    let made = h.sim.comment(REPO, ISSUE, LEAD, "/bg-agent help").await.unwrap();
+    let made = h
+        .sim
+        .comment(REPO, ISSUE, LEAD, "/bg-agent help")
+        .await
+        .unwrap();
     wait_fired(&h, hold).await;
     h.database_down();
     h.sim.release(hold);
@@ -226,10 +233,45 @@ async fn a_delivery_processed_again_does_not_reply_twice() {
     h.finish().await;
 }
 
+/// A report slower than the reporter's lease (here GitHub holds the check run's creation
+/// for longer than it) keeps its task: the lease is renewed while it goes on, so another
+/// replica's reporter does not take the task over and make a second check run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_report_keeps_its_lease_and_nothing_is_made_twice() {
+    let mut h = scenario().start().await;
+    h.start_replica().await;
+    let hold = h
+        .sim
+        .inject_fault(Fault::new("POST", "/repos/*/*/check-runs", FaultKind::Hold));
+    h.comment(LEAD, UPGRADE).await;
+    wait_fired(&h, hold).await;
+    // Longer than the 15 s lease, shorter than the client's 30 s request timeout.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        requests(&h, "POST", "/check-runs"),
+        0,
+        "another reporter took over"
+    );
+    h.sim.release(hold);
+    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let runs = h.sim.read(|s: &SimState| {
+        s.check_runs_in(REPO)
+            .iter()
+            .filter(|r| r.name == "bg-agent")
+            .map(|r| r.external_id.clone())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(runs, [Some(task.id.to_string())]);
+    h.finish().await;
+}
+
 async fn wait_fired(h: &Harness, fault: github_fake::FaultId) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while h.sim.fault_fired(fault) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the fault never fired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fault never fired"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
