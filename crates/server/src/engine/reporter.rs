@@ -1,7 +1,9 @@
 //! The reporter: brings GitHub up to each task's stored state — the check run on the
 //! default branch's head, the tracking comment, and on success the pull request with its
 //! own check run. It works only from the database, so after a GitHub outage or a restart
-//! it simply catches up; a failed report is retried with backoff, never dropped.
+//! it simply catches up; a failed report is retried with backoff, never dropped. Each step
+//! of a report stands alone: one GitHub refuses for good is recorded in `report_errors`
+//! (shown on the task page) and not tried again, and never holds the others back.
 
 use std::sync::Arc;
 use std::time::Duration;
