@@ -391,22 +391,27 @@ impl Reporter {
             Some(branch) => branch.clone(),
             None => client.repository(repo).await?.default_branch,
         };
-        // The commit the task was made on, if known: a run made before a crash is there
-        // even if the branch has moved since.
-        let head_sha = match &task.head_sha {
-            Some(sha) => sha.clone(),
+        // The commit is stored before the run is made: known, an earlier attempt may have
+        // made the run (and crashed before storing it), so look for it there, even if the
+        // branch has moved since; unknown, no attempt got that far.
+        let (head_sha, tried_before) = match &task.head_sha {
+            Some(sha) => (sha.clone(), true),
             None => {
                 let sha = client.branch_head_sha(repo, &branch).await?;
                 self.store.set_head(task.id, &branch, &sha).await?;
-                sha
+                (sha, false)
             }
         };
         let external_id = task.id.to_string();
-        let existing = client
-            .own_check_runs(repo, &head_sha, CHECK_RUN_NAME)
-            .await?
-            .into_iter()
-            .find(|run| run.external_id.as_deref() == Some(external_id.as_str()));
+        let existing = if tried_before {
+            client
+                .own_check_runs(repo, &head_sha, CHECK_RUN_NAME)
+                .await?
+                .into_iter()
+                .find(|run| run.external_id.as_deref() == Some(external_id.as_str()))
+        } else {
+            None
+        };
         let id = match existing {
             Some(run) => {
                 tracing::info!(

@@ -529,15 +529,15 @@ impl TaskIntake {
             // Where the runner will clone from: the configured GitHub, not the payload.
             clone_url: Some(self.github.clone_url(&origin.repo())),
         };
-        let task = match self.store.create_task(&new).await.map_err(store_error)? {
+        let (task, fresh) = match self.store.create_task(&new).await.map_err(store_error)? {
             CreatedTask::Created(task) => {
                 tracing::info!(task = task.id.get(), attempt = task.attempt, "task created");
                 self.signal.wake();
-                task
+                (task, true)
             }
             // A redelivery, or this delivery again after a failed acknowledgement: finish
             // acknowledging, nothing more.
-            CreatedTask::Duplicate(task) => task,
+            CreatedTask::Duplicate(task) => (task, false),
             CreatedTask::CreatorBusy { active_task } => {
                 return self
                     .refuse(
@@ -547,15 +547,18 @@ impl TaskIntake {
                     .await;
             }
         };
-        self.acknowledge(origin, &task, request.comment_id).await
+        self.acknowledge(origin, &task, request.comment_id, fresh)
+            .await
     }
 
-    /// 👀 on the command and the tracking comment, each at most once per task.
+    /// 👀 on the command and the tracking comment, each at most once per task. `fresh`:
+    /// the task was made just now, so no earlier attempt can have posted its comment.
     async fn acknowledge(
         &self,
         origin: &Origin<'_>,
         task: &TaskRecord,
         comment_id: Option<i64>,
+        fresh: bool,
     ) -> Result<(), HandlerError> {
         let client = self.client(origin)?;
         let repo = origin.repo();
@@ -580,16 +583,20 @@ impl TaskIntake {
             let body = render::tracking_comment(task, &details.context(&page_url));
             let issue = number(origin.issue_number)?;
             // Made before a crash between GitHub's answer and our write: adopt it.
-            let existing = client
-                .own_issue_comments(&repo, issue)
-                .await
-                .map_err(github_error)?
-                .into_iter()
-                .find(|c| {
-                    c.body
-                        .as_deref()
-                        .is_some_and(|b| is_tracking_comment(b, task.id))
-                });
+            let existing = if fresh {
+                None
+            } else {
+                client
+                    .own_issue_comments(&repo, issue)
+                    .await
+                    .map_err(github_error)?
+                    .into_iter()
+                    .find(|c| {
+                        c.body
+                            .as_deref()
+                            .is_some_and(|b| is_tracking_comment(b, task.id))
+                    })
+            };
             let comment = match existing {
                 Some(comment) => {
                     tracing::info!(
