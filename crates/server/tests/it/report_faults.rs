@@ -9,6 +9,7 @@ use sqlx::ConnectOptions as _;
 use sqlx::Connection as _;
 
 use bg_agent_core::task::TaskState;
+use bg_agent_core::task::render::VALIDATION_CHECK_NAME;
 use bg_agent_testkit::harness::{Harness, ISSUE, LEAD, REPO, Scenario, WAIT};
 use github_fake::{Fault, FaultKind, SimState};
 
@@ -178,6 +179,46 @@ async fn a_check_run_made_before_a_crash_is_adopted_not_made_twice() {
     });
     assert_eq!(runs, [Some(task.id.to_string())]);
     assert_eq!(tracking_comments(&h), 1);
+    assert_eq!(h.pulls().len(), 1);
+    h.finish().await;
+}
+
+/// The pull request's validation check is made, then the database goes away before it
+/// is stored: the next report finds it on the commit and adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_check_made_before_a_crash_is_adopted_not_made_twice() {
+    let h = scenario().database_behind_proxy().start().await;
+    h.comment(LEAD, UPGRADE).await;
+    let task = h.only_task().await.get().await;
+    h.task(task.id).wait(|t| t.check_run_id.is_some()).await;
+    // The next check run made is the validation check, once the task has succeeded.
+    let hold = h
+        .sim
+        .inject_fault(Fault::new("POST", "/repos/*/*/check-runs", FaultKind::Hold));
+    wait_fired(&h, hold).await;
+    h.database_down();
+    h.sim.release(hold);
+    h.sim
+        .wait_for(WAIT, |s: &SimState| {
+            s.check_runs_in(REPO)
+                .iter()
+                .any(|r| r.name == VALIDATION_CHECK_NAME)
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.database_up();
+    let task = h.task(task.id).expect_state(TaskState::Succeeded).await;
+    h.task(task.id).wait(|t| t.pr_check_run_id.is_some()).await;
+    settled(&h, task.id).await;
+    let checks = h.sim.read(|s: &SimState| {
+        s.check_runs_in(REPO)
+            .iter()
+            .filter(|r| r.name == VALIDATION_CHECK_NAME)
+            .map(|r| r.external_id.clone())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(checks, [Some(task.id.to_string())]);
     assert_eq!(h.pulls().len(), 1);
     h.finish().await;
 }
