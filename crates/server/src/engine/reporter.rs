@@ -247,7 +247,7 @@ impl Reporter {
             .installation(id_u64(task.installation_id, "installation")?);
         let details = self.store.task_details(task, LOG_TAIL).await?;
         let page_url = render::page_url(&self.settings.public_url, task.id);
-        let cx = details.context(&page_url);
+        let mut cx = details.context(&page_url);
         let mut task = task.clone();
         let refused: Vec<String> = self
             .store
@@ -260,9 +260,11 @@ impl Reporter {
         let mut retry = Vec::new();
         if task.state == TaskState::Succeeded && task.changed == Some(true) && task.branch.is_some()
         {
-            if open(Step::PullRequest) && task.pr_number.is_none() {
+            cx.pr_refused = !open(Step::PullRequest);
+            if !cx.pr_refused && task.pr_number.is_none() {
                 let done = self.pull_request(&client, &repo, &mut task, &cx).await;
-                self.settle(&task, Step::PullRequest, done, &mut retry)
+                cx.pr_refused = self
+                    .settle(&task, Step::PullRequest, done, &mut retry)
                     .await;
             }
             if task.pr_number.is_some() {
@@ -306,18 +308,18 @@ impl Reporter {
     }
 
     /// Sorts a step's outcome: a permanent refusal is recorded (and the step not tried
-    /// again), anything else that failed is kept in `retry`.
+    /// again), anything else that failed is kept in `retry`. `true`: refused for good.
     async fn settle(
         &self,
         task: &TaskRecord,
         step: Step,
         done: Result<(), ReportError>,
         retry: &mut Vec<String>,
-    ) {
-        let Err(e) = done else { return };
+    ) -> bool {
+        let Err(e) = done else { return false };
         if !e.is_permanent() {
             retry.push(format!("{}: {e}", step.name()));
-            return;
+            return false;
         }
         tracing::warn!(
             task = task.id.get(),
@@ -332,6 +334,7 @@ impl Reporter {
         {
             retry.push(format!("{}: {e} (not recorded: {store})", step.name()));
         }
+        true
     }
 
     fn render(task: &TaskRecord, cx: &RenderContext<'_>) -> Rendered {

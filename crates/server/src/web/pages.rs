@@ -209,6 +209,7 @@ mod tests {
             validations,
             log_tail: log,
             queue_position: None,
+            pr_refused: false,
         }
     }
 

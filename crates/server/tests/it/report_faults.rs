@@ -111,6 +111,17 @@ async fn a_refused_pull_request_ends_the_report_and_completes_the_check_run() {
         [("pull_request".to_owned(), Some(422))]
     );
     assert_eq!(h.sim.fault_fired(refuse), 1);
+    // Said so where people look, not "opening the pull request" for ever.
+    let said = "GitHub refused the pull request";
+    assert!(
+        run.output
+            .summary
+            .as_deref()
+            .unwrap_or_default()
+            .contains(said),
+        "{run:#?}"
+    );
+    assert!(h.last_reply().contains(said), "{}", h.last_reply());
     h.finish().await;
 }
 
