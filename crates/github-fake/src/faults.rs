@@ -10,6 +10,9 @@ use serde::Serialize;
 pub enum FaultKind {
     /// Answer with this server error status (500, 502, 503...).
     ServerError(u16),
+    /// Refuse with this client error status (404, 410, 422...) and GitHub's error body:
+    /// what a deleted object, a removed installation or an invalid request gets.
+    Refuse(u16),
     /// 403 with `Retry-After` and GitHub's secondary-rate-limit message.
     SecondaryRateLimit { retry_after_secs: u64 },
     /// 429 with `Retry-After`.
@@ -28,6 +31,7 @@ impl FaultKind {
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::ServerError(status) => format!("server error {status}"),
+            Self::Refuse(status) => format!("refused with {status}"),
             Self::SecondaryRateLimit { retry_after_secs } => {
                 format!("secondary rate limit (retry after {retry_after_secs} s)")
             }

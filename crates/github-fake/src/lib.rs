@@ -634,6 +634,16 @@ impl RunningSim {
         actions::edit_comment(&self.shared, comment_id, body).await
     }
 
+    /// Someone deletes comment `comment_id` on github.com (no webhook is sent: the app
+    /// subscribes to none for deletions). Later calls on it answer 404, as on GitHub.
+    pub fn delete_comment(&self, comment_id: u64) -> bool {
+        self.shared.mutate(|s| {
+            let before = s.comments.len();
+            s.comments.retain(|c| c.id != comment_id);
+            s.comments.len() < before
+        })
+    }
+
     /// `user` opens an issue: `issues.opened`.
     pub async fn open_issue(
         &self,

@@ -359,7 +359,7 @@ fn fault_response(kind: &FaultKind, caller: &Caller) -> Response {
     let secondary_docs = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
     let body = |message: String, docs: &str| serde_json::json!({"message": message, "documentation_url": docs});
     let (status, json, headers): (StatusCode, Value, Vec<(&str, String)>) = match kind {
-        FaultKind::ServerError(code) => {
+        FaultKind::ServerError(code) | FaultKind::Refuse(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = status
                 .canonical_reason()

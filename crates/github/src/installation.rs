@@ -16,6 +16,9 @@ use super::{
     RepoName, Repository, Request, decode,
 };
 
+/// At most this many pages of 100 are read when looking for what the App made before.
+const MAX_LIST_PAGES: u32 = 10;
+
 /// Calls on one installation's repositories, with the installation's token (all its
 /// repositories, the App's permissions). Cheap to clone.
 #[derive(Debug, Clone)]
@@ -337,6 +340,92 @@ impl InstallationClient {
             id: wire.id,
             already_existed: response.status == 200,
         })
+    }
+
+    /// The check runs named `name` that this App made on commit `sha`
+    /// (`GET /repos/{owner}/{repo}/commits/{ref}/check-runs?check_name=…&app_id=…`,
+    /// every run, not only the latest).
+    pub async fn own_check_runs(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+        name: &str,
+    ) -> Result<Vec<CheckRun>, GitHubError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            check_runs: Vec<CheckRun>,
+        }
+        let app_id = self.app.app_id();
+        let app = app_id.to_string();
+        let mut runs = Vec::new();
+        for page in 1..=MAX_LIST_PAGES {
+            let page_text = page.to_string();
+            let request = Request::new(
+                Method::GET,
+                "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+                repo_path(
+                    repo,
+                    &format!(
+                        "/commits/{}/check-runs{}",
+                        encode_component(sha),
+                        query(&[
+                            ("check_name", name),
+                            ("app_id", &app),
+                            ("filter", "all"),
+                            ("per_page", "100"),
+                            ("page", &page_text),
+                        ])
+                    ),
+                ),
+            );
+            let got: Page = self.send(request).await?;
+            let full = got.check_runs.len() == 100;
+            runs.extend(
+                got.check_runs
+                    .into_iter()
+                    .filter(|r| r.app.as_ref().is_some_and(|a| a.id == app_id)),
+            );
+            if !full {
+                break;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The comments this App posted on an issue or pull request, oldest first
+    /// (`GET /repos/{owner}/{repo}/issues/{issue_number}/comments`).
+    pub async fn own_issue_comments(
+        &self,
+        repo: &RepoName,
+        issue_number: u64,
+    ) -> Result<Vec<IssueComment>, GitHubError> {
+        let app_id = self.app.app_id();
+        let mut comments = Vec::new();
+        for page in 1..=MAX_LIST_PAGES {
+            let page_text = page.to_string();
+            let request = Request::new(
+                Method::GET,
+                "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+                repo_path(
+                    repo,
+                    &format!(
+                        "/issues/{issue_number}/comments{}",
+                        query(&[("per_page", "100"), ("page", &page_text)])
+                    ),
+                ),
+            );
+            let got: Vec<IssueComment> = self.send(request).await?;
+            let full = got.len() == 100;
+            comments.extend(got.into_iter().filter(|c| {
+                c.performed_via_github_app
+                    .as_ref()
+                    .is_some_and(|a| a.id == app_id)
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok(comments)
     }
 
     /// The open pull request whose head is `head_branch` of `repo` itself, if any

@@ -44,7 +44,7 @@ pub use jwt::AppJwtClaims;
 pub use limits::ActionError;
 pub use token::{InstallationToken, REFRESH_BEFORE_EXPIRY, TokenScope};
 pub use types::{
-    AddedReaction, AnnotationLevel, AppInfo, BranchRef, CheckRun, CheckRunAction,
+    AddedReaction, AnnotationLevel, AppInfo, AppRef, BranchRef, CheckRun, CheckRunAction,
     CheckRunAnnotation, CheckRunConclusion, CheckRunOutput, CheckRunStatus, CheckRunUpdate,
     DeliveriesPage, FileContents, GitRemote, HookDelivery, IssueComment, Label, NewCheckRun,
     NewPullRequest, PullRequest, PullRequestUpdate, Reaction, RepoName, Repository,

@@ -436,6 +436,9 @@ pub struct CheckRun {
     pub details_url: Option<String>,
     #[serde(default)]
     pub external_id: Option<String>,
+    /// The App that made the run (only an App can: a user cannot forge it).
+    #[serde(default)]
+    pub app: Option<AppRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -444,6 +447,15 @@ pub struct IssueComment {
     pub html_url: String,
     #[serde(default)]
     pub body: Option<String>,
+    /// Set when an App posted the comment (a user cannot forge it).
+    #[serde(default)]
+    pub performed_via_github_app: Option<AppRef>,
+}
+
+/// Which App did something.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AppRef {
+    pub id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod redeliveries;
+pub mod reports;
 pub mod retention;
 pub mod runs;
 pub mod tasks;

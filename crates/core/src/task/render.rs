@@ -33,6 +33,8 @@ pub struct RenderContext<'a> {
     pub log_tail: &'a [String],
     /// Position in the repository's queue while queued.
     pub queue_position: Option<i64>,
+    /// GitHub refused the task's pull request for good (the reason is on the task page).
+    pub pr_refused: bool,
 }
 
 /// What the renderers read about a task besides its record (the store loads it).
@@ -51,6 +53,7 @@ impl TaskDetails {
             validations: &self.validations,
             log_tail: &self.log_tail,
             queue_position: self.queue_position,
+            pr_refused: false,
         }
     }
 }
@@ -112,6 +115,15 @@ fn retry_hint(task: &TaskRecord) -> Option<String> {
 }
 
 /// The tracking comment on the issue, edited in place as the task moves.
+/// What a changed, succeeded task without a pull request says about it.
+fn pr_pending(cx: &RenderContext<'_>) -> &'static str {
+    if cx.pr_refused {
+        "\n\nGitHub refused the pull request; the change is on the task's branch (the reason is on the task page)."
+    } else {
+        "\n\nOpening the pull request…"
+    }
+}
+
 pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     let mut body = format!(
         "**bg-agent** task [#{}]({}) — {} — **{}**",
@@ -136,7 +148,7 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     if let Some(url) = &task.pr_url {
         let _ = write!(body, "\n\nPull request: {url}");
     } else if task.state == TaskState::Succeeded && task.changed == Some(true) {
-        body.push_str("\n\nOpening the pull request…");
+        body.push_str(pr_pending(cx));
     }
     if let Some(error) = &task.error {
         let _ = write!(body, "\n\n> {}", inert(&one_line(error, 300)));
@@ -237,6 +249,8 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
             }
             if let Some(url) = &task.pr_url {
                 let _ = write!(summary, "\n\nPull request: {url}");
+            } else if cx.pr_refused && task.changed == Some(true) {
+                summary.push_str(pr_pending(cx));
             }
         }
     }
@@ -419,6 +433,7 @@ pub(crate) mod tests {
             validations,
             log_tail: log,
             queue_position: None,
+            pr_refused: false,
         }
     }
 
@@ -650,6 +665,35 @@ pub(crate) mod tests {
         Opening the pull request…
 
         Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+        ");
+        // GitHub refused it for good: said so, not "opening" for ever.
+        let mut refused = cx(&validations, &[]);
+        refused.pr_refused = true;
+        insta::assert_snapshot!(shown(&t, &refused), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `upgrade lodash 4.17.21` — **succeeded** after 2 min 30 s
+
+        GitHub refused the pull request; the change is on the task's branch (the reason is on the task page).
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        ======== check run: completed success ========
+        # Succeeded
+
+        **upgrade lodash 4.17.21** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        GitHub refused the pull request; the change is on the task's branch (the reason is on the task page).
+
+        ---- text ----
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `npm test` | ✅ passed | 1.2 s |
+
+
+        ---- buttons: none ----
         ");
         t.pr_number = Some(18);
         t.pr_url = Some("https://github.com/acme/widgets/pull/18".into());

@@ -503,6 +503,7 @@ async fn each_fault_fires_exactly_n_times_then_service_resumes() {
     let kinds = [
         FaultKind::ServerError(500),
         FaultKind::ServerError(502),
+        FaultKind::Refuse(422),
         FaultKind::SecondaryRateLimit {
             retry_after_secs: 7,
         },
@@ -529,6 +530,10 @@ async fn each_fault_fires_exactly_n_times_then_service_resumes() {
             .await;
             match &kind {
                 FaultKind::ServerError(status) => assert_eq!(answer.status, *status),
+                FaultKind::Refuse(status) => {
+                    assert_eq!(answer.status, *status);
+                    assert!(answer.body["message"].is_string(), "{:?}", answer.body);
+                }
                 FaultKind::SecondaryRateLimit { retry_after_secs } => {
                     assert_eq!(answer.status, 403);
                     assert_eq!(
@@ -1204,6 +1209,36 @@ async fn refs_can_be_created_and_moved_through_the_api() {
             .status,
         404
     );
+}
+
+#[tokio::test]
+async fn a_comment_deleted_on_github_answers_404_and_is_no_longer_listed() {
+    let (sim, _) = start().await;
+    let token = full_token(&sim).await;
+    let created = post_json(
+        &sim,
+        "/repos/acme/widgets/issues/17/comments",
+        &token,
+        json!({"body": "Working on it"}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:#}", created.body);
+    let id = created.body["id"].as_u64().unwrap();
+    assert!(sim.delete_comment(id));
+    assert!(!sim.delete_comment(id));
+    let path = format!("/repos/acme/widgets/issues/comments/{id}");
+    let edited = call(
+        &sim,
+        "PATCH",
+        &path,
+        Auth::Token(&token),
+        Some(json!({"body": "Done"})),
+    )
+    .await;
+    assert_eq!(edited.status, 404, "{:#}", edited.body);
+    let listed = get(&sim, "/repos/acme/widgets/issues/17/comments", &token).await;
+    assert_eq!(listed.body, json!([]));
+    sim.assert_no_violations();
 }
 
 #[tokio::test]

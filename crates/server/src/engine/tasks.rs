@@ -35,6 +35,15 @@ const STATUS_LIMIT: i64 = 10;
 /// A user without permission gets at most one refusal per issue this often: more
 /// commands are audited, not answered, so they cannot make the app post without bound.
 const REFUSAL_REPLY_EVERY: Duration = Duration::from_secs(10 * 60);
+/// A delivery gets at most one reply (help, status or a refusal): the key of its claim.
+const REPLY_KIND: &str = "reply";
+
+/// Whether an App-made comment is task `id`'s tracking comment: it starts the way
+/// [`render::tracking_comment`] starts. Only the App's own comments are looked at, so a
+/// user cannot plant one.
+fn is_tracking_comment(body: &str, id: TaskId) -> bool {
+    body.starts_with(&format!("**bg-agent** task [#{id}]("))
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TaskPolicy {
@@ -130,11 +139,35 @@ impl TaskIntake {
         Ok(self.github.installation(number(origin.installation_id)?))
     }
 
+    /// Posts the delivery's reply, once: a delivery processed again (its outcome was not
+    /// stored) finds the reply claimed and posts nothing. A claim whose post failed is
+    /// given back so the next attempt posts it; a crash between the post and our write
+    /// loses nothing but costs at most that one reply (never two).
     async fn reply(&self, origin: &Origin<'_>, body: &str) -> Result<(), HandlerError> {
-        self.client(origin)?
-            .create_issue_comment(&origin.repo(), number(origin.issue_number)?, body)
+        let guid = &origin.meta.guid;
+        if !self
+            .store
+            .claim_delivery_reply(guid, REPLY_KIND)
             .await
-            .map_err(github_error)?;
+            .map_err(store_error)?
+        {
+            tracing::info!(delivery = %guid, "reply already posted for this delivery");
+            return Ok(());
+        }
+        let posted = match self.client(origin) {
+            Ok(client) => client
+                .create_issue_comment(&origin.repo(), number(origin.issue_number)?, body)
+                .await
+                .map_err(github_error),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = posted {
+            self.store
+                .release_delivery_reply(guid, REPLY_KIND)
+                .await
+                .map_err(store_error)?;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -496,15 +529,15 @@ impl TaskIntake {
             // Where the runner will clone from: the configured GitHub, not the payload.
             clone_url: Some(self.github.clone_url(&origin.repo())),
         };
-        let task = match self.store.create_task(&new).await.map_err(store_error)? {
+        let (task, fresh) = match self.store.create_task(&new).await.map_err(store_error)? {
             CreatedTask::Created(task) => {
                 tracing::info!(task = task.id.get(), attempt = task.attempt, "task created");
                 self.signal.wake();
-                task
+                (task, true)
             }
             // A redelivery, or this delivery again after a failed acknowledgement: finish
             // acknowledging, nothing more.
-            CreatedTask::Duplicate(task) => task,
+            CreatedTask::Duplicate(task) => (task, false),
             CreatedTask::CreatorBusy { active_task } => {
                 return self
                     .refuse(
@@ -514,15 +547,18 @@ impl TaskIntake {
                     .await;
             }
         };
-        self.acknowledge(origin, &task, request.comment_id).await
+        self.acknowledge(origin, &task, request.comment_id, fresh)
+            .await
     }
 
-    /// 👀 on the command and the tracking comment, each at most once per task.
+    /// 👀 on the command and the tracking comment, each at most once per task. `fresh`:
+    /// the task was made just now, so no earlier attempt can have posted its comment.
     async fn acknowledge(
         &self,
         origin: &Origin<'_>,
         task: &TaskRecord,
         comment_id: Option<i64>,
+        fresh: bool,
     ) -> Result<(), HandlerError> {
         let client = self.client(origin)?;
         let repo = origin.repo();
@@ -545,10 +581,36 @@ impl TaskIntake {
                 ..TaskDetails::default()
             };
             let body = render::tracking_comment(task, &details.context(&page_url));
-            let comment = client
-                .create_issue_comment(&repo, number(origin.issue_number)?, &body)
-                .await
-                .map_err(github_error)?;
+            let issue = number(origin.issue_number)?;
+            // Made before a crash between GitHub's answer and our write: adopt it.
+            let existing = if fresh {
+                None
+            } else {
+                client
+                    .own_issue_comments(&repo, issue)
+                    .await
+                    .map_err(github_error)?
+                    .into_iter()
+                    .find(|c| {
+                        c.body
+                            .as_deref()
+                            .is_some_and(|b| is_tracking_comment(b, task.id))
+                    })
+            };
+            let comment = match existing {
+                Some(comment) => {
+                    tracing::info!(
+                        task = task.id.get(),
+                        comment = comment.id,
+                        "adopting the tracking comment made before"
+                    );
+                    comment
+                }
+                None => client
+                    .create_issue_comment(&repo, issue, &body)
+                    .await
+                    .map_err(github_error)?,
+            };
             let id = i64::try_from(comment.id)
                 .map_err(|_| HandlerError::Permanent("comment id out of range".into()))?;
             self.store

@@ -555,6 +555,39 @@ impl Store {
         Ok(rows.into_iter().map(TaskRecord::from).collect())
     }
 
+    /// Keeps task `id` claimed by the reporter working on it for another `lease`.
+    pub async fn renew_report_lease(&self, id: TaskId, lease: Duration) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE tasks SET report_due_at = now() + make_interval(secs => $2::float8 / 1000.0)
+             WHERE id = $1 AND reported_version < version",
+            id as TaskId,
+            millis(lease),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Remembers the commit a task's check run goes on before the run is made, so the
+    /// next attempt looks for a run made before a crash on that same commit.
+    pub async fn set_head(
+        &self,
+        id: TaskId,
+        base_branch: &str,
+        head_sha: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE tasks SET base_branch = $2, head_sha = $3
+             WHERE id = $1 AND check_run_id IS NULL AND head_sha IS NULL",
+            id as TaskId,
+            base_branch,
+            head_sha,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// GitHub has seen `task` as it was at `task.version`.
     pub async fn mark_reported(&self, task: &TaskRecord) -> Result<(), StoreError> {
         sqlx::query!(

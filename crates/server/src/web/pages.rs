@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::store::Store;
+use crate::store::reports::ReportErrorRecord;
 use bg_agent_core::task::TaskRecord;
 use bg_agent_core::task::render::{self, RenderContext};
 
@@ -34,13 +35,14 @@ pub async fn task_page(State(state): State<PagesState>, Path(id): Path<i64>) -> 
             return Ok(None);
         };
         let details = state.store.task_details(&task, PAGE_LOG_LINES).await?;
-        Ok::<_, crate::store::StoreError>(Some((task, details)))
+        let refused = state.store.report_errors(task.id).await?;
+        Ok::<_, crate::store::StoreError>(Some((task, details, refused)))
     }
     .await;
     match loaded {
-        Ok(Some((task, details))) => {
+        Ok(Some((task, details, refused))) => {
             let page_url = render::page_url(&state.public_url, id.into());
-            render_task_page(&task, &details.context(&page_url)).into_response()
+            render_task_page(&task, &details.context(&page_url), &refused).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, not_found_page(id)).into_response(),
         Err(e) => {
@@ -75,8 +77,25 @@ fn not_found_page(id: i64) -> Markup {
     }
 }
 
-/// The task page. It refreshes itself while the task is active.
-pub fn render_task_page(task: &TaskRecord, cx: &RenderContext<'_>) -> Markup {
+/// What each report step is called on the page.
+fn step_title(step: &str) -> &str {
+    match step {
+        "check_run" => "Check run",
+        "tracking_comment" => "Tracking comment",
+        "pull_request" => "Pull request",
+        "labels" => "Pull request labels",
+        "validation_check" => "Validation check",
+        other => other,
+    }
+}
+
+/// The task page. It refreshes itself while the task is active. `refused` are the parts
+/// of the task's report that GitHub refused for good.
+pub fn render_task_page(
+    task: &TaskRecord,
+    cx: &RenderContext<'_>,
+    refused: &[ReportErrorRecord],
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -113,6 +132,18 @@ pub fn render_task_page(task: &TaskRecord, cx: &RenderContext<'_>) -> Markup {
                 }
                 @if let Some(error) = &task.error {
                     p #error { strong { "Error:" } " " (error) }
+                }
+                @if !refused.is_empty() {
+                    h2 { "Not shown on GitHub" }
+                    p { "GitHub refused these updates for good; they are not tried again." }
+                    ul #report-errors {
+                        @for e in refused {
+                            li {
+                                strong { (step_title(&e.step)) } ": " (e.message)
+                                " (" (e.created_at.format("%Y-%m-%d %H:%M UTC")) ")"
+                            }
+                        }
+                    }
                 }
                 @if !cx.validations.is_empty() {
                     h2 { "Validation" }
@@ -178,11 +209,12 @@ mod tests {
             validations,
             log_tail: log,
             queue_position: None,
+            pr_refused: false,
         }
     }
 
     fn page(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
-        render_task_page(task, cx).into_string()
+        render_task_page(task, cx, &[]).into_string()
     }
 
     /// One element per line, so a snapshot reads like the page's outline. (The test data
@@ -305,6 +337,39 @@ mod tests {
         12 passing</pre>
         </body>
         </html>
+        "#);
+    }
+
+    #[test]
+    fn what_github_refused_for_good_is_shown() {
+        let mut t = task(TaskState::Succeeded);
+        t.finished_at = Some(at("2026-11-21T10:02:30Z"));
+        let refused = [
+            ReportErrorRecord {
+                step: "tracking_comment".into(),
+                status: Some(404),
+                message: "GitHub: 404 Not Found on PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}: Not Found".into(),
+                created_at: at("2026-11-21T10:02:31Z"),
+            },
+            ReportErrorRecord {
+                step: "pull_request".into(),
+                status: Some(422),
+                message: "GitHub: 422 Unprocessable on POST /repos/{owner}/{repo}/pulls: <b>Validation Failed</b>".into(),
+                created_at: at("2026-11-21T10:02:32Z"),
+            },
+        ];
+        let html = render_task_page(&t, &cx(&[], &[]), &refused).into_string();
+        let start = html.find("<h2>Not shown").unwrap();
+        let end = html[start..].find("</ul>").unwrap() + start + 5;
+        insta::assert_snapshot!(outline(&html[start..end]), @r#"
+        <h2>Not shown on GitHub</h2>
+        <p>GitHub refused these updates for good; they are not tried again.</p>
+        <ul id="report-errors">
+        <li>
+        <strong>Tracking comment</strong>: GitHub: 404 Not Found on PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}: Not Found (2026-11-21 10:02 UTC)</li>
+        <li>
+        <strong>Pull request</strong>: GitHub: 422 Unprocessable on POST /repos/{owner}/{repo}/pulls: &lt;b&gt;Validation Failed&lt;/b&gt; (2026-11-21 10:02 UTC)</li>
+        </ul>
         "#);
     }
 

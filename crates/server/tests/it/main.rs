@@ -12,6 +12,7 @@ mod hostile_text;
 mod local_executor;
 mod migrations;
 mod repo_contract;
+mod report_faults;
 mod retention;
 mod runner;
 mod runner_api;
