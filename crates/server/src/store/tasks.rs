@@ -478,6 +478,9 @@ impl Store {
                                      WHERE r.repository_id = q.repository_id
                                        AND r.state IN ('starting', 'running'))) c
                ON c.id = t.id
+             -- Checked again on the locked row: another dispatcher may have started it
+             -- since this statement's snapshot.
+             WHERE t.state = 'queued'
              ORDER BY c.turn, t.created_at, t.id
              LIMIT $1
              FOR UPDATE OF t SKIP LOCKED"#,
@@ -528,6 +531,8 @@ impl Store {
                 Ok(row) => row,
                 // Another dispatcher took this slot or this repository a moment ago.
                 Err(e) if violated_constraint(&e).is_some() => return Ok(None),
+                // No longer queued (started or cancelled since the candidates were read).
+                Err(sqlx::Error::RowNotFound) => continue,
                 Err(e) => return Err(e.into()),
             };
             let task = TaskRecord::from(row);
