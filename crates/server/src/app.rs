@@ -317,6 +317,7 @@ pub fn start_app_on<E: Executor>(
             public_url: config.run.public_url.clone(),
             agent_command: config.run.agent_command.clone(),
             npm_registry: config.run.npm_registry.clone(),
+            callback_ca: config.run.callback_ca.clone(),
             app_slug: config.app_slug.clone(),
             poll: options.poll,
             unvalidated: config.run.unvalidated,

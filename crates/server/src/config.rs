@@ -204,9 +204,25 @@ pub struct RunSettings {
     pub public_url: String,
     pub agent_command: Option<Vec<String>>,
     pub npm_registry: Option<String>,
+    /// CA certificates (PEM) runners trust for the callback, from BG_AGENT_CALLBACK_CA_FILE.
+    pub callback_ca: Option<String>,
     pub unvalidated: Unvalidated,
     /// Delivery bodies and finished tasks' logs are purged after this long; `None`: never.
     pub retention: Option<Duration>,
+}
+
+/// The PEM text of BG_AGENT_CALLBACK_CA_FILE; it must hold a certificate.
+fn read_callback_ca(path: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "BG_AGENT_CALLBACK_CA_FILE".into(),
+        value: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid("it holds no PEM certificate".into()));
+    }
+    Ok(pem)
 }
 
 /// What becomes of a change in a repository with no validation commands.
@@ -398,6 +414,10 @@ impl Config {
                 .to_owned(),
             agent_command,
             npm_registry: s.npm_registry,
+            callback_ca: match s.callback_ca_file.as_deref().filter(|p| !p.is_empty()) {
+                None => None,
+                Some(path) => Some(read_callback_ca(path)?),
+            },
             unvalidated,
             retention: match parse::<u32>("retention_days", &s.retention_days)? {
                 0 => None,
@@ -744,6 +764,32 @@ pub(crate) mod tests {
         let err = Config::from_vars(&vars(&[("BG_AGENT_SANDBOX_UID", "0")])).unwrap_err();
         assert!(err.to_string().starts_with("BG_AGENT_SANDBOX_UID"), "{err}");
         assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn a_callback_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, bad) = (dir.path().join("ca.pem"), dir.path().join("junk.pem"));
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(&good, pem).unwrap();
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let config = Config::from_vars(&vars(&[(
+            "BG_AGENT_CALLBACK_CA_FILE",
+            good.to_str().unwrap(),
+        )]))
+        .unwrap();
+        assert_eq!(config.run.callback_ca.as_deref(), Some(pem));
+        let err = Config::from_vars(&vars(&[(
+            "BG_AGENT_CALLBACK_CA_FILE",
+            bad.to_str().unwrap(),
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("BG_AGENT_CALLBACK_CA_FILE"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        assert_eq!(Config::from_vars(&vars(&[])).unwrap().run.callback_ca, None);
     }
 
     #[test]

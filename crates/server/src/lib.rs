@@ -9,5 +9,6 @@ pub mod engine;
 pub mod executor;
 pub mod github_app;
 pub mod store;
+mod unix_access;
 pub mod web;
 pub mod webhook;

@@ -168,6 +168,11 @@ pub struct Settings {
     #[arg(long, env = "BG_AGENT_NPM_REGISTRY", value_name = "URL")]
     pub npm_registry: Option<String>,
 
+    /// PEM file of CA certificates runners trust, besides the system's, when they report to
+    /// an `https://` BG_AGENT_PUBLIC_URL signed by a private CA.
+    #[arg(long, env = "BG_AGENT_CALLBACK_CA_FILE", value_name = "PATH")]
+    pub callback_ca_file: Option<String>,
+
     /// How the local executor isolates runners: `bubblewrap` (each runner in a bubblewrap
     /// sandbox; needs the `bwrap` program) or `off` (development only: runners run as the
     /// server's user and can read its secrets; refused unless BG_AGENT_LISTEN is loopback).

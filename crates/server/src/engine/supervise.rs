@@ -22,7 +22,7 @@ use crate::config::Unvalidated;
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
-use bg_agent_core::protocol::{SPEC_ENV, TaskSpec};
+use bg_agent_core::protocol::{CALLBACK_CA_ENV, SPEC_ENV, TaskSpec};
 use bg_agent_core::task::{TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, InstallationToken, RepoName};
 
@@ -56,6 +56,9 @@ pub struct SupervisorSettings {
     pub public_url: String,
     pub agent_command: Option<Vec<String>>,
     pub npm_registry: Option<String>,
+    /// CA certificates (PEM) runners trust for their callback, passed on as
+    /// `BG_AGENT_CALLBACK_CA`.
+    pub callback_ca: Option<String>,
     /// The App's slug: commits are authored by its bot user, `<slug>[bot]`.
     pub app_slug: String,
     /// How often to look again without a wake-up (other replicas' changes, timeouts).
@@ -562,7 +565,14 @@ impl<E: Executor> Supervisor<E> {
                 task_secret: SecretString::from(secret),
                 runner_token: token.secret().clone(),
                 timeout,
-                env: vec![(SPEC_ENV.to_owned(), spec)],
+                env: std::iter::once((SPEC_ENV.to_owned(), spec))
+                    .chain(
+                        self.settings
+                            .callback_ca
+                            .clone()
+                            .map(|pem| (CALLBACK_CA_ENV.to_owned(), pem)),
+                    )
+                    .collect(),
             })
             .await?;
         match self

@@ -18,6 +18,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::unix_access::{allows, unsearchable_ancestor};
+
 /// Where bubblewrap is looked for when `PATH` does not have it.
 const BWRAP_FALLBACK: &str = "/usr/bin/bwrap";
 /// System directories mounted read-only when they exist (a symlink, as `/lib` -> `usr/lib`
@@ -453,32 +455,16 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Whether `uid`/`gid` get `bits` (4 read, 1 search) on the file by its mode.
-fn allows(meta: &std::fs::Metadata, uid: u32, gid: u32, bits: u32) -> bool {
-    let mode = meta.mode();
-    let granted = if meta.uid() == uid {
-        mode >> 6
-    } else if meta.gid() == gid {
-        mode >> 3
-    } else {
-        mode
-    };
-    granted & bits == bits
-}
-
 /// Every directory from `/` down to `dir` must let `uid`/`gid` search it.
 fn searchable_by(dir: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
-    for ancestor in dir.ancestors() {
-        let meta = std::fs::metadata(ancestor)?;
-        if !allows(&meta, uid, gid, 0o1) {
-            return Err(SandboxError::Unreachable {
-                uid,
-                path: dir.to_owned(),
-                reason: format!("{} is not searchable by it", ancestor.display()),
-            });
-        }
+    match unsearchable_ancestor(dir, uid, gid)? {
+        Some(ancestor) => Err(SandboxError::Unreachable {
+            uid,
+            path: dir.to_owned(),
+            reason: format!("{} is not searchable by it", ancestor.display()),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl Layout {

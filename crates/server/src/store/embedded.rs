@@ -12,6 +12,8 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::oneshot;
 
+use crate::unix_access::unsearchable_ancestor;
+
 /// Role created by `initdb` and used by the app.
 pub const SUPERUSER: &str = "bg_agent";
 /// Only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
@@ -60,6 +62,9 @@ pub enum Durability {
 }
 
 pub struct EmbeddedPostgres {
+    /// Where the cluster lives (`pgdata`, its log): the directory asked for, or the
+    /// fallback of [`reachable_cluster_dir`].
+    cluster_dir: PathBuf,
     socket_dir: PathBuf,
     pid: u32,
     exited: Option<oneshot::Receiver<()>>,
@@ -99,6 +104,10 @@ impl EmbeddedPostgres {
         let dir = dir
             .canonicalize()
             .map_err(io(format!("resolving {}", dir.display())))?;
+        let dir = match run_as {
+            Some(run_as) => reachable_cluster_dir(&dir, run_as)?,
+            None => dir,
+        };
         let pgdata = dir.join("pgdata");
         let socket_dir = socket_dir_for(&dir);
         std::fs::create_dir_all(&socket_dir)
@@ -225,6 +234,7 @@ impl EmbeddedPostgres {
             .map_err(io(format!("starting {}", binaries.postgres.display())))?;
 
         let mut server = Self {
+            cluster_dir: dir.clone(),
             socket_dir,
             pid,
             exited: Some(exited_rx),
@@ -264,6 +274,10 @@ impl EmbeddedPostgres {
     }
 
     /// Options to reach `database` over the Unix socket.
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
+    }
+
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()
             .socket(&self.socket_dir)
@@ -376,6 +390,43 @@ fn chown(path: &Path, run_as: RunAs) -> Result<(), EmbeddedError> {
         what: format!("handing {} to the PostgreSQL user", path.display()),
         source: e.into(),
     })
+}
+
+/// Where root keeps clusters its PostgreSQL user could not reach where they were asked for.
+const FALLBACK_ROOT: &str = "/var/lib/bg-agent";
+
+/// PostgreSQL runs as an unprivileged user when we are root, and must reach its cluster:
+/// one asked for under a private home (a checkout in `/root`) lives under
+/// [`FALLBACK_ROOT`] instead, one directory per directory asked for, kept across restarts.
+fn reachable_cluster_dir(dir: &Path, run_as: RunAs) -> Result<PathBuf, EmbeddedError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(dir.to_owned());
+    };
+    let blocked = unsearchable_ancestor(parent, run_as.uid.as_raw(), run_as.gid.as_raw()).map_err(
+        |source| EmbeddedError::Io {
+            what: format!("checking who can reach {}", dir.display()),
+            source,
+        },
+    )?;
+    let Some(blocked) = blocked else {
+        return Ok(dir.to_owned());
+    };
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let fallback = Path::new(FALLBACK_ROOT).join(format!("postgres-{}", hex::encode(&digest[..8])));
+    let io = |what: String| move |source| EmbeddedError::Io { what, source };
+    std::fs::create_dir_all(&fallback).map_err(io(format!("creating {}", fallback.display())))?;
+    std::fs::set_permissions(FALLBACK_ROOT, std::fs::Permissions::from_mode(0o711))
+        .map_err(io(format!("securing {FALLBACK_ROOT}")))?;
+    tracing::warn!(
+        asked = %dir.display(),
+        blocked = %blocked.display(),
+        cluster = %fallback.display(),
+        "PostgreSQL's user cannot reach the data directory; the embedded cluster lives in \
+         the directory named here instead (set BG_AGENT_DATA_DIR under directories others \
+         may search, e.g. /var/lib/bg-agent, to choose)"
+    );
+    Ok(fallback)
 }
 
 /// Unix socket paths are limited to 107 bytes; a deep data directory gets a short one in /tmp.

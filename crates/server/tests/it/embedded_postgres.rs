@@ -73,3 +73,32 @@ async fn embedded_cluster_does_not_listen_on_tcp() {
     store.close().await;
     server.stop().await;
 }
+
+/// As root, PostgreSQL runs as its own user, which cannot reach a data directory under a
+/// private home (a checkout in `/root`, where the demo keeps `.bg-agent/`): the cluster
+/// then lives where it can, the same place again after a restart.
+#[tokio::test]
+async fn a_data_directory_under_a_private_home_still_gets_its_cluster() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = home.path().join("checkout/.bg-agent/postgres");
+
+    let server = EmbeddedPostgres::start(&data, Durability::Throwaway)
+        .await
+        .unwrap();
+    let cluster = server.cluster_dir().to_owned();
+    server.ensure_database("bg_agent").await.unwrap();
+    server.stop().await;
+    let again = EmbeddedPostgres::start(&data, Durability::Throwaway)
+        .await
+        .unwrap();
+    assert_eq!(again.cluster_dir(), cluster, "the same cluster after a restart");
+    again.stop().await;
+    if nix::unistd::geteuid().is_root() {
+        assert!(!cluster.starts_with(home.path()), "{}", cluster.display());
+        std::fs::remove_dir_all(&cluster).unwrap();
+    } else {
+        assert_eq!(cluster, data.canonicalize().unwrap());
+    }
+}
