@@ -269,7 +269,9 @@ pub fn local_executor(
                         unreachable = %path.display(),
                         %reason,
                         workspaces = %fallback.display(),
-                        "the sandbox user cannot reach the data directory; task workspaces go                          to a private temporary directory instead (set BG_AGENT_DATA_DIR under                          directories others may search, e.g. /var/lib/bg-agent, to choose)"
+                        "the sandbox user cannot reach the data directory; task workspaces go to a \
+                         private temporary directory instead (set BG_AGENT_DATA_DIR under \
+                         directories others may search, e.g. /var/lib/bg-agent, to choose)"
                     );
                     LocalExecutor::sandboxed(program, args, fallback, sandbox)
                         .context("the local executor cannot sandbox runners")

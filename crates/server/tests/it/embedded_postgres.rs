@@ -93,7 +93,11 @@ async fn a_data_directory_under_a_private_home_still_gets_its_cluster() {
     let again = EmbeddedPostgres::start(&data, Durability::Throwaway)
         .await
         .unwrap();
-    assert_eq!(again.cluster_dir(), cluster, "the same cluster after a restart");
+    assert_eq!(
+        again.cluster_dir(),
+        cluster,
+        "the same cluster after a restart"
+    );
     again.stop().await;
     if nix::unistd::geteuid().is_root() {
         assert!(!cluster.starts_with(home.path()), "{}", cluster.display());
