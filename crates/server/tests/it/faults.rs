@@ -546,3 +546,57 @@ async fn concurrent_redeliveries_make_one_task() {
     assert_eq!(h.bot_comments().len(), 1, "one tracking comment");
     h.finish().await;
 }
+
+/// The server is killed (SIGKILL) while its reporter waits on GitHub to open the pull
+/// request: the next server reports the task again and it ends with one pull request,
+/// one check run (success) and one tracking comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_reporting_leaves_one_of_everything() {
+    let h = Scenario::engine(RUNNER).without_server().start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut first = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+    let held = h
+        .sim
+        .inject_fault(Fault::new("POST", "/repos/*/*/pulls", FaultKind::Hold));
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.only_task().await.id;
+    h.task(task).expect_state(TaskState::Succeeded).await;
+    let deadline = Instant::now() + WAIT;
+    while h.sim.fault_fired(held) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reporter never asked for the PR"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    let killed = Instant::now();
+    h.sim.clear_faults();
+    let mut second = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+    let _logs = Logs(vec![&first, &second]);
+    while h.pulls().is_empty() || h.check_run(task).conclusion.is_none() {
+        assert!(
+            Instant::now() < deadline + WAIT,
+            "the report never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "fault: SIGKILL while reporting: reported {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    // Settled: a while longer changes nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.tasks().await.len(), 1);
+    assert_eq!(
+        figures(&h),
+        (1, 1, 1),
+        "(check runs, pull requests, comments)"
+    );
+    assert_eq!(h.check_run(task).conclusion.as_deref(), Some("success"));
+    drop(_logs);
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
