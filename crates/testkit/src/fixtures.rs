@@ -48,3 +48,34 @@ pub fn picky_test(name: &str) -> String {
         "const v = require('./package.json').dependencies.lodash;\nif (v.includes('4.17.21')) {{ console.error('lodash ' + v + ' breaks the {name}'); process.exit(1); }}\nconsole.log('{name} tests passed with lodash ' + v);\n"
     )
 }
+
+/// A free-text task ("Do it.") as store-level tests create it: by `user-<creator_id>` in
+/// `acme/repo-<repository_id>` of installation 1, from a comment on issue 1.
+pub fn agent_task(
+    key: &str,
+    creator_id: i64,
+    repository_id: i64,
+) -> bg_agent::store::tasks::NewTask {
+    use bg_agent::store::tasks::{NewTask, TaskTrigger};
+    NewTask {
+        installation_id: 1,
+        repository_id,
+        repository: format!("acme/repo-{repository_id}"),
+        issue_number: Some(1),
+        comment_id: Some(creator_id),
+        delivery_guid: None,
+        trigger: TaskTrigger::Comment,
+        idempotency_key: key.to_owned(),
+        creator_login: format!("user-{creator_id}"),
+        creator_id,
+        template: None,
+        params: std::collections::BTreeMap::new(),
+        recipe: bg_agent_core::task::Recipe::Agent,
+        instructions: "Do it.".into(),
+        summary: "Do it.".into(),
+        timeout_secs: 600,
+        retry_of: None,
+        base_branch: None,
+        clone_url: None,
+    }
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bg_agent::engine::redelivery::RedeliverySettings;
 use bg_agent_core::task::render::CHECK_RUN_NAME;
-use bg_agent_core::task::{Phase, TaskState};
+use bg_agent_core::task::{Phase, TaskRecord, TaskState};
 use bg_agent_testkit::harness::{Harness, ISSUE, LEAD, REPO, Scenario, WAIT};
 use bg_agent_testkit::process::free_port;
 use bg_agent_testkit::server_process::ServerProcess;
@@ -174,12 +174,14 @@ fn figures(h: &Harness) -> (usize, usize, usize) {
     (check_runs, h.pulls().len(), h.bot_comments().len())
 }
 
-/// The server is killed (SIGKILL) while its runner validates; the runner lives on, a new
-/// server on the same database and address adopts it, its reports are accepted, and the
-/// task succeeds — once: one check run, one pull request, one tracking comment.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
-    let (hold, port) = Hold::new().await;
+/// The scenario of a SIGKILL fault: the repository's validation is held by `port`'s
+/// [`Hold`], and the server runs as a process of its own (`env` added to its settings),
+/// listening on an address a restarted server can take again. Returns the harness, the
+/// server's log directory, its address and the server.
+async fn killable_server(
+    port: u16,
+    env: &[(&str, &str)],
+) -> (Harness, tempfile::TempDir, String, ServerProcess) {
     let h = Scenario::engine(RUNNER)
         .file(".github/bg-agent.yml", held_validation(port))
         .without_server()
@@ -187,13 +189,30 @@ async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
         .await;
     let logs = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut first = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+    let server = ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), env).await;
+    (h, logs, listen, server)
+}
 
+/// A comment's task, once its runner is held in validation: the task as it was then, the
+/// held runner, and the pid of its sandbox's process group.
+async fn validating_task(h: &Harness, hold: Hold) -> (TaskRecord, Held, i32) {
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
     let task = h.only_task().await.id;
     let held = hold.held().await;
     let running_task = h.task(task).wait_phase(Phase::Validating).await;
     let runner = runner_pid(running_task.execution_id.as_deref().unwrap());
+    (running_task, held, runner)
+}
+
+/// The server is killed (SIGKILL) while its runner validates; the runner lives on, a new
+/// server on the same database and address adopts it, its reports are accepted, and the
+/// task succeeds — once: one check run, one pull request, one tracking comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
+    let (hold, port) = Hold::new().await;
+    let (h, logs, listen, mut first) = killable_server(port, &[]).await;
+    let (running_task, held, runner) = validating_task(&h, hold).await;
+    let task = running_task.id;
 
     first.kill();
     assert!(running(runner), "the runner died with its server");
@@ -251,20 +270,9 @@ async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_server_and_runner_are_killed_ends_lost() {
     let (hold, port) = Hold::new().await;
-    let h = Scenario::engine(RUNNER)
-        .file(".github/bg-agent.yml", held_validation(port))
-        .without_server()
-        .start()
-        .await;
-    let logs = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut first = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
-
-    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
-    let task = h.only_task().await.id;
-    let _held = hold.held().await;
-    let running_task = h.task(task).wait_phase(Phase::Validating).await;
-    let runner = runner_pid(running_task.execution_id.as_deref().unwrap());
+    let (h, logs, listen, mut first) = killable_server(port, &[]).await;
+    let (running_task, _held, runner) = validating_task(&h, hold).await;
+    let task = running_task.id;
 
     first.kill();
     // The sandbox's process group: the runner and everything it started.
@@ -377,17 +385,9 @@ async fn a_runner_whose_launch_cannot_be_recorded_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_loses_neither_its_queued_task_nor_a_runner_finishing_without_it() {
     let (hold, port) = Hold::new().await;
-    let h = Scenario::engine(RUNNER)
-        .file(".github/bg-agent.yml", held_validation(port))
-        .without_server()
-        .start()
-        .await;
-    h.add_user("ana", Role::Write);
-    let logs = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
     let one_at_a_time = [("BG_AGENT_MAX_TASKS", "1")];
-    let mut first =
-        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &one_at_a_time).await;
+    let (h, logs, listen, mut first) = killable_server(port, &one_at_a_time).await;
+    h.add_user("ana", Role::Write);
 
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
     h.comment("ana", "/bg-agent upgrade lodash 4.17.20").await;

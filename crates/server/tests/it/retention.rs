@@ -4,42 +4,21 @@
 //! rows (their GUIDs are the duplicate check), a pending delivery's body and an unfinished
 //! task's log stay.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bg_agent::engine::retention::Retention;
 use bg_agent::store::NewDelivery;
 use bg_agent::store::retention::Purged;
-use bg_agent::store::tasks::{CreatedTask, NewTask, TaskId, TaskTrigger};
-use bg_agent_core::task::Recipe;
+use bg_agent::store::tasks::{CreatedTask, NewTask, TaskId};
 use bg_agent_testkit::db::TestDb;
+use bg_agent_testkit::fixtures::agent_task;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
 const DAY: i64 = 24 * 3600;
 
 fn task(key: &str, creator_id: i64) -> NewTask {
-    NewTask {
-        installation_id: 1,
-        repository_id: creator_id,
-        repository: format!("acme/repo-{creator_id}"),
-        issue_number: Some(1),
-        comment_id: Some(creator_id),
-        delivery_guid: None,
-        trigger: TaskTrigger::Comment,
-        idempotency_key: key.to_owned(),
-        creator_login: format!("user-{creator_id}"),
-        creator_id,
-        template: None,
-        params: BTreeMap::new(),
-        recipe: Recipe::Agent,
-        instructions: "Do it.".into(),
-        summary: "Do it.".into(),
-        timeout_secs: 600,
-        retry_of: None,
-        base_branch: None,
-        clone_url: None,
-    }
+    agent_task(key, creator_id, creator_id)
 }
 
 /// A task with three old log lines, finished `finished` days ago (`None`: not finished).

@@ -2,12 +2,11 @@
 //! task's own secret is accepted, malformed reports get a precise 4xx, each sequence
 //! number is applied once, and an ended task's secret is useless.
 
-use std::collections::BTreeMap;
-
 use bg_agent::engine::supervise::runner_secret_hash;
-use bg_agent::store::tasks::{AuditActor, Caps, CreatedTask, NewTask, TaskTrigger};
+use bg_agent::store::tasks::{AuditActor, Caps, CreatedTask, NewTask};
 use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
-use bg_agent_core::task::{Phase, Recipe, TaskId, TaskState};
+use bg_agent_core::task::{Phase, TaskId, TaskState};
+use bg_agent_testkit::fixtures::agent_task;
 use bg_agent_testkit::harness::{Harness, Scenario};
 use serde_json::json;
 
@@ -27,25 +26,11 @@ async fn start() -> Api {
     let store = h.store();
     let created = store
         .create_task(&NewTask {
-            installation_id: 1,
-            repository_id: 2,
             repository: "acme/widgets".into(),
             issue_number: Some(17),
             comment_id: Some(3),
-            delivery_guid: None,
-            trigger: TaskTrigger::Comment,
-            idempotency_key: "comment:3".into(),
             creator_login: "octo-lead".into(),
-            creator_id: 4,
-            template: None,
-            params: BTreeMap::new(),
-            recipe: Recipe::Agent,
-            instructions: "Do it.".into(),
-            summary: "Do it.".into(),
-            timeout_secs: 600,
-            retry_of: None,
-            base_branch: None,
-            clone_url: None,
+            ..agent_task("comment:3", 4, 2)
         })
         .await
         .unwrap();
