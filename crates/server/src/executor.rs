@@ -82,6 +82,14 @@ pub trait Executor: Send + Sync + 'static {
         true
     }
 
+    /// The running execution of `task_id`, found without its id: a server killed between
+    /// launching a runner and recording its execution left a task with none, and the
+    /// runner may still be running. `None` when there is none (or no way to tell).
+    fn find(&self, task_id: i64) -> impl Future<Output = Option<ExecutionId>> + Send {
+        let _ = task_id;
+        async { None }
+    }
+
     /// The server is starting: executions a previous server left running are found
     /// again (the local executor's runners that outlived a killed server), and what
     /// ended ones left behind is removed.

@@ -198,7 +198,7 @@ impl<E: Executor> Supervisor<E> {
         }
         while let Some(task) = self
             .store
-            .dispatch_next(self.settings.caps, SUPERVISOR)
+            .dispatch_next(self.settings.caps, self.instance, SUPERVISOR)
             .await?
         {
             // Just dispatched, so no one else here holds it.
@@ -293,6 +293,17 @@ impl<E: Executor> Supervisor<E> {
             return Ok(());
         }
         let Some(execution) = task.execution_id.clone().map(ExecutionId) else {
+            // Its server died between starting the runner and recording it (its launch
+            // is not under way here: busy tasks are not supervised): a runner still
+            // running is this task's, and the task goes on with it.
+            if let Some(found) = self.executor.find(task.id.get()).await {
+                tracing::info!(task = task.id.get(), execution = %found.0, "found the runner of a task whose launch was never recorded");
+                self.store
+                    .set_execution(task.id, &found.0, self.instance)
+                    .await?;
+                self.signal.wake();
+                return Ok(());
+            }
             let stuck_for = Utc::now() - task.started_at.unwrap_or(task.created_at);
             if task.cancel_requested_by.is_some() {
                 self.end(&task, TaskState::Cancelled, None).await;

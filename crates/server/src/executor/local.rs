@@ -555,6 +555,29 @@ impl Executor for LocalExecutor {
         false
     }
 
+    /// A runner of the task still alive on this host, from the id file beside its
+    /// workspace (`task-<id>-*.id`), adopted.
+    async fn find(&self, task_id: i64) -> Option<ExecutionId> {
+        let prefix = format!("task-{task_id}-");
+        let entries = std::fs::read_dir(&self.inner.workspaces).ok()?;
+        entries.flatten().find_map(|entry| {
+            let path = entry.path();
+            let name = path.file_name()?.to_str()?;
+            if !name.starts_with(&prefix) || path.extension().is_none_or(|e| e != "id") {
+                return None;
+            }
+            let id = ExecutionId(std::fs::read_to_string(&path).ok()?);
+            let handle = Handle::parse(&id.0)?;
+            let workspace = path.with_extension("");
+            if workspace.file_name()? != handle.workspace.as_str() {
+                return None;
+            }
+            let state = self.state(&id)?;
+            let running = *state.borrow() == Observed::Running;
+            running.then_some(id)
+        })
+    }
+
     /// Runners a killed server left are adopted at once (their tasks are reconciled
     /// once that server's silence has shown it gone); ended ones' workspaces go.
     async fn server_starting(&self) {

@@ -452,9 +452,12 @@ impl Store {
     /// turn, so one with a deep queue cannot starve the others. Safe with many dispatchers
     /// at once: candidates are locked with `SKIP LOCKED`, and if two pick the same slot or
     /// repository the database refuses one, which then reports `None` for this pass.
+    /// The task is marked as `launcher`'s from here on, so that while that server lives no
+    /// other replica judges (or adopts) its launch.
     pub async fn dispatch_next(
         &self,
         caps: Caps,
+        launcher: uuid::Uuid,
         actor: AuditActor<'_>,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -517,13 +520,14 @@ impl Store {
                 "UPDATE tasks SET state = 'starting', phase = 'starting', progress = 5,
                      version = version + 1,
                      installation_slot = $2, global_slot = $3, started_at = now(),
-                     updated_at = now()
+                     launched_by = $4, updated_at = now()
                  WHERE id = $1 AND state = 'queued'
                  RETURNING",
                 "",
                 id as TaskId,
                 slot,
                 global_slot,
+                launcher,
             )
             .fetch_one(&mut *tx)
             .await;

@@ -265,6 +265,90 @@ async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
     h.finish().await;
 }
 
+/// The server is killed (SIGKILL) after starting a runner and before recording its
+/// execution (held there by a trigger on the write): the new server finds the runner by
+/// its task, takes the task over, and the task succeeds, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_starting_a_runner_leaves_a_task_that_still_succeeds() {
+    let (hold, port) = Hold::new().await;
+    let (h, logs, listen, mut first) = killable_server(port, &[]).await;
+    // Recording an execution id waits on an advisory lock the test holds.
+    let mut conn = h.db.connect_options().connect().await.unwrap();
+    sqlx::raw_sql(
+        "SELECT pg_advisory_lock(727);
+         CREATE FUNCTION hold_execution() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.execution_id IS NOT NULL AND OLD.execution_id IS NULL THEN
+             PERFORM pg_advisory_xact_lock(727);
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER hold_execution BEFORE UPDATE ON tasks
+           FOR EACH ROW EXECUTE FUNCTION hold_execution();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.only_task().await.id;
+    // The runner got as far as its validation; its launch is still being recorded.
+    let held = hold.held().await;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 1, "the execution id is not being recorded");
+    assert_eq!(h.task(task).get().await.execution_id, None);
+
+    first.kill();
+    let killed = Instant::now();
+    // The killed server's statement, still waiting, goes with its session (a backend
+    // notices its client's end only when it next talks to it).
+    sqlx::raw_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted;
+         DROP TRIGGER hold_execution ON tasks;
+         SELECT pg_advisory_unlock(727);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    let unrecorded = h.task(task).get().await;
+    assert_eq!(unrecorded.execution_id, None, "{unrecorded:#?}");
+
+    let mut second = ServerProcess::start(RUNNER.as_ref(), &h, &listen, logs.path()).await;
+    let logs_shown = Logs(vec![&first, &second]);
+    let found = h
+        .task(task)
+        .wait(|t| t.execution_id.is_some() || t.state.is_terminal())
+        .await;
+    assert_eq!(found.state, TaskState::Running, "{found:#?}");
+    println!(
+        "fault: SIGKILL while starting: runner found by the new server {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    held.release().await;
+
+    let done = h.task(task).expect_state(TaskState::Succeeded).await;
+    println!(
+        "fault: SIGKILL while starting: succeeded {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(done.error, None);
+    assert_eq!(h.tasks().await.len(), 1);
+    assert_eq!(
+        figures(&h),
+        (1, 1, 1),
+        "(check runs, pull requests, comments)"
+    );
+    drop(logs_shown);
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
+
 /// The server is killed (SIGKILL) and its runner too: the restarted server ends the task
 /// `failed` as lost (retryable), with its check run completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,11 @@ async fn start() -> Api {
         global: 1,
         check_run_wait: std::time::Duration::ZERO,
     };
-    store.dispatch_next(caps, engine).await.unwrap().unwrap();
+    store
+        .dispatch_next(caps, uuid::Uuid::nil(), engine)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         store
             .prepare_launch(task.id, &runner_secret_hash(SECRET), "bg-agent/1-do-it")

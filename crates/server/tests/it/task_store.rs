@@ -94,7 +94,11 @@ async fn transitions_are_checked_compared_and_audited() {
         .await;
     assert!(matches!(illegal, Err(TransitionError::Illegal(_))));
 
-    let started = store.dispatch_next(CAPS, ENGINE).await.unwrap().unwrap();
+    let started = store
+        .dispatch_next(CAPS, uuid::Uuid::nil(), ENGINE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((started.id, started.state), (id, TaskState::Starting));
     let stale = store
         .transition_task(id, TaskState::Queued, TaskState::Cancelled, ENGINE, None)
@@ -166,10 +170,21 @@ async fn one_task_runs_per_repository_and_the_rest_wait_in_order() {
     assert_eq!(store.queue_position(second).await.unwrap(), Some(2));
 
     assert_eq!(
-        store.dispatch_next(CAPS, ENGINE).await.unwrap().unwrap().id,
+        store
+            .dispatch_next(CAPS, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
         first
     );
-    assert_eq!(store.dispatch_next(CAPS, ENGINE).await.unwrap(), None);
+    assert_eq!(
+        store
+            .dispatch_next(CAPS, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.queue_position(second).await.unwrap(), Some(1));
     assert_eq!(store.queue_position(third).await.unwrap(), Some(2));
     assert_eq!(store.queue_position(first).await.unwrap(), None);
@@ -185,7 +200,12 @@ async fn one_task_runs_per_repository_and_the_rest_wait_in_order() {
         .await
         .unwrap();
     assert_eq!(
-        store.dispatch_next(CAPS, ENGINE).await.unwrap().unwrap().id,
+        store
+            .dispatch_next(CAPS, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
         second
     );
 }
@@ -202,10 +222,25 @@ async fn installation_and_global_caps_hold() {
         global: 3,
         check_run_wait: std::time::Duration::ZERO,
     };
-    assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
-    assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
+    assert!(
+        store
+            .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(
-        store.dispatch_next(caps, ENGINE).await.unwrap(),
+        store
+            .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap(),
         None,
         "installation cap"
     );
@@ -213,12 +248,21 @@ async fn installation_and_global_caps_hold() {
     let mut other = new_task("other-installation", 99, 800_001);
     other.installation_id = 4200002;
     create(store, other).await;
-    assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
+    assert!(
+        store
+            .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let mut third = new_task("third-installation", 98, 900_001);
     third.installation_id = 4200003;
     create(store, third).await;
     assert_eq!(
-        store.dispatch_next(caps, ENGINE).await.unwrap(),
+        store
+            .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap(),
         None,
         "global cap"
     );
@@ -241,11 +285,20 @@ async fn a_busy_installation_does_not_starve_the_others() {
     for i in 0..60 {
         create(store, new_task(&format!("busy-{i}"), i, 700_000 + i)).await;
     }
-    assert!(store.dispatch_next(caps, ENGINE).await.unwrap().is_some());
+    assert!(
+        store
+            .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let mut quiet = new_task("quiet", 500, 800_001);
     quiet.installation_id = 4200002;
     let quiet = create(store, quiet).await;
-    let started = store.dispatch_next(caps, ENGINE).await.unwrap();
+    let started = store
+        .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+        .await
+        .unwrap();
     assert_eq!(
         started.map(|t| t.id),
         Some(quiet),
@@ -274,7 +327,11 @@ async fn a_busy_installation_does_not_starve_the_others() {
         ids.push((create(store, task).await, key));
     }
     let mut order = Vec::new();
-    while let Some(task) = store.dispatch_next(caps, ENGINE).await.unwrap() {
+    while let Some(task) = store
+        .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+        .await
+        .unwrap()
+    {
         order.push(ids.iter().find(|(id, _)| *id == task.id).unwrap().1);
     }
     assert_eq!(order, ["a1", "b1", "c1", "a2", "b2"]);
@@ -303,7 +360,11 @@ async fn two_replicas_dispatching_at_once_never_break_the_limits() {
         let mut started = Vec::new();
         let mut idle = 0;
         while idle < 50 {
-            match store.dispatch_next(caps, ENGINE).await.unwrap() {
+            match store
+                .dispatch_next(caps, uuid::Uuid::nil(), ENGINE)
+                .await
+                .unwrap()
+            {
                 Some(task) => {
                     idle = 0;
                     let running = store
