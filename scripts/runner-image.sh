@@ -31,6 +31,7 @@ mirror() {
 
 cmd_build() {
   local runner=$1 out=$2
+  [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap --mode=root, image file owners)"
   [ -x "$runner" ] || die "not an executable: $runner"
   local ep uid wd hm pkgs
   ep=$(entrypoint) uid=$(user) wd=$(workdir) hm=$(home) pkgs=$(packages)
@@ -70,9 +71,13 @@ in_image() { # bundle argv...
   uid=$(jq -r '.process.user.uid' "$bundle/config.json")
   wd=$(jq -r '.process.cwd' "$bundle/config.json")
   hm=$(jq -r '.process.env[] | select(startswith("HOME=")) | sub("^HOME=";"")' "$bundle/config.json")
+  # As root (mmdebstrap's root mode needs it anyway) and without a user namespace, so the
+  # image's file owners mean what they say; setpriv (util-linux, essential) drops to the
+  # image's user as a container runtime would.
   bwrap --bind "$bundle/rootfs" / --proc /proc --dev /dev --tmpfs /tmp \
-    --unshare-all --die-with-parent --uid "$uid" --gid "$uid" --chdir "$wd" \
-    --clearenv --setenv HOME "$hm" --setenv PATH /usr/local/bin:/usr/bin:/bin "$@"
+    --unshare-pid --unshare-ipc --unshare-uts --die-with-parent --chdir "$wd" \
+    --clearenv --setenv HOME "$hm" --setenv PATH /usr/local/bin:/usr/bin:/bin \
+    setpriv --reuid "$uid" --regid "$uid" --clear-groups --inh-caps=-all --bounding-set=-all -- "$@"
 }
 
 cmd_check() {

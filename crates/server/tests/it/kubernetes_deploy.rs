@@ -91,10 +91,7 @@ fn the_deploy_base_passes_a_server_side_dry_run() {
     namespaces(&admin);
     let base = rendered(&admin);
     let out = ok(&admin, &["apply", "--dry-run=server", "-f", "-"], &base);
-    let mut kinds: Vec<&str> = out
-        .lines()
-        .map(|l| l.split('/').next().unwrap())
-        .collect();
+    let mut kinds: Vec<&str> = out.lines().map(|l| l.split('/').next().unwrap()).collect();
     kinds.sort_unstable();
     assert_eq!(
         kinds,
@@ -254,10 +251,17 @@ fn the_deploy_role_grants_the_executor_its_work_in_the_tasks_namespace_only() {
     );
 
     // Observe: list and watch Jobs and Pods; the real Job controller makes the Pod.
-    let jobs = get_json(&user, &in_tasks(&["jobs", "-l", "app.kubernetes.io/managed-by=bg-agent"]));
+    let jobs = get_json(
+        &user,
+        &in_tasks(&["jobs", "-l", "app.kubernetes.io/managed-by=bg-agent"]),
+    );
     assert_eq!(jobs["items"].as_array().unwrap().len(), 1);
     for resource in ["/apis/batch/v1", "/api/v1"] {
-        let kind = if resource == "/api/v1" { "pods" } else { "jobs" };
+        let kind = if resource == "/api/v1" {
+            "pods"
+        } else {
+            "jobs"
+        };
         let watch = format!("{resource}/namespaces/{TASKS}/{kind}?watch=1&timeoutSeconds=1");
         ok(&user, &["get", "--raw", &watch], "");
     }
@@ -278,20 +282,37 @@ fn the_deploy_role_grants_the_executor_its_work_in_the_tasks_namespace_only() {
     );
 
     // Cancel: delete the Job; the Secret it owns goes with it (garbage collector).
-    ok(&user, &in_tasks(&["delete", "job", "task-1", "--wait=false"]), "");
+    ok(
+        &user,
+        &in_tasks(&["delete", "job", "task-1", "--wait=false"]),
+        "",
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while kubectl(&user, &in_tasks(&["get", "secret", "task-1"]), "")
         .status
         .success()
     {
-        assert!(Instant::now() < deadline, "the owned Secret outlived its Job");
+        assert!(
+            Instant::now() < deadline,
+            "the owned Secret outlived its Job"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ok(&user, &in_tasks(&["create", "secret", "generic", "leftover"]), "");
+    ok(
+        &user,
+        &in_tasks(&["create", "secret", "generic", "leftover"]),
+        "",
+    );
     ok(&user, &in_tasks(&["delete", "secret", "leftover"]), "");
 
-    // Nothing more: no listing of Secrets, nothing in other namespaces (the server's
-    // own Secret least of all), nothing cluster-wide.
+    // Our labelled Secrets are listed (to delete those a crash left without a Job).
+    get_json(
+        &user,
+        &in_tasks(&["secrets", "-l", "app.kubernetes.io/managed-by=bg-agent"]),
+    );
+
+    // Nothing more: no watching Secrets, nothing in other namespaces (the server's own
+    // Secret least of all), nothing cluster-wide.
     ok(
         &admin,
         &[
@@ -305,10 +326,15 @@ fn the_deploy_role_grants_the_executor_its_work_in_the_tasks_namespace_only() {
         ],
         "",
     );
-    forbidden(&user, &in_tasks(&["get", "secrets"]), "");
+    let watch_secrets = format!("/api/v1/namespaces/{TASKS}/secrets?watch=1&timeoutSeconds=1");
+    forbidden(&user, &["get", "--raw", &watch_secrets], "");
     forbidden(&user, &["-n", SERVER, "get", "secret", "bg-agent"], "");
     forbidden(&user, &["-n", SERVER, "get", "secrets"], "");
-    forbidden(&user, &["-n", "default", "create", "-f", "-"], &job("elsewhere"));
+    forbidden(
+        &user,
+        &["-n", "default", "create", "-f", "-"],
+        &job("elsewhere"),
+    );
     forbidden(
         &user,
         &["-n", "default", "create", "secret", "generic", "elsewhere"],
@@ -316,5 +342,9 @@ fn the_deploy_role_grants_the_executor_its_work_in_the_tasks_namespace_only() {
     );
     forbidden(&user, &["get", "secrets", "--all-namespaces"], "");
     forbidden(&user, &["get", "jobs", "--all-namespaces"], "");
-    forbidden(&user, &in_tasks(&["create", "-f", "-"]), &as_user.to_string());
+    forbidden(
+        &user,
+        &in_tasks(&["create", "-f", "-"]),
+        &as_user.to_string(),
+    );
 }

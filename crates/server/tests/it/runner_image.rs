@@ -138,8 +138,9 @@ fn the_runner_image_starts_what_the_kubernetes_job_expects() {
         .collect();
     let uid = runner_image::UID;
     assert!(
-        runs.iter().any(|r| r.contains(&format!("useradd --uid {uid} "))
-            && r.contains(&format!("--home-dir {} ", runner_image::HOME))),
+        runs.iter()
+            .any(|r| r.contains(&format!("useradd --uid {uid} "))
+                && r.contains(&format!("--home-dir {} ", runner_image::HOME))),
         "{runs:#?}"
     );
     assert!(
@@ -152,8 +153,7 @@ fn the_runner_image_starts_what_the_kubernetes_job_expects() {
     // The tools a task runs.
     for tool in ["ca-certificates", "git", "nodejs", "npm", "python3"] {
         assert!(
-            runs.iter()
-                .any(|r| r.split_whitespace().any(|w| w == tool)),
+            runs.iter().any(|r| r.split_whitespace().any(|w| w == tool)),
             "{tool} is installed"
         );
     }
@@ -213,7 +213,10 @@ fn the_server_image_runs_the_server_binary_as_the_deployment_expects() {
         exec_form("ENTRYPOINT", last(final_stage, "ENTRYPOINT").unwrap()),
         ["/usr/local/bin/bg-agent"]
     );
-    assert_eq!(exec_form("CMD", last(final_stage, "CMD").unwrap()), ["serve"]);
+    assert_eq!(
+        exec_form("CMD", last(final_stage, "CMD").unwrap()),
+        ["serve"]
+    );
     // The Deployment's runAsUser is the image's user.
     let deployment = read("deploy/kubernetes/server.yaml");
     let user = last(final_stage, "USER").unwrap();
