@@ -202,6 +202,46 @@ fn the_deploy_role_grants_the_executor_its_work_in_the_tasks_namespace_only() {
         }])
     );
 
+    // Runner Pods (the executor's label) take no connection and reach DNS, the server's
+    // Pods on their container port, and 443 only. No CNI enforces it here: the object is
+    // what is checked.
+    let policy = get_json(&admin, &["-n", TASKS, "networkpolicy", "bg-agent-runners"]);
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"],
+        json!({"matchLabels": {"app.kubernetes.io/managed-by": "bg-agent"}})
+    );
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        spec.get("ingress"),
+        None,
+        "no ingress rule: nothing may connect"
+    );
+    let pod = &deployment["spec"]["template"];
+    let server_port = &pod["spec"]["containers"][0]["ports"][0]["containerPort"];
+    assert_eq!(
+        spec["egress"],
+        json!([
+            {
+                "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+            },
+            {
+                "to": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": SERVER}},
+                    "podSelector": {"matchLabels": pod["metadata"]["labels"]}
+                }],
+                "ports": [{"protocol": "TCP", "port": server_port}]
+            },
+            {"ports": [{"protocol": "TCP", "port": 443}]}
+        ])
+    );
+    let server_ns = get_json(&admin, &["namespace", SERVER]);
+    assert_eq!(
+        server_ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        SERVER
+    );
+
     // Without a binding the test user may do nothing.
     forbidden(&user, &["-n", TASKS, "create", "-f", "-"], &job("before"));
 

@@ -243,3 +243,35 @@ fn the_dockerfile_parser_reads_continuations_stages_and_overrides() {
         ]
     );
 }
+
+#[test]
+fn the_release_workflow_builds_both_images_from_their_dockerfiles() {
+    let workflow = read(".github/workflows/release.yml");
+    for (name, dockerfile) in [
+        ("bg-agent", "deploy/server.Dockerfile"),
+        ("bg-agent-runner", "deploy/runner.Dockerfile"),
+    ] {
+        assert!(
+            workflow.contains(&format!(
+                "          - name: {name}\n            dockerfile: {dockerfile}\n"
+            )),
+            "{name} from {dockerfile}"
+        );
+        read(dockerfile);
+    }
+    assert!(workflow.contains("  push:\n    tags: [\"v*\"]\n"));
+    assert!(workflow.contains("permissions:\n  contents: read\n  packages: write\n"));
+    // Every action is pinned to a release, not a moving major tag.
+    let uses: Vec<&str> = workflow
+        .lines()
+        .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("uses: "))
+        .collect();
+    assert_eq!(uses.len(), 5, "{uses:?}");
+    let pinned = regex::Regex::new(r"^[a-z-]+/[a-z-]+@v\d+\.\d+\.\d+$").unwrap();
+    for action in uses {
+        assert!(
+            pinned.is_match(action),
+            "{action} is not pinned to a release"
+        );
+    }
+}
