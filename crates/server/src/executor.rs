@@ -4,6 +4,7 @@
 //! as a Job.
 
 pub mod local;
+pub mod runner_image;
 pub mod sandbox;
 
 use std::future::Future;
