@@ -64,6 +64,7 @@ pub struct Scenario {
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
+    configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
 }
 
 impl Scenario {
@@ -79,6 +80,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            configure: None,
         }
     }
 
@@ -96,6 +98,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            configure: None,
         }
     }
 
@@ -116,6 +119,12 @@ impl Scenario {
     /// instructions on stdin).
     pub fn agent(mut self, argv: &[&str]) -> Self {
         self.agent_command = Some(argv.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    /// Changes the servers' configuration (after the harness has made it).
+    pub fn configure(mut self, change: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.configure = Some(Box::new(change));
         self
     }
 
@@ -175,6 +184,9 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        if let Some(change) = self.configure {
+            change(&mut config);
+        }
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),

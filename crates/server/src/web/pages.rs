@@ -210,6 +210,7 @@ mod tests {
             log_tail: log,
             queue_position: None,
             pr_refused: false,
+            scope_findings: &[],
         }
     }
 
