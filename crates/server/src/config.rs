@@ -897,7 +897,8 @@ pub(crate) mod tests {
             [
                 "DATABASE_URL",
                 "GITHUB_WEBHOOK_SECRET",
-                "GITHUB_PRIVATE_KEY"
+                "GITHUB_PRIVATE_KEY",
+                "BG_AGENT_ENCRYPTION_KEY"
             ]
         );
         assert!(

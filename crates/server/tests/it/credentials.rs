@@ -114,7 +114,8 @@ fn dated(text: &str) -> String {
         .into_owned()
 }
 
-#[tokio::test]
+// Multi-threaded: the provider API serves while the test waits for the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sets_lists_tests_and_deletes_credentials_and_never_prints_one() {
     let db = TestDb::new().await;
     let (api, seen) = provider_api(VALUE).await;
@@ -138,9 +139,9 @@ async fn the_cli_sets_lists_tests_and_deletes_credentials_and_never_prints_one()
     let list = cli.run(&["list"], None);
     assert!(list.ok, "{}", list.stderr);
     insta::assert_snapshot!(dated(&list.stdout.replace(&fp, "[fp]").replace(&fingerprint("sk-openai-wrong"), "[fp2]")), @"
-    INSTALLATION  USER   PROVIDER   FINGERPRINT  KEY  CREATED  LAST USED
-    42            (all)  anthropic  [fp]     new  [date]   never
-    42            7      openai     [fp2]     new  [date]   never
+    INSTALLATION  USER   PROVIDER   FINGERPRINT  KEY  CREATED               LAST USED
+    42            (all)  anthropic  [fp]     new  [date]  never
+    42            7      openai     [fp2]     new  [date]  never
     ");
 
     let test = cli.run(
