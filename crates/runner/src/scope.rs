@@ -374,7 +374,10 @@ mod tests {
             ("#[ignore]", "#[ignore"),
             ("#[ignore = \"flaky\"]", "#[ignore"),
             ("@pytest.mark.skip(reason='slow')", "@pytest.mark.skip"),
-            ("@pytest.mark.skipif(sys.platform == 'win32')", "@pytest.mark.skip"),
+            (
+                "@pytest.mark.skipif(sys.platform == 'win32')",
+                "@pytest.mark.skip",
+            ),
             ("@unittest.skip('later')", "@unittest.skip"),
             ("\tt.Skip(\"flaky\")", "t.Skip("),
             ("    @Disabled", "@Disabled"),

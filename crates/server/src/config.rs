@@ -225,11 +225,12 @@ impl RunSettings {
     /// configured, else `claude_code`.
     pub fn agent_provider(&self) -> crate::credentials::AgentProvider {
         use crate::credentials::AgentProvider;
-        self.agent_provider.unwrap_or(if self.agent_command.is_some() {
-            AgentProvider::Command
-        } else {
-            AgentProvider::ClaudeCode
-        })
+        self.agent_provider
+            .unwrap_or(if self.agent_command.is_some() {
+                AgentProvider::Command
+            } else {
+                AgentProvider::ClaudeCode
+            })
     }
 }
 
@@ -430,13 +431,15 @@ impl Config {
         };
         let agent_provider = match s.agent_provider.as_deref() {
             None => None,
-            Some(name) => Some(crate::credentials::AgentProvider::parse(name).ok_or_else(|| {
-                invalid(
-                    "agent_provider",
-                    name,
-                    "expected `command`, `claude_code`, `codex`, `gemini`, `aider` or `cline`",
-                )
-            })?),
+            Some(name) => Some(crate::credentials::AgentProvider::parse(name).ok_or_else(
+                || {
+                    invalid(
+                        "agent_provider",
+                        name,
+                        "expected `command`, `claude_code`, `codex`, `gemini`, `aider` or `cline`",
+                    )
+                },
+            )?),
         };
         // The value is never shown, not even in the error.
         let encryption_keys = match &s.encryption_key {

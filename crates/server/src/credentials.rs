@@ -144,7 +144,9 @@ pub struct Scope {
 impl Scope {
     /// The associated data: a ciphertext decrypts only in the scope it was made for.
     fn aad(&self) -> Vec<u8> {
-        let user = self.user_id.map_or_else(|| "-".to_owned(), |u| u.to_string());
+        let user = self
+            .user_id
+            .map_or_else(|| "-".to_owned(), |u| u.to_string());
         format!(
             "bg-agent credential v1\0installation {}\0user {user}\0provider {}",
             self.installation_id, self.provider
@@ -466,7 +468,10 @@ mod tests {
         // Rotation: the new key first writes, the old one still reads.
         let rotated = ring(&format!("new:{KEY_B}, old:{KEY_A}"));
         assert_eq!(rotated.current_id(), "new");
-        assert_eq!(rotated.open(&scope(), &sealed).unwrap().expose_secret(), "v");
+        assert_eq!(
+            rotated.open(&scope(), &sealed).unwrap().expose_secret(),
+            "v"
+        );
         let resealed = rotated
             .seal(&scope(), &SecretString::from("v".to_owned()))
             .unwrap();
@@ -478,7 +483,10 @@ mod tests {
         let bare = ring(KEY_A);
         assert!(bare.current_id().starts_with('k'));
         assert_eq!(bare.current_id().len(), 9);
-        assert_eq!(ring(&format!("x:{KEY_B},{KEY_A}")).ids()[1], bare.current_id());
+        assert_eq!(
+            ring(&format!("x:{KEY_B},{KEY_A}")).ids()[1],
+            bare.current_id()
+        );
         let refused = |text: &str| {
             Keyring::parse(&SecretString::from(text.to_owned()))
                 .unwrap_err()

@@ -163,7 +163,9 @@ fn command() -> clap::Command {
         .mut_subcommand("credentials", |credentials| {
             ["set", "list", "test", "delete"]
                 .into_iter()
-                .fold(credentials, |c, name| c.mut_subcommand(name, Settings::add_to))
+                .fold(credentials, |c, name| {
+                    c.mut_subcommand(name, Settings::add_to)
+                })
         })
         .mut_subcommand("installation", |installation| {
             installation.mut_subcommand("set-default", Settings::add_to)
@@ -352,7 +354,10 @@ async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Res
             .ok_or(bg_agent::credentials::CredentialError::NoKey)
     };
     // Checked before the database is opened (and possibly started).
-    if !matches!(command, CredentialsCommand::List { .. } | CredentialsCommand::Delete { .. }) {
+    if !matches!(
+        command,
+        CredentialsCommand::List { .. } | CredentialsCommand::Delete { .. }
+    ) {
         keys()?;
     }
     let database = Database::open(&config).await?;
@@ -365,7 +370,8 @@ async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Res
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
                     .context("cannot read the credential from stdin")?;
                 // A trailing newline (echo, a file) is not part of a key.
-                let value = secrecy::SecretString::from(value.trim_end_matches(['\n', '\r']).to_owned());
+                let value =
+                    secrecy::SecretString::from(value.trim_end_matches(['\n', '\r']).to_owned());
                 let sealed = keys()?.seal(&scope, &value)?;
                 let fingerprint = fingerprint(value.expose_secret());
                 let replaced = store.put_credential(&scope, &sealed, &fingerprint).await?;
@@ -399,9 +405,7 @@ async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Res
                 let endpoints = &config.run.provider_endpoints;
                 let outcome = test_credential(&client, endpoints, scope.provider, &value)
                     .await
-                    .with_context(|| {
-                        format!("cannot reach {}", endpoints.base(scope.provider))
-                    })?;
+                    .with_context(|| format!("cannot reach {}", endpoints.base(scope.provider)))?;
                 let what = format!(
                     "the {} credential (fingerprint {}) at {}",
                     scope.provider,
@@ -472,7 +476,8 @@ fn credential_table(listed: &[bg_agent::store::credentials::CredentialInfo]) -> 
     for c in listed {
         rows.push([
             c.installation_id.to_string(),
-            c.user_id.map_or_else(|| "(all)".to_owned(), |u| u.to_string()),
+            c.user_id
+                .map_or_else(|| "(all)".to_owned(), |u| u.to_string()),
             c.provider.clone(),
             c.fingerprint.clone(),
             c.key_id.clone(),

@@ -64,8 +64,11 @@ pub struct Scenario {
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
-    configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    configure: Option<ConfigChange>,
 }
+
+/// A change a scenario makes to the servers' configuration.
+type ConfigChange = Box<dyn FnOnce(&mut Config) + Send>;
 
 impl Scenario {
     /// The whole app: tasks run on the local executor as `runner_program runner` (in a

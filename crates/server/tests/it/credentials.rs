@@ -52,8 +52,14 @@ async fn provider_api(good: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
         }
     };
     let app = Router::new()
-        .route("/anthropic/v1/models", get(record("x-api-key", seen.clone())))
-        .route("/openai/v1/models", get(record("authorization", seen.clone())))
+        .route(
+            "/anthropic/v1/models",
+            get(record("x-api-key", seen.clone())),
+        )
+        .route(
+            "/openai/v1/models",
+            get(record("authorization", seen.clone())),
+        )
         .route(
             "/gemini/v1beta/models",
             get(record("x-goog-api-key", seen.clone())),
@@ -83,8 +89,14 @@ impl Cli {
             .args(args)
             .env_remove("BG_AGENT_CONFIG")
             .env("DATABASE_URL", &self.database_url)
-            .env("BG_AGENT_ENCRYPTION_KEY", format!("new:{NEW_KEY},old:{OLD_KEY}"))
-            .env("BG_AGENT_ANTHROPIC_BASE_URL", format!("{}/anthropic", self.api))
+            .env(
+                "BG_AGENT_ENCRYPTION_KEY",
+                format!("new:{NEW_KEY},old:{OLD_KEY}"),
+            )
+            .env(
+                "BG_AGENT_ANTHROPIC_BASE_URL",
+                format!("{}/anthropic", self.api),
+            )
             .env("BG_AGENT_OPENAI_BASE_URL", format!("{}/openai", self.api))
             .env("BG_AGENT_GEMINI_BASE_URL", format!("{}/gemini", self.api))
             .env("RUST_LOG", "debug")
@@ -131,7 +143,15 @@ async fn the_cli_sets_lists_tests_and_deletes_credentials_and_never_prints_one()
     let fp = fingerprint(VALUE);
     insta::assert_snapshot!(set.stdout.replace(&fp, "[fp]"), @"stored the anthropic credential of installation 42 (every user) (fingerprint [fp], key new)");
     let user = cli.run(
-        &["set", "--installation", "42", "--user", "7", "--provider", "openai"],
+        &[
+            "set",
+            "--installation",
+            "42",
+            "--user",
+            "7",
+            "--provider",
+            "openai",
+        ],
         Some("sk-openai-wrong"),
     );
     assert!(user.ok, "{}", user.stderr);
@@ -151,7 +171,15 @@ async fn the_cli_sets_lists_tests_and_deletes_credentials_and_never_prints_one()
     assert!(test.ok, "{}", test.stderr);
     insta::assert_snapshot!(test.stdout.replace(&fp, "[fp]").replace(&cli.api, "[api]"), @"ok: the anthropic credential (fingerprint [fp]) at [api]/anthropic was accepted");
     let refused = cli.run(
-        &["test", "--installation", "42", "--user", "7", "--provider", "codex"],
+        &[
+            "test",
+            "--installation",
+            "42",
+            "--user",
+            "7",
+            "--provider",
+            "codex",
+        ],
         None,
     );
     assert!(!refused.ok);
@@ -166,18 +194,36 @@ async fn the_cli_sets_lists_tests_and_deletes_credentials_and_never_prints_one()
     );
 
     let deleted = cli.run(
-        &["delete", "--installation", "42", "--user", "7", "--provider", "openai"],
+        &[
+            "delete",
+            "--installation",
+            "42",
+            "--user",
+            "7",
+            "--provider",
+            "openai",
+        ],
         None,
     );
     assert!(deleted.ok, "{}", deleted.stderr);
     insta::assert_snapshot!(deleted.stdout, @"deleted the openai credential of installation 42 (user 7)");
     let again = cli.run(
-        &["delete", "--installation", "42", "--user", "7", "--provider", "openai"],
+        &[
+            "delete",
+            "--installation",
+            "42",
+            "--user",
+            "7",
+            "--provider",
+            "openai",
+        ],
         None,
     );
     assert!(!again.ok);
     assert!(
-        again.stderr.contains("no openai credential for installation 42 (user 7)"),
+        again
+            .stderr
+            .contains("no openai credential for installation 42 (user 7)"),
         "{}",
         again.stderr
     );
@@ -213,7 +259,14 @@ async fn a_credential_needs_the_key_and_an_empty_one_is_refused() {
     let db = TestDb::new().await;
     let mut command = Command::new(env!("CARGO_BIN_EXE_bg-agent"));
     let output = command
-        .args(["credentials", "set", "--installation", "1", "--provider", "gemini"])
+        .args([
+            "credentials",
+            "set",
+            "--installation",
+            "1",
+            "--provider",
+            "gemini",
+        ])
         .env_remove("BG_AGENT_ENCRYPTION_KEY")
         .env("DATABASE_URL", db.url())
         .stdin(Stdio::null())
@@ -230,7 +283,11 @@ async fn a_credential_needs_the_key_and_an_empty_one_is_refused() {
         Some("\n"),
     );
     assert!(!empty.ok);
-    assert!(empty.stderr.contains("the credential is empty"), "{}", empty.stderr);
+    assert!(
+        empty.stderr.contains("the credential is empty"),
+        "{}",
+        empty.stderr
+    );
     assert!(db.store().credentials(None).await.unwrap().is_empty());
 }
 
@@ -246,14 +303,21 @@ async fn rotation_keeps_old_rows_readable_and_a_wrong_key_fails_clearly() {
     let value = SecretString::from(VALUE.to_owned());
     let old = keyring(OLD_KEY);
     store
-        .put_credential(&scope, &old.seal(&scope, &value).unwrap(), &fingerprint(VALUE))
+        .put_credential(
+            &scope,
+            &old.seal(&scope, &value).unwrap(),
+            &fingerprint(VALUE),
+        )
         .await
         .unwrap();
     let stored = store.credential(&scope).await.unwrap().unwrap();
     // A new current key in front: the row written with the old one still opens.
     let rotated = keyring(&format!("new:{NEW_KEY},{OLD_KEY}"));
     assert_eq!(
-        rotated.open(&stored.scope, &stored.sealed).unwrap().expose_secret(),
+        rotated
+            .open(&stored.scope, &stored.sealed)
+            .unwrap()
+            .expose_secret(),
         VALUE
     );
     // Without the old key: a clear error, not garbage.
@@ -269,24 +333,39 @@ async fn rotation_keeps_old_rows_readable_and_a_wrong_key_fails_clearly() {
     store
         .put_credential(
             &everyone,
-            &rotated.seal(&everyone, &SecretString::from("sk-shared".to_owned())).unwrap(),
+            &rotated
+                .seal(&everyone, &SecretString::from("sk-shared".to_owned()))
+                .unwrap(),
             &fingerprint("sk-shared"),
         )
         .await
         .unwrap();
-    let for_user = store.credential_for(5, 9, Provider::OpenAi).await.unwrap().unwrap();
+    let for_user = store
+        .credential_for(5, 9, Provider::OpenAi)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(for_user.scope.user_id, Some(9));
-    let for_other = store.credential_for(5, 10, Provider::OpenAi).await.unwrap().unwrap();
+    let for_other = store
+        .credential_for(5, 10, Provider::OpenAi)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(for_other.scope.user_id, None);
     assert_eq!(
-        rotated.open(&for_other.scope, &for_other.sealed).unwrap().expose_secret(),
+        rotated
+            .open(&for_other.scope, &for_other.sealed)
+            .unwrap()
+            .expose_secret(),
         "sk-shared"
     );
     // One per scope, the installation-wide one included (NULLS NOT DISTINCT).
     let replaced = store
         .put_credential(
             &everyone,
-            &rotated.seal(&everyone, &SecretString::from("sk-shared-2".to_owned())).unwrap(),
+            &rotated
+                .seal(&everyone, &SecretString::from("sk-shared-2".to_owned()))
+                .unwrap(),
             &fingerprint("sk-shared-2"),
         )
         .await
@@ -295,7 +374,10 @@ async fn rotation_keeps_old_rows_readable_and_a_wrong_key_fails_clearly() {
     assert_eq!(store.credentials(Some(5)).await.unwrap().len(), 2);
     // The installation's default agent.
     assert_eq!(store.default_agent(5).await.unwrap(), None);
-    store.set_default_agent(5, "codex", Some("gpt-5")).await.unwrap();
+    store
+        .set_default_agent(5, "codex", Some("gpt-5"))
+        .await
+        .unwrap();
     assert_eq!(
         store.default_agent(5).await.unwrap(),
         Some(("codex".to_owned(), Some("gpt-5".to_owned())))
@@ -315,11 +397,7 @@ fn recording_runner(dir: &Path) -> std::path::PathBuf {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(
-        &script,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     script
 }
 
@@ -352,7 +430,11 @@ async fn the_credential_reaches_agent_tasks_only_and_never_a_log() {
     };
     let value = SecretString::from(VALUE.to_owned());
     h.store()
-        .put_credential(&scope, &keys.seal(&scope, &value).unwrap(), &fingerprint(VALUE))
+        .put_credential(
+            &scope,
+            &keys.seal(&scope, &value).unwrap(),
+            &fingerprint(VALUE),
+        )
         .await
         .unwrap();
 
@@ -371,7 +453,12 @@ async fn the_credential_reaches_agent_tasks_only_and_never_a_log() {
 
     // Nowhere: the log (redacted by value), the task rows and their audit, the check
     // runs, pull requests and comments.
-    let log = h.store().log_tail(agent_task.id, 2000).await.unwrap().join("\n");
+    let log = h
+        .store()
+        .log_tail(agent_task.id, 2000)
+        .await
+        .unwrap()
+        .join("\n");
     assert!(log.contains("leak? [REDACTED]"), "{log}");
     for task in [&agent_task, &upgrade] {
         let row = format!("{:?}", h.store().task(task.id).await.unwrap());
