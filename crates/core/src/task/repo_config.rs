@@ -213,6 +213,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_scope_policy_is_read_and_only_tightens_the_servers() {
+        use crate::protocol::{ScopeMode, ScopePolicy};
+        let config = RepoConfig::parse("scope:\n  max_files: 5\n").unwrap();
+        let server = ScopePolicy {
+            mode: ScopeMode::Flag,
+            ..ScopePolicy::default()
+        };
+        // Unset fields leave the server's values; a looser mode changes nothing.
+        assert_eq!(
+            server.tightened_by(config.scope.unwrap()),
+            ScopePolicy {
+                mode: ScopeMode::Flag,
+                max_files: 5,
+                max_lines: ScopePolicy::DEFAULT_MAX_LINES,
+            }
+        );
+        let off = RepoConfig::parse("scope: { mode: off, max_lines: 99999 }").unwrap();
+        assert_eq!(server.tightened_by(off.scope.unwrap()), server);
+        let strict = RepoConfig::parse("scope: { mode: refuse }").unwrap();
+        assert_eq!(
+            server.tightened_by(strict.scope.unwrap()).mode,
+            ScopeMode::Refuse
+        );
+        assert_eq!(RepoConfig::parse("validation: []").unwrap().scope, None);
+        assert!(RepoConfig::parse("scope: { mode: lenient }").is_err());
+        assert!(RepoConfig::parse("scope: { max_budget: 3 }").is_err());
+    }
+
+    #[test]
     fn parses_commands_and_templates() {
         let config = RepoConfig::parse(
             r#"

@@ -228,6 +228,21 @@ async fn the_cli_sets_lists_tests_and_deletes_credentials_and_never_prints_one()
         again.stderr
     );
 
+    // An installation's default agent.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bg-agent"));
+    let output = command
+        .args(["installation", "set-default", "--installation", "42"])
+        .args(["--provider", "codex", "--model", "gpt-5-codex"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    insta::assert_snapshot!(String::from_utf8_lossy(&output.stdout), @"installation 42: default agent codex, model gpt-5-codex");
+    assert_eq!(
+        db.store().default_agent(42).await.unwrap(),
+        Some(("codex".to_owned(), Some("gpt-5-codex".to_owned())))
+    );
+
     // The value was on stdin only: never printed, never logged (at debug level).
     for ran in [&set, &user, &list, &test, &refused, &deleted, &again] {
         assert!(!ran.stdout.contains(VALUE) && !ran.stderr.contains(VALUE));
