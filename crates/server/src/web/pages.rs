@@ -145,6 +145,14 @@ pub fn render_task_page(
                         }
                     }
                 }
+                @if !cx.scope_findings.is_empty() {
+                    h2 { "Scope guard" }
+                    ul #scope-findings {
+                        @for finding in cx.scope_findings {
+                            li { (finding) }
+                        }
+                    }
+                }
                 @if !cx.validations.is_empty() {
                     h2 { "Validation" }
                     table {

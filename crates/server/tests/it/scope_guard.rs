@@ -27,6 +27,17 @@ async fn an_agent_that_deletes_a_test_is_refused_with_the_reason_and_no_pull_req
     let text = run.output.text.clone().unwrap_or_default();
     let scope = text.split("### Validation").next().unwrap_or_default();
     let scope = scope.split("### Last log lines").next().unwrap_or_default();
+    // The task page lists the finding too (escaped by the template engine).
+    let page = reqwest::get(format!("{}/tasks/{}", h.public_url(), task.id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<li>deletes the test file test/extra.test.js</li>"),
+        "{page}"
+    );
     h.snapshot_settings().await.bind(|| {
         insta::assert_snapshot!(summary.lines().last().unwrap_or_default(), @"> the scope guard refused this change: deletes the test file test/extra.test.js");
         insta::assert_snapshot!(scope.trim(), @"
