@@ -17,6 +17,8 @@ pub const RUNNER_TOKEN_ENV: &str = "BG_AGENT_RUNNER_TOKEN";
 /// Optional: PEM certificates the runner trusts for an `https://` callback URL, besides
 /// the system's (a private CA in front of the server). Not secret.
 pub const CALLBACK_CA_ENV: &str = "BG_AGENT_CALLBACK_CA";
+/// The model provider's credential (an API key) for the agent process only; secret.
+pub const AGENT_CREDENTIAL_ENV: &str = "BG_AGENT_AGENT_CREDENTIAL";
 
 /// At most this many log lines per task are kept; later ones are counted, not stored.
 pub const MAX_LOG_LINES: usize = 2000;
@@ -53,6 +55,90 @@ pub struct TaskSpec {
     pub commit_body: String,
     /// npm registry for the `npm_upgrade` recipe (`None`: npm's default).
     pub npm_registry: Option<String>,
+    /// What the scope guard does with an agent's change before it is pushed.
+    #[serde(default)]
+    pub scope: ScopePolicy,
+}
+
+/// The scope guard's policy: what an agent's change may not do unnoticed (delete or skip
+/// tests, touch CI configuration, exceed the diff budget), and what happens if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScopePolicy {
+    #[serde(default)]
+    pub mode: ScopeMode,
+    #[serde(default = "ScopePolicy::default_max_files")]
+    pub max_files: u32,
+    #[serde(default = "ScopePolicy::default_max_lines")]
+    pub max_lines: u32,
+}
+
+impl ScopePolicy {
+    pub const DEFAULT_MAX_FILES: u32 = 50;
+    pub const DEFAULT_MAX_LINES: u32 = 2000;
+
+    fn default_max_files() -> u32 {
+        Self::DEFAULT_MAX_FILES
+    }
+
+    fn default_max_lines() -> u32 {
+        Self::DEFAULT_MAX_LINES
+    }
+
+    /// The stricter of the two, field by field: a repository's configuration may tighten
+    /// the server's policy, never loosen it.
+    pub fn tightened_by(self, other: Self) -> Self {
+        Self {
+            mode: self.mode.max(other.mode),
+            max_files: self.max_files.min(other.max_files),
+            max_lines: self.max_lines.min(other.max_lines),
+        }
+    }
+}
+
+impl Default for ScopePolicy {
+    fn default() -> Self {
+        Self {
+            mode: ScopeMode::default(),
+            max_files: Self::DEFAULT_MAX_FILES,
+            max_lines: Self::DEFAULT_MAX_LINES,
+        }
+    }
+}
+
+/// Ordered from loosest to strictest.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeMode {
+    /// Nothing is checked.
+    Off,
+    /// The change is pushed; the check run and the pull request list the findings.
+    Flag,
+    /// The task fails with the findings; nothing is pushed.
+    #[default]
+    Refuse,
+}
+
+impl std::str::FromStr for ScopeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "refuse" => Ok(Self::Refuse),
+            "flag" => Ok(Self::Flag),
+            "off" => Ok(Self::Off),
+            _ => Err("expected `refuse`, `flag` or `off`".to_owned()),
+        }
+    }
 }
 
 /// One report from the runner. `seq` starts at 1 and grows by one per report; the server
@@ -72,6 +158,8 @@ pub enum RunnerEvent {
     Log { lines: Vec<String> },
     /// One validation command finished.
     Validation(ValidationResult),
+    /// What the scope guard found in the change (sent before `Finished`, once).
+    ScopeFindings { findings: Vec<String> },
     /// The run is over; nothing follows.
     Finished(RunOutcome),
 }

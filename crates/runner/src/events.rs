@@ -103,6 +103,12 @@ impl EventSender {
             .await
     }
 
+    /// What the scope guard found in the change (redacted like everything else).
+    pub async fn scope_findings(&self, findings: Vec<String>) -> Result<(), EventError> {
+        self.send(Message::Event(RunnerEvent::ScopeFindings { findings }))
+            .await
+    }
+
     /// Sends the pending lines and the final outcome, and waits until the server has it.
     pub async fn finish(self, outcome: RunOutcome) -> Result<(), EventError> {
         let (ack, done) = oneshot::channel();
@@ -170,6 +176,9 @@ fn redact_event(event: RunnerEvent, redactor: &Redactor) -> RunnerEvent {
             error: redactor.redact(&error),
             failing_command: failing_command.map(|c| redactor.redact(&c)),
         }),
+        RunnerEvent::ScopeFindings { findings } => RunnerEvent::ScopeFindings {
+            findings: findings.iter().map(|f| redactor.redact(f)).collect(),
+        },
         other => other,
     }
 }

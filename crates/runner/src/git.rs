@@ -69,6 +69,17 @@ pub struct Staged {
     pub changed_files: Vec<String>,
 }
 
+/// The staged change as git prints it (see [`Git::staged_diff`]).
+#[derive(Debug, Clone, Default)]
+pub struct StagedDiff {
+    /// `--name-status -z`: `status\0path\0`...
+    pub name_status: Vec<u8>,
+    /// `--numstat -z`: `added\tremoved\tpath\0`..., `-` counts for binary files.
+    pub numstat: Vec<u8>,
+    /// `--unified=0`: the patch without context lines.
+    pub patch: Vec<u8>,
+}
+
 /// git options on every command: no hooks (the repository's code, or an agent, may have
 /// written some into `.git/hooks` by the time the runner commits and pushes).
 const SAFE_OPTIONS: [&str; 4] = [
@@ -262,6 +273,50 @@ impl Git {
             tree,
             changed_files,
         })
+    }
+
+    /// A file as it is in the commit cloned (not the work tree, which the agent may
+    /// have changed); `None` if the commit has no such file.
+    pub async fn base_file(&self, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let object = format!("{}:{path}", self.base);
+        let exists = Self::argv(&["cat-file", "-e", &object]);
+        let command = self
+            .env
+            .command(&exists, &self.repo_dir)
+            .ok_or(ProcessError::Empty)?;
+        if process::run_captured(command, "git").await?.code != Some(0) {
+            return Ok(None);
+        }
+        let blob = self
+            .local(&self.env, "git cat-file", &["cat-file", "blob", &object])
+            .await?;
+        Ok(Some(blob))
+    }
+
+    /// The staged change against the commit cloned, for the scope guard. No renames (a
+    /// moved test file shows as deleted and added), no external diff program or textconv
+    /// filter (the repository's configuration may name one).
+    pub async fn staged_diff(&self) -> Result<StagedDiff, GitError> {
+        Ok(StagedDiff {
+            name_status: self.cached_diff(&["--name-status", "-z"]).await?,
+            numstat: self.cached_diff(&["--numstat", "-z"]).await?,
+            patch: self.cached_diff(&["--no-color", "--unified=0"]).await?,
+        })
+    }
+
+    async fn cached_diff(&self, options: &[&str]) -> Result<Vec<u8>, GitError> {
+        let argv: Vec<&str> = [
+            "diff",
+            "--cached",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+        ]
+        .into_iter()
+        .chain(options.iter().copied())
+        .chain([self.base.as_str()])
+        .collect();
+        self.local(&self.env, "git diff", &argv).await
     }
 
     /// Makes the commit of `tree` on top of the commit cloned, as `name <email>` (author

@@ -14,6 +14,7 @@ pub mod git;
 pub mod process;
 pub mod reaper;
 pub mod recipe;
+pub mod scope;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub enum RunnerError {
     Validate(#[from] validate::ValidateError),
     #[error(transparent)]
     Reap(#[from] reaper::ReapError),
+    #[error(transparent)]
+    Scope(#[from] scope::ScopeError),
     #[error("the server no longer takes this task's reports: {0}")]
     Report(#[from] EventError),
 }
@@ -258,6 +261,7 @@ async fn execute(
         return Ok(RunOutcome::NoChanges);
     }
 
+    scope::guard(&spec, &git, events).await?;
     events.phase(Phase::Validating, PROGRESS_VALIDATING).await?;
     validate::run_all(&commands, &repo_dir, &child_env, events).await?;
 

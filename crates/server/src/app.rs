@@ -136,6 +136,7 @@ impl RunningServer {
             crate::webhook::unverified::UnverifiedBodies::new(&config.intake),
             signal,
             config.run.public_url.clone(),
+            config.run.encryption_keys.clone(),
         );
         let stopping = background.clone();
         let task = tokio::spawn(async move {
@@ -323,6 +324,9 @@ pub fn start_app_on<E: Executor>(
             app_slug: config.app_slug.clone(),
             poll: options.poll,
             unvalidated: config.run.unvalidated,
+            agent_provider: config.run.agent_provider(),
+            encryption_keys: config.run.encryption_keys.clone(),
+            scope: config.run.scope,
         },
         signal.clone(),
     );

@@ -209,6 +209,29 @@ pub struct RunSettings {
     pub unvalidated: Unvalidated,
     /// Delivery bodies and finished tasks' logs are purged after this long; `None`: never.
     pub retention: Option<Duration>,
+    /// The coding agent of agent tasks (until repository and installation choices exist);
+    /// `None`: see [`RunSettings::agent_provider`].
+    pub agent_provider: Option<crate::credentials::AgentProvider>,
+    /// Encrypts and decrypts stored agent credentials; `None`: none can be used.
+    pub encryption_keys: Option<crate::credentials::Keyring>,
+    /// Model providers' API base URLs (`credentials test`).
+    pub provider_endpoints: crate::credentials::ProviderEndpoints,
+    /// The scope guard's policy for agent tasks.
+    pub scope: bg_agent_core::protocol::ScopePolicy,
+}
+
+impl RunSettings {
+    /// The coding agent of agent tasks: as set, else `command` when an agent command is
+    /// configured, else `claude_code`.
+    pub fn agent_provider(&self) -> crate::credentials::AgentProvider {
+        use crate::credentials::AgentProvider;
+        self.agent_provider
+            .unwrap_or(if self.agent_command.is_some() {
+                AgentProvider::Command
+            } else {
+                AgentProvider::ClaudeCode
+            })
+    }
 }
 
 /// The PEM text of BG_AGENT_CALLBACK_CA_FILE; it must hold a certificate.
@@ -406,6 +429,26 @@ impl Config {
                 ));
             }
         };
+        let agent_provider = match s.agent_provider.as_deref() {
+            None => None,
+            Some(name) => Some(crate::credentials::AgentProvider::parse(name).ok_or_else(
+                || {
+                    invalid(
+                        "agent_provider",
+                        name,
+                        "expected `command`, `claude_code`, `codex`, `gemini`, `aider` or `cline`",
+                    )
+                },
+            )?),
+        };
+        // The value is never shown, not even in the error.
+        let encryption_keys = match &s.encryption_key {
+            None => None,
+            Some(keys) => Some(
+                crate::credentials::Keyring::parse(keys)
+                    .map_err(|e| invalid("encryption_key", "(hidden)", e.to_string()))?,
+            ),
+        };
         let run = RunSettings {
             public_url: s
                 .public_url
@@ -422,6 +465,18 @@ impl Config {
             retention: match parse::<u32>("retention_days", &s.retention_days)? {
                 0 => None,
                 days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
+            },
+            agent_provider,
+            encryption_keys,
+            provider_endpoints: crate::credentials::ProviderEndpoints {
+                anthropic: s.anthropic_base_url.clone(),
+                openai: s.openai_base_url.clone(),
+                gemini: s.gemini_base_url.clone(),
+            },
+            scope: bg_agent_core::protocol::ScopePolicy {
+                mode: parse("scope_guard", &s.scope_guard)?,
+                max_files: positive("diff_max_files", &s.diff_max_files)?,
+                max_lines: positive("diff_max_lines", &s.diff_max_lines)?,
             },
         };
         let log_format = match s.log_format.as_str() {
@@ -845,7 +900,8 @@ pub(crate) mod tests {
             [
                 "DATABASE_URL",
                 "GITHUB_WEBHOOK_SECRET",
-                "GITHUB_PRIVATE_KEY"
+                "GITHUB_PRIVATE_KEY",
+                "BG_AGENT_ENCRYPTION_KEY"
             ]
         );
         assert!(

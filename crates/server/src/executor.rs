@@ -26,6 +26,9 @@ pub struct Launch {
     pub task_secret: SecretString,
     /// Installation token narrowed to the task's repository, `contents: write` only.
     pub runner_token: SecretString,
+    /// The model provider's credential for the task's agent (agent tasks whose agent
+    /// needs one); the runner hands it to the agent process only.
+    pub agent_credential: Option<SecretString>,
     /// The execution is killed after this long.
     pub timeout: Duration,
     /// Further, non-secret settings for the runner (repository, branch, recipe...).

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod background;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod executor;
 pub mod github_app;

@@ -42,9 +42,96 @@ enum Commands {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Model-provider credentials for coding agents, stored encrypted (BG_AGENT_ENCRYPTION_KEY).
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
+    /// Per-installation settings.
+    Installation {
+        #[command(subcommand)]
+        command: InstallationCommand,
+    },
     /// Run one task in the current directory (started by an executor; reads its environment).
     #[command(hide = true)]
     Runner,
+}
+
+/// Whose credential: an installation's, or one of its users'.
+#[derive(clap::Args, Clone, Copy)]
+struct CredentialScope {
+    /// The GitHub App installation id.
+    #[arg(long)]
+    installation: i64,
+    /// A GitHub user id: the credential is this user's (it wins over the installation's).
+    #[arg(long)]
+    user: Option<i64>,
+    /// `anthropic`, `openai` or `gemini` (or an agent using one: `claude_code`, `codex`, ...).
+    #[arg(long, value_parser = parse_provider)]
+    provider: bg_agent::credentials::Provider,
+}
+
+impl CredentialScope {
+    fn scope(self) -> bg_agent::credentials::Scope {
+        bg_agent::credentials::Scope {
+            installation_id: self.installation,
+            user_id: self.user,
+            provider: self.provider,
+        }
+    }
+}
+
+fn parse_provider(name: &str) -> Result<bg_agent::credentials::Provider, String> {
+    bg_agent::credentials::Provider::parse(name).ok_or_else(|| {
+        "expected `anthropic`, `openai` or `gemini` (or `claude_code`, `codex`, `aider`, `cline`)"
+            .to_owned()
+    })
+}
+
+fn parse_agent(name: &str) -> Result<bg_agent::credentials::AgentProvider, String> {
+    bg_agent::credentials::AgentProvider::parse(name).ok_or_else(|| {
+        "expected `command`, `claude_code`, `codex`, `gemini`, `aider` or `cline`".to_owned()
+    })
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Store a credential, read from stdin (never from the command line); replaces one set before.
+    Set {
+        #[command(flatten)]
+        scope: CredentialScope,
+    },
+    /// List stored credentials: provider, scope, fingerprint, when made and last used (never values).
+    List {
+        /// Only this installation's.
+        #[arg(long)]
+        installation: Option<i64>,
+    },
+    /// Make one minimal request to the provider's API with the credential (lists models).
+    Test {
+        #[command(flatten)]
+        scope: CredentialScope,
+    },
+    /// Delete a credential.
+    Delete {
+        #[command(flatten)]
+        scope: CredentialScope,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstallationCommand {
+    /// Set the installation's default coding agent (and model).
+    SetDefault {
+        #[arg(long)]
+        installation: i64,
+        /// `command`, `claude_code`, `codex`, `gemini`, `aider` or `cline`.
+        #[arg(long, value_parser = parse_agent)]
+        provider: bg_agent::credentials::AgentProvider,
+        /// The model, as the agent names it; unset: the agent's default.
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +160,16 @@ fn command() -> clap::Command {
         .mut_subcommand("webhook", |webhook| {
             webhook.mut_subcommand("send", Settings::add_to)
         })
+        .mut_subcommand("credentials", |credentials| {
+            ["set", "list", "test", "delete"]
+                .into_iter()
+                .fold(credentials, |c, name| {
+                    c.mut_subcommand(name, Settings::add_to)
+                })
+        })
+        .mut_subcommand("installation", |installation| {
+            installation.mut_subcommand("set-default", Settings::add_to)
+        })
 }
 
 /// The matches of the subcommand that was run, where its settings are.
@@ -98,7 +195,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format, "info");
+    match &cli.command {
+        // Their output is for people and scripts: logs go to stderr, warnings by default.
+        Commands::Credentials { .. } | Commands::Installation { .. } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+        }
+        _ => init_logging(config.log_format, "info"),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -120,6 +229,15 @@ fn main() -> ExitCode {
                         file,
                     },
             } => send_webhook(&config, &event, url, delivery, &file).await,
+            Commands::Credentials { command } => credentials(config, command).await,
+            Commands::Installation {
+                command:
+                    InstallationCommand::SetDefault {
+                        installation,
+                        provider,
+                        model,
+                    },
+            } => set_default_agent(config, installation, provider, model).await,
         }
     });
     match result {
@@ -219,5 +337,187 @@ async fn send_webhook(
     println!("{status} {text}");
     println!("delivery {delivery}");
     anyhow::ensure!(status.is_success(), "the server answered {status}");
+    Ok(())
+}
+
+/// `bg-agent credentials ...`: values are read from stdin, sealed before they reach the
+/// database, and never printed; only fingerprints are.
+async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Result<()> {
+    use bg_agent::credentials::{TestOutcome, fingerprint, test_credential};
+    use secrecy::ExposeSecret as _;
+
+    let keys = || {
+        config
+            .run
+            .encryption_keys
+            .clone()
+            .ok_or(bg_agent::credentials::CredentialError::NoKey)
+    };
+    // Checked before the database is opened (and possibly started).
+    if !matches!(
+        command,
+        CredentialsCommand::List { .. } | CredentialsCommand::Delete { .. }
+    ) {
+        keys()?;
+    }
+    let database = Database::open(&config).await?;
+    let store = &database.store;
+    let result = async {
+        match command {
+            CredentialsCommand::Set { scope } => {
+                let scope = scope.scope();
+                let mut value = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                    .context("cannot read the credential from stdin")?;
+                // A trailing newline (echo, a file) is not part of a key.
+                let value =
+                    secrecy::SecretString::from(value.trim_end_matches(['\n', '\r']).to_owned());
+                let sealed = keys()?.seal(&scope, &value)?;
+                let fingerprint = fingerprint(value.expose_secret());
+                let replaced = store.put_credential(&scope, &sealed, &fingerprint).await?;
+                println!(
+                    "{} the {} credential of {} {} (fingerprint {fingerprint}, key {})",
+                    if replaced { "replaced" } else { "stored" },
+                    scope.provider,
+                    installation_words(scope.installation_id),
+                    user_words(scope.user_id),
+                    sealed.key_id,
+                );
+            }
+            CredentialsCommand::List { installation } => {
+                let listed = store.credentials(installation).await?;
+                print!("{}", credential_table(&listed));
+            }
+            CredentialsCommand::Test { scope } => {
+                let scope = scope.scope();
+                let stored = store.credential(&scope).await?.with_context(|| {
+                    format!(
+                        "no {} credential for {} {}",
+                        scope.provider,
+                        installation_words(scope.installation_id),
+                        user_words(scope.user_id)
+                    )
+                })?;
+                let value = keys()?.open(&stored.scope, &stored.sealed)?;
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(30))
+                    .build()?;
+                let endpoints = &config.run.provider_endpoints;
+                let outcome = test_credential(&client, endpoints, scope.provider, &value)
+                    .await
+                    .with_context(|| format!("cannot reach {}", endpoints.base(scope.provider)))?;
+                let what = format!(
+                    "the {} credential (fingerprint {}) at {}",
+                    scope.provider,
+                    stored.fingerprint,
+                    endpoints.base(scope.provider)
+                );
+                match outcome {
+                    TestOutcome::Accepted => println!("ok: {what} was accepted"),
+                    TestOutcome::Refused(status) => {
+                        anyhow::bail!("refused: {what} was refused ({status}); set a valid one")
+                    }
+                    TestOutcome::Unexpected(status) => {
+                        anyhow::bail!("unexpected answer {status} to {what}; try again later")
+                    }
+                }
+            }
+            CredentialsCommand::Delete { scope } => {
+                let scope = scope.scope();
+                let deleted = store.delete_credential(&scope).await?;
+                anyhow::ensure!(
+                    deleted,
+                    "no {} credential for {} {}",
+                    scope.provider,
+                    installation_words(scope.installation_id),
+                    user_words(scope.user_id)
+                );
+                println!(
+                    "deleted the {} credential of {} {}",
+                    scope.provider,
+                    installation_words(scope.installation_id),
+                    user_words(scope.user_id)
+                );
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    database.close().await;
+    result
+}
+
+fn installation_words(installation: i64) -> String {
+    format!("installation {installation}")
+}
+
+fn user_words(user: Option<i64>) -> String {
+    match user {
+        None => "(every user)".to_owned(),
+        Some(user) => format!("(user {user})"),
+    }
+}
+
+/// The listing: one line per credential, never a value.
+fn credential_table(listed: &[bg_agent::store::credentials::CredentialInfo]) -> String {
+    if listed.is_empty() {
+        return "no credentials stored\n".to_owned();
+    }
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    let mut rows = vec![[
+        "INSTALLATION".to_owned(),
+        "USER".to_owned(),
+        "PROVIDER".to_owned(),
+        "FINGERPRINT".to_owned(),
+        "KEY".to_owned(),
+        "CREATED".to_owned(),
+        "LAST USED".to_owned(),
+    ]];
+    for c in listed {
+        rows.push([
+            c.installation_id.to_string(),
+            c.user_id
+                .map_or_else(|| "(all)".to_owned(), |u| u.to_string()),
+            c.provider.clone(),
+            c.fingerprint.clone(),
+            c.key_id.clone(),
+            time(c.created_at),
+            c.last_used_at.map_or_else(|| "never".to_owned(), time),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn set_default_agent(
+    config: Config,
+    installation: i64,
+    provider: bg_agent::credentials::AgentProvider,
+    model: Option<String>,
+) -> anyhow::Result<()> {
+    let model = model.filter(|m| !m.trim().is_empty());
+    let database = Database::open(&config).await?;
+    let result = database
+        .store
+        .set_default_agent(installation, provider.as_str(), model.as_deref())
+        .await;
+    database.close().await;
+    result?;
+    println!(
+        "installation {installation}: default agent {provider}{}",
+        model.map(|m| format!(", model {m}")).unwrap_or_default()
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! system view, test-only), and the per-test databases in `bg-agent-testkit` (created,
 //! dropped and locked by generated names, in a dev-only crate).
 
+pub mod credentials;
 pub mod embedded;
 pub mod redeliveries;
 pub mod reports;

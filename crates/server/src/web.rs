@@ -31,6 +31,7 @@ pub fn router(
     bodies: UnverifiedBodies,
     signal: Signal,
     public_url: String,
+    credential_keys: Option<crate::credentials::Keyring>,
 ) -> Router {
     // The handler receives the body itself, under `bodies`' limits (size included).
     let webhook = Router::new()
@@ -49,6 +50,7 @@ pub fn router(
         .with_state(RunnerApiState {
             store: store.clone(),
             signal,
+            credential_keys,
         });
     let pages = Router::new()
         .route("/tasks/{id}", get(pages::task_page))

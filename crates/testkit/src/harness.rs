@@ -64,7 +64,11 @@ pub struct Scenario {
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
+    configure: Option<ConfigChange>,
 }
+
+/// A change a scenario makes to the servers' configuration.
+type ConfigChange = Box<dyn FnOnce(&mut Config) + Send>;
 
 impl Scenario {
     /// The whole app: tasks run on the local executor as `runner_program runner` (in a
@@ -79,6 +83,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            configure: None,
         }
     }
 
@@ -96,6 +101,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            configure: None,
         }
     }
 
@@ -116,6 +122,12 @@ impl Scenario {
     /// instructions on stdin).
     pub fn agent(mut self, argv: &[&str]) -> Self {
         self.agent_command = Some(argv.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    /// Changes the servers' configuration (after the harness has made it).
+    pub fn configure(mut self, change: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.configure = Some(Box::new(change));
         self
     }
 
@@ -175,6 +187,9 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        if let Some(change) = self.configure {
+            change(&mut config);
+        }
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),

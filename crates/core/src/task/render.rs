@@ -35,6 +35,8 @@ pub struct RenderContext<'a> {
     pub queue_position: Option<i64>,
     /// GitHub refused the task's pull request for good (the reason is on the task page).
     pub pr_refused: bool,
+    /// What the scope guard found in the change (refused or flagged).
+    pub scope_findings: &'a [String],
 }
 
 /// What the renderers read about a task besides its record (the store loads it).
@@ -43,6 +45,7 @@ pub struct TaskDetails {
     pub validations: Vec<ValidationResult>,
     pub log_tail: Vec<String>,
     pub queue_position: Option<i64>,
+    pub scope_findings: Vec<String>,
 }
 
 impl TaskDetails {
@@ -54,6 +57,7 @@ impl TaskDetails {
             log_tail: &self.log_tail,
             queue_position: self.queue_position,
             pr_refused: false,
+            scope_findings: &self.scope_findings,
         }
     }
 }
@@ -254,7 +258,7 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
             }
         }
     }
-    let mut text = String::new();
+    let mut text = scope_section(cx.scope_findings);
     if !cx.validations.is_empty() {
         let _ = write!(
             text,
@@ -372,6 +376,7 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         }
         body.push('\n');
     }
+    body.push_str(&scope_section(cx.scope_findings));
     let _ = write!(
         body,
         "### Validation\n\n{}\n",
@@ -381,6 +386,22 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         let _ = write!(body, "\nRelated: #{issue}\n");
     }
     body
+}
+
+/// The scope guard's findings (deleted or skipped tests, CI files, diff budget), one per
+/// line; empty when there are none. Findings name paths an agent chose: made inert.
+pub fn scope_section(findings: &[String]) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from(
+        "### Scope guard\n\nThe change goes beyond what a task is expected to touch:\n\n",
+    );
+    for finding in findings {
+        let _ = writeln!(text, "- {}", inert(&one_line(finding, 300)));
+    }
+    text.push('\n');
+    text
 }
 
 /// The label on a pull request whose change no validation command checked.
@@ -434,6 +455,7 @@ pub(crate) mod tests {
             log_tail: log,
             queue_position: None,
             pr_refused: false,
+            scope_findings: &[],
         }
     }
 

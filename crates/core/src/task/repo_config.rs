@@ -12,6 +12,10 @@
 //!       - { name: major, type: integer, pattern: "1[89]|2[0-9]" }
 //!     instructions: Move the project to Node {{major}}.
 //!     timeout_secs: 900
+//! scope:                    # the scope guard, only ever stricter than the server's
+//!   mode: refuse            # refuse | flag | off
+//!   max_files: 20
+//!   max_lines: 500
 //! ```
 //!
 //! Commands are argv, never a shell line: a string is split on whitespace, with single
@@ -50,6 +54,9 @@ pub struct RepoConfig {
     /// `None`: not declared, so the runner detects checks from the repository.
     pub validation: Option<Vec<ValidationCommand>>,
     pub templates: Vec<Template>,
+    /// The repository's scope-guard policy; it can only tighten the server's
+    /// ([`crate::protocol::ScopePolicy::tightened_by`]).
+    pub scope: Option<crate::protocol::ScopePolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +80,20 @@ struct RawConfig {
     validation: Option<Vec<RawCommand>>,
     #[serde(default)]
     templates: Vec<RawTemplate>,
+    #[serde(default)]
+    scope: Option<RawScope>,
+}
+
+/// Unset fields leave the server's values (the loosest a repository can ask for).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    #[serde(default)]
+    mode: Option<crate::protocol::ScopeMode>,
+    #[serde(default)]
+    max_files: Option<u32>,
+    #[serde(default)]
+    max_lines: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -150,9 +171,15 @@ impl RepoConfig {
                 Ok(template)
             })
             .collect::<Result<Vec<_>, RepoConfigError>>()?;
+        let scope = raw.scope.map(|raw| crate::protocol::ScopePolicy {
+            mode: raw.mode.unwrap_or(crate::protocol::ScopeMode::Off),
+            max_files: raw.max_files.unwrap_or(u32::MAX),
+            max_lines: raw.max_lines.unwrap_or(u32::MAX),
+        });
         Ok(Self {
             validation,
             templates,
+            scope,
         })
     }
 }
@@ -184,6 +211,35 @@ pub fn split_words(line: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_policy_is_read_and_only_tightens_the_servers() {
+        use crate::protocol::{ScopeMode, ScopePolicy};
+        let config = RepoConfig::parse("scope:\n  max_files: 5\n").unwrap();
+        let server = ScopePolicy {
+            mode: ScopeMode::Flag,
+            ..ScopePolicy::default()
+        };
+        // Unset fields leave the server's values; a looser mode changes nothing.
+        assert_eq!(
+            server.tightened_by(config.scope.unwrap()),
+            ScopePolicy {
+                mode: ScopeMode::Flag,
+                max_files: 5,
+                max_lines: ScopePolicy::DEFAULT_MAX_LINES,
+            }
+        );
+        let off = RepoConfig::parse("scope: { mode: off, max_lines: 99999 }").unwrap();
+        assert_eq!(server.tightened_by(off.scope.unwrap()), server);
+        let strict = RepoConfig::parse("scope: { mode: refuse }").unwrap();
+        assert_eq!(
+            server.tightened_by(strict.scope.unwrap()).mode,
+            ScopeMode::Refuse
+        );
+        assert_eq!(RepoConfig::parse("validation: []").unwrap().scope, None);
+        assert!(RepoConfig::parse("scope: { mode: lenient }").is_err());
+        assert!(RepoConfig::parse("scope: { max_budget: 3 }").is_err());
+    }
 
     #[test]
     fn parses_commands_and_templates() {

@@ -168,6 +168,74 @@ pub struct Settings {
     #[arg(long, env = "BG_AGENT_NPM_REGISTRY", value_name = "URL")]
     pub npm_registry: Option<String>,
 
+    /// The coding agent of agent tasks: `command` (BG_AGENT_AGENT_COMMAND), `claude_code`,
+    /// `codex`, `gemini`, `aider` or `cline`; all but `command` need a credential
+    /// (`bg-agent credentials set`). Unset: `command` if BG_AGENT_AGENT_COMMAND is set,
+    /// else `claude_code`.
+    #[arg(long, env = "BG_AGENT_AGENT_PROVIDER", value_name = "PROVIDER")]
+    pub agent_provider: Option<String>,
+
+    /// Keys that encrypt stored agent credentials (AES-256-GCM): base64 of 32 random bytes,
+    /// or a keyring `id:key,id:key`; the first encrypts, all decrypt (rotation).
+    #[arg(long, env = "BG_AGENT_ENCRYPTION_KEY", hide_env_values = true, value_name = "KEYS", value_parser = secret)]
+    pub encryption_key: Option<SecretString>,
+
+    /// Anthropic's API base URL (`credentials test`; Claude Code's endpoint).
+    #[arg(
+        long,
+        env = "BG_AGENT_ANTHROPIC_BASE_URL",
+        default_value = "https://api.anthropic.com",
+        value_name = "URL"
+    )]
+    pub anthropic_base_url: String,
+
+    /// OpenAI's API base URL (`credentials test`; Codex's endpoint).
+    #[arg(
+        long,
+        env = "BG_AGENT_OPENAI_BASE_URL",
+        default_value = "https://api.openai.com",
+        value_name = "URL"
+    )]
+    pub openai_base_url: String,
+
+    /// Gemini's API base URL (`credentials test`; Gemini CLI's endpoint).
+    #[arg(
+        long,
+        env = "BG_AGENT_GEMINI_BASE_URL",
+        default_value = "https://generativelanguage.googleapis.com",
+        value_name = "URL"
+    )]
+    pub gemini_base_url: String,
+
+    /// What the scope guard does with an agent's change that deletes or skips tests, touches
+    /// CI files or exceeds the diff budget: `refuse` (the task fails), `flag` (the pull
+    /// request lists the findings) or `off`.
+    #[arg(
+        long,
+        env = "BG_AGENT_SCOPE_GUARD",
+        default_value = "refuse",
+        value_name = "refuse|flag|off"
+    )]
+    pub scope_guard: String,
+
+    /// The diff budget of an agent's change: most files changed.
+    #[arg(
+        long,
+        env = "BG_AGENT_DIFF_MAX_FILES",
+        default_value = "50",
+        value_name = "N"
+    )]
+    pub diff_max_files: String,
+
+    /// The diff budget of an agent's change: most lines added and removed.
+    #[arg(
+        long,
+        env = "BG_AGENT_DIFF_MAX_LINES",
+        default_value = "2000",
+        value_name = "N"
+    )]
+    pub diff_max_lines: String,
+
     /// PEM file of CA certificates runners trust, besides the system's, when they report to
     /// an `https://` BG_AGENT_PUBLIC_URL signed by a private CA.
     #[arg(long, env = "BG_AGENT_CALLBACK_CA_FILE", value_name = "PATH")]

@@ -19,11 +19,12 @@ use tracing::Instrument;
 
 use crate::background::Background;
 use crate::config::Unvalidated;
+use crate::credentials::{AgentProvider, CredentialError, Keyring, Provider};
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
-use bg_agent_core::protocol::{CALLBACK_CA_ENV, SPEC_ENV, TaskSpec};
-use bg_agent_core::task::{TaskId, TaskState, branch_name};
+use bg_agent_core::protocol::{CALLBACK_CA_ENV, SPEC_ENV, ScopePolicy, TaskSpec};
+use bg_agent_core::task::{Recipe, TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, InstallationToken, RepoName};
 
 use super::Signal;
@@ -65,6 +66,12 @@ pub struct SupervisorSettings {
     pub poll: Duration,
     /// What becomes of a change no validation command checked.
     pub unvalidated: Unvalidated,
+    /// The coding agent of agent tasks (see [`agent_provider_for`]).
+    pub agent_provider: AgentProvider,
+    /// Opens stored agent credentials; `None`: agents that need one cannot run.
+    pub encryption_keys: Option<Keyring>,
+    /// The scope guard's policy, passed to runners in the task spec.
+    pub scope: ScopePolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,17 @@ enum LaunchError {
     Executor(#[from] crate::executor::ExecutorError),
     #[error("{0}")]
     Invalid(String),
+    /// The task's agent needs a credential its installation and requester do not have.
+    #[error(
+        "the agent `{agent}` needs a credential for `{provider}`, and none is set for this installation or its requester; set one with `bg-agent credentials set --installation {installation} --provider {provider}` (the value on stdin), then retry"
+    )]
+    NoCredential {
+        agent: AgentProvider,
+        provider: Provider,
+        installation: i64,
+    },
+    #[error("cannot use the agent's credential: {0}")]
+    Credential(#[from] CredentialError),
 }
 
 pub struct Supervisor<E> {
@@ -491,6 +509,11 @@ impl<E: Executor> Supervisor<E> {
                     }
                 });
             }
+            Err(e @ (LaunchError::NoCredential { .. } | LaunchError::Credential(_))) => {
+                tracing::warn!(task = task.id.get(), error = %e, "no usable agent credential");
+                self.end(&task, TaskState::Failed, Some(&e.to_string()))
+                    .await;
+            }
             Err(e) => {
                 tracing::warn!(task = task.id.get(), error = %e, "cannot start the runner");
                 let error = format!("could not start the runner: {e}; retry to run it again");
@@ -499,8 +522,41 @@ impl<E: Executor> Supervisor<E> {
         }
     }
 
+    /// The credential the task's agent is given (opened), and its id: the requester's
+    /// own for the agent's provider, else the installation's. `None` for tasks whose
+    /// agent needs none (recipes, the generic command); an error when one is needed and
+    /// missing or unreadable, before anything is started.
+    async fn agent_credential(
+        &self,
+        task: &TaskRecord,
+    ) -> Result<Option<(i64, SecretString)>, LaunchError> {
+        let Some(agent) = agent_provider_for(task, &self.settings) else {
+            return Ok(None);
+        };
+        let Some(provider) = agent.credential() else {
+            return Ok(None);
+        };
+        let stored = self
+            .store
+            .credential_for(task.installation_id, task.creator_id, provider)
+            .await?
+            .ok_or(LaunchError::NoCredential {
+                agent,
+                provider,
+                installation: task.installation_id,
+            })?;
+        let keys = self
+            .settings
+            .encryption_keys
+            .as_ref()
+            .ok_or(CredentialError::NoKey)?;
+        let value = keys.open(&stored.scope, &stored.sealed)?;
+        Ok(Some((stored.id, value)))
+    }
+
     async fn try_launch(&self, task: &TaskRecord) -> Result<ExecutionId, LaunchError> {
         let (repo_name, installation, repository_id) = task_repository(task)?;
+        let agent_credential = self.agent_credential(task).await?;
         // The configured GitHub's host, never a URL from a webhook payload: the runner
         // hands its token to whatever it clones from.
         let clone_url = self.github.clone_url(&repo_name);
@@ -565,9 +621,14 @@ impl<E: Executor> Supervisor<E> {
             commit_title,
             commit_body,
             npm_registry: self.settings.npm_registry.clone(),
+            scope: self.settings.scope,
         };
         let spec = serde_json::to_string(&spec)
             .map_err(|e| LaunchError::Invalid(format!("cannot encode the task spec: {e}")))?;
+        // Recorded before the runner starts: its reports are redacted of the value too.
+        if let Some((id, _)) = &agent_credential {
+            self.store.credential_used(*id, task.id).await?;
+        }
         let execution = self
             .executor
             .launch(Launch {
@@ -575,6 +636,7 @@ impl<E: Executor> Supervisor<E> {
                 callback_url: self.settings.public_url.clone(),
                 task_secret: SecretString::from(secret),
                 runner_token: token.secret().clone(),
+                agent_credential: agent_credential.map(|(_, value)| value),
                 timeout,
                 env: std::iter::once((SPEC_ENV.to_owned(), spec))
                     .chain(
@@ -640,6 +702,15 @@ impl<E: Executor> Supervisor<E> {
             tracing::warn!(task = task.id.get(), error = %e, "cannot stop the untracked runner");
         }
     }
+}
+
+/// The coding agent `task` runs, `None` for a recipe. Today the server's setting; where
+/// repository configuration and installation defaults choose it, they come in here.
+pub fn agent_provider_for(
+    task: &TaskRecord,
+    settings: &SupervisorSettings,
+) -> Option<AgentProvider> {
+    (task.recipe == Recipe::Agent).then_some(settings.agent_provider)
 }
 
 /// The task's repository, installation and repository id, as GitHub calls them.

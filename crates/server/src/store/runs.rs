@@ -19,6 +19,9 @@ use bg_agent_core::protocol::{
 use bg_agent_core::task::render::TaskDetails;
 use bg_agent_core::task::{Phase, TaskState, advance};
 
+/// At most this many scope-guard findings are kept per task.
+const MAX_SCOPE_FINDINGS: usize = 50;
+
 /// What became of a runner's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportApplied {
@@ -382,6 +385,31 @@ impl Store {
                 )
                 .await?;
             }
+            RunnerEvent::ScopeFindings { findings } => {
+                let findings: Vec<String> = findings
+                    .iter()
+                    .take(MAX_SCOPE_FINDINGS)
+                    .map(|f| clip_line(&redact(f), MAX_LINE_CHARS).into_owned())
+                    .collect();
+                sqlx::query!(
+                    "UPDATE tasks SET scope_findings = $2, last_seq = $3,
+                         version = version + 1, updated_at = now()
+                     WHERE id = $1",
+                    id as TaskId,
+                    &findings,
+                    seq,
+                )
+                .execute(&mut *tx)
+                .await?;
+                append_event(
+                    &mut *tx,
+                    id,
+                    runner,
+                    &format!("scope guard: {} findings", findings.len()),
+                    (None, None),
+                )
+                .await?;
+            }
             RunnerEvent::Finished(outcome) => {
                 let outcome = &pushed_to_its_branch(outcome, row.branch.as_deref());
                 let (branch, commit, changed, files, error, failing) = match outcome {
@@ -716,6 +744,17 @@ impl Store {
 
     /// Validation results, the last `log_lines` log lines and the queue position: what
     /// the renderers need besides the record.
+    /// What the scope guard found in the task's change.
+    pub async fn scope_findings(&self, id: TaskId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "SELECT scope_findings FROM tasks WHERE id = $1",
+            id as TaskId
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or_default())
+    }
+
     pub async fn task_details(
         &self,
         task: &TaskRecord,
@@ -724,6 +763,7 @@ impl Store {
         Ok(TaskDetails {
             validations: self.validations(task.id).await?,
             log_tail: self.log_tail(task.id, log_lines).await?,
+            scope_findings: self.scope_findings(task.id).await?,
             queue_position: if task.state == TaskState::Queued {
                 self.queue_position(task.id).await?
             } else {

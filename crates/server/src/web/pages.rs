@@ -145,6 +145,14 @@ pub fn render_task_page(
                         }
                     }
                 }
+                @if !cx.scope_findings.is_empty() {
+                    h2 { "Scope guard" }
+                    ul #scope-findings {
+                        @for finding in cx.scope_findings {
+                            li { (finding) }
+                        }
+                    }
+                }
                 @if !cx.validations.is_empty() {
                     h2 { "Validation" }
                     table {
@@ -210,6 +218,7 @@ mod tests {
             log_tail: log,
             queue_position: None,
             pr_refused: false,
+            scope_findings: &[],
         }
     }
 

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -24,6 +25,8 @@ pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
 pub struct RunnerApiState {
     pub store: Store,
     pub signal: Signal,
+    /// Opens the task's agent credential, whose value is redacted from its reports too.
+    pub credential_keys: Option<crate::credentials::Keyring>,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -83,7 +86,13 @@ async fn handle_report(
         }
     };
     let finished = matches!(report.event, RunnerEvent::Finished(_));
-    let redactor = Redactor::new([secret]);
+    let mut secrets = vec![SecretString::from(secret.to_owned())];
+    if !matches!(report.event, RunnerEvent::Phase { .. })
+        && let Some(credential) = agent_credential(&state, task_id).await
+    {
+        secrets.push(credential);
+    }
+    let redactor = Redactor::new(secrets.iter().map(|s| s.expose_secret()));
     let applied = state
         .store
         .apply_runner_report(task_id.into(), &report, |line| redactor.redact(line))
@@ -103,6 +112,27 @@ async fn handle_report(
         Err(e) => {
             tracing::error!(task = task_id, error = %e, "cannot apply a runner report");
             error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// The value of the agent credential the task was given, if any: the runner redacts it,
+/// and the server does again, as with its other secrets. A credential that cannot be read
+/// is logged (never its value) and the report goes on with the other redactions.
+async fn agent_credential(state: &RunnerApiState, task_id: i64) -> Option<SecretString> {
+    let keys = state.credential_keys.as_ref()?;
+    let stored = match state.store.task_credential(task_id.into()).await {
+        Ok(stored) => stored?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the task's agent credential to redact it");
+            return None;
+        }
+    };
+    match keys.open(&stored.scope, &stored.sealed) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the task's agent credential to redact it");
+            None
         }
     }
 }

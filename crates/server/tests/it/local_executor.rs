@@ -17,6 +17,7 @@ use bg_agent::executor::{Executor, Launch, LocalExecutor, Observed, Sandbox, San
 
 const TOKEN: &str = "runner-token-not-for-argv";
 const SECRET: &str = "per-task-secret";
+const CREDENTIAL: &str = "sk-model-credential-not-for-argv";
 
 /// A sensitive file under a directory the sandbox mounts (`/etc`): masked. Any
 /// world-readable file there serves; this one exists everywhere.
@@ -42,6 +43,7 @@ fn launch(timeout: Duration) -> Launch {
         callback_url: "http://127.0.0.1:9/".into(),
         task_secret: SECRET.into(),
         runner_token: TOKEN.into(),
+        agent_credential: Some(CREDENTIAL.into()),
         timeout,
         env: vec![("EXTRA".into(), "non-secret".into())],
     }
@@ -153,7 +155,7 @@ async fn secrets_go_through_the_environment_and_the_workspace_is_removed() {
     // No process on the machine has a secret in its arguments (bubblewrap's included).
     for cmdline in all_cmdlines() {
         assert!(
-            !cmdline.contains(TOKEN) && !cmdline.contains(SECRET),
+            !cmdline.contains(TOKEN) && !cmdline.contains(SECRET) && !cmdline.contains(CREDENTIAL),
             "{cmdline}"
         );
     }
@@ -165,6 +167,10 @@ async fn secrets_go_through_the_environment_and_the_workspace_is_removed() {
     );
     assert!(
         env.contains(&format!("BG_AGENT_TASK_SECRET={SECRET}\n")),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("BG_AGENT_AGENT_CREDENTIAL={CREDENTIAL}\n")),
         "{env}"
     );
     assert!(

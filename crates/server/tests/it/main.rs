@@ -2,6 +2,7 @@
 //! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
 
 mod cli;
+mod credentials;
 mod embedded_postgres;
 mod engine_e2e;
 mod engine_security;
@@ -19,6 +20,7 @@ mod runner;
 mod runner_api;
 mod runner_image;
 mod sandbox;
+mod scope_guard;
 mod task_store;
 mod webhook_decode;
 mod webhook_intake;

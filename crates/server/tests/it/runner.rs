@@ -162,6 +162,7 @@ impl World {
             commit_title: format!("[bg-agent] task {task_id}: upgrade lodash"),
             commit_body: format!("Made by bg-agent task {task_id}."),
             npm_registry: Some(self.sim.npm_registry_url()),
+            scope: Default::default(),
         }
     }
 }
@@ -244,6 +245,7 @@ async fn run(spec: &TaskSpec, token: &str, callback: &Callback) -> Run {
             callback_url: callback.url.clone(),
             task_secret: callback.endpoint.secret.clone().into(),
             runner_token: token.to_owned().into(),
+            agent_credential: None,
             timeout: RUN_TIMEOUT,
             env: vec![(SPEC_ENV.into(), serde_json::to_string(spec).unwrap())],
         })
