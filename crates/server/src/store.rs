@@ -11,10 +11,12 @@
 //! dropped and locked by generated names, in a dev-only crate).
 
 pub mod embedded;
+pub mod listing;
 pub mod redeliveries;
 pub mod reports;
 pub mod retention;
 pub mod runs;
+pub mod sessions;
 pub mod tasks;
 
 use std::time::Duration;

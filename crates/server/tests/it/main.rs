@@ -1,6 +1,7 @@
 //! The server's integration tests, one binary: each module is one part of the product
 //! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
 
+mod browser;
 mod cli;
 mod embedded_postgres;
 mod engine_e2e;
@@ -18,6 +19,7 @@ mod runner;
 mod runner_api;
 mod sandbox;
 mod task_store;
+mod web_auth;
 mod webhook_decode;
 mod webhook_intake;
 mod webhook_limits;
