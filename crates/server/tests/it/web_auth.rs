@@ -119,12 +119,23 @@ fn csrf_of(html: &str) -> String {
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }
 
-/// A queued task of `octo-lead` in `repository`.
+/// A queued task in `repository`, asked for by `octo-lead` (in widgets) or someone else
+/// (one active task per person).
 async fn task_in(h: &Harness, key: &str, repository: &str, repository_id: i64) -> TaskRecord {
-    let mut new = agent_task(key, LEAD_ID, repository_id);
+    let lead = repository == REPO;
+    let creator = if lead {
+        LEAD_ID
+    } else {
+        LEAD_ID + repository_id
+    };
+    let mut new = agent_task(key, creator, repository_id);
     new.installation_id = INSTALLATION_ID as i64;
     new.repository = repository.to_owned();
-    new.creator_login = LEAD.to_owned();
+    new.creator_login = if lead {
+        LEAD.to_owned()
+    } else {
+        "octo-other".to_owned()
+    };
     new.summary = format!("task in {repository}");
     match h.store().create_task(&new).await.unwrap() {
         CreatedTask::Created(task) => task,
