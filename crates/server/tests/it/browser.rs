@@ -313,6 +313,36 @@ async fn in_a_real_browser_a_person_signs_in_follows_a_log_live_cancels_and_retr
         .map(|n| n.trim().parse().unwrap())
         .collect();
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    // A reconnecting browser sends Last-Event-ID: the stream goes on after that line.
+    let token = h.sim.user_token(LEAD);
+    let mut stream = reqwest::Client::new()
+        .get(format!("{base}/tasks/{id}/logs/stream"))
+        .bearer_auth(&token)
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), reqwest::StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let first = loop {
+        let chunk = stream
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream ended early");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        // Only whole events: the last piece may still be arriving.
+        let pieces: Vec<&str> = text.split("\n\n").collect();
+        if let Some(event) = pieces[..pieces.len() - 1]
+            .iter()
+            .find(|e| e.contains("id: "))
+        {
+            break (*event).to_owned();
+        }
+    };
+    assert!(first.lines().any(|l| l == "id: 4"), "{first}");
+    drop(stream);
     let list_shot = {
         browser.go(&format!("{base}/")).await;
         browser.wait_text("#tasks", |t| t.contains("running")).await;
