@@ -10,6 +10,7 @@ mod engine_triggers;
 mod faults;
 mod harness;
 mod hostile_text;
+mod listing;
 mod local_executor;
 mod migrations;
 mod repo_contract;
