@@ -280,9 +280,11 @@ impl AuthState {
         required: Permission,
         store: Store,
     ) -> anyhow::Result<Self> {
-        let key = match &settings.session_key {
-            Some(key) => key.expose_secret().as_bytes().to_vec(),
-            None => load_or_make_key(&data_dir.join(SESSION_KEY_FILE))?,
+        let key = match (&settings.session_key, settings.mode) {
+            (Some(key), _) => key.expose_secret().as_bytes().to_vec(),
+            (None, AuthMode::GitHub) => load_or_make_key(&data_dir.join(SESSION_KEY_FILE))?,
+            // No sessions to keep: the key only signs the local CSRF token.
+            (None, AuthMode::None) => random_bytes::<32>().to_vec(),
         };
         if settings.mode == AuthMode::None {
             tracing::warn!(
@@ -885,5 +887,19 @@ mod tests {
             page.headers()[header::LOCATION],
             "/login?next=/tasks/7%3Fx%3Da%20b"
         );
+    }
+
+    #[test]
+    fn the_generated_session_key_is_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join(SESSION_KEY_FILE);
+        let first = load_or_make_key(&path).unwrap();
+        assert!(first.len() >= 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_or_make_key(&path).unwrap(), first);
+        std::fs::write(&path, b"short").unwrap();
+        assert!(load_or_make_key(&path).is_err());
     }
 }
