@@ -1361,4 +1361,23 @@ mod tests {
         assert_eq!(ago(at("2026-11-19T10:00:00Z"), now), "2 d ago");
         assert_eq!(ago(at("2026-11-21T10:00:05Z"), now), "0 s ago");
     }
+
+    #[tokio::test]
+    async fn a_refused_form_gets_a_short_forbidden_page() {
+        let response = forbidden();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let html = String::from_utf8(body.to_vec()).unwrap();
+        let start = html.find("<main>").unwrap();
+        insta::assert_snapshot!(outline(&html[start..]), @r#"
+        <main>
+        <h1>Forbidden</h1>
+        <p>This form is stale or was not sent from this site. Reload the page and try again.</p>
+        </main>
+        </body>
+        </html>
+        "#);
+    }
 }
