@@ -68,7 +68,7 @@ signature="sha256=$(openssl dgst -sha256 -hmac "$SECRET" < "$FIXTURE" | awk '{pr
 export BENCH_BODY_FILE=$FIXTURE BENCH_SIGNATURE=$signature
 
 wait_http() { # url
-  for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 1 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "server at $1 did not come up" >&2; return 1
 }
 

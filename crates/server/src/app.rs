@@ -129,6 +129,14 @@ impl RunningServer {
         for start in loops {
             start(&engine);
         }
+        let auth = crate::web::auth::AuthState::new(
+            &config.auth,
+            &config.github.api_url,
+            &config.run.public_url,
+            &config.data_dir,
+            config.tasks.required_permission,
+            store.clone(),
+        )?;
         let router = crate::web::router(
             store,
             Arc::new(config.webhook_secrets.clone()),
@@ -137,6 +145,7 @@ impl RunningServer {
             signal,
             config.run.public_url.clone(),
             config.run.encryption_keys.clone(),
+            auth,
         );
         let stopping = background.clone();
         let task = tokio::spawn(async move {

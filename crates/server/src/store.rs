@@ -12,10 +12,12 @@
 
 pub mod credentials;
 pub mod embedded;
+pub mod listing;
 pub mod redeliveries;
 pub mod reports;
 pub mod retention;
 pub mod runs;
+pub mod sessions;
 pub mod tasks;
 
 use std::time::Duration;

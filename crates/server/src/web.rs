@@ -1,5 +1,8 @@
 //! The HTTP router: webhook intake, the runners' reports, task pages and health.
 
+pub mod auth;
+pub mod github_user;
+pub mod login;
 pub mod pages;
 pub mod runner_api;
 
@@ -21,6 +24,7 @@ use crate::engine::Signal;
 use crate::store::Store;
 use crate::webhook::inbox::{IntakeWriter, WebhookState, receive};
 use crate::webhook::unverified::UnverifiedBodies;
+use auth::AuthState;
 use pages::PagesState;
 use runner_api::RunnerApiState;
 
@@ -32,6 +36,7 @@ pub fn router(
     signal: Signal,
     public_url: String,
     credential_keys: Option<crate::credentials::Keyring>,
+    auth: AuthState,
 ) -> Router {
     // The handler receives the body itself, under `bodies`' limits (size included).
     let webhook = Router::new()
@@ -49,15 +54,15 @@ pub fn router(
         .layer(DefaultBodyLimit::max(runner_api::MAX_REPORT_BYTES))
         .with_state(RunnerApiState {
             store: store.clone(),
-            signal,
+            signal: signal.clone(),
             credential_keys,
         });
-    let pages = Router::new()
-        .route("/tasks/{id}", get(pages::task_page))
-        .with_state(PagesState {
-            store: store.clone(),
-            public_url,
-        });
+    let pages = pages::routes().with_state(PagesState {
+        store: store.clone(),
+        public_url,
+        auth,
+        signal,
+    });
     observed(
         Router::new()
             .route("/healthz", get(healthz))

@@ -65,6 +65,7 @@ pub struct Scenario {
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
     configure: Option<ConfigChange>,
+    sign_in: bool,
 }
 
 /// A change a scenario makes to the servers' configuration.
@@ -84,6 +85,7 @@ impl Scenario {
             redelivery: None,
             in_process: true,
             configure: None,
+            sign_in: false,
         }
     }
 
@@ -102,6 +104,7 @@ impl Scenario {
             redelivery: None,
             in_process: true,
             configure: None,
+            sign_in: false,
         }
     }
 
@@ -142,6 +145,13 @@ impl Scenario {
     /// (see [`crate::server_process`]) on the scenario's database and fake GitHub.
     pub fn without_server(mut self) -> Self {
         self.in_process = false;
+        self
+    }
+
+    /// The status pages and API ask people to sign in with the fake GitHub
+    /// (`BG_AGENT_AUTH=github`, the fake's OAuth client); see `RunningSim::approve_sign_in_as`.
+    pub fn sign_in(mut self) -> Self {
+        self.sign_in = true;
         self
     }
 
@@ -189,6 +199,19 @@ impl Scenario {
         config.run.agent_command = self.agent_command;
         if let Some(change) = self.configure {
             change(&mut config);
+        }
+        if self.sign_in {
+            // The user calls of sign-in go to the API the App's client uses.
+            config.github.api_url = sim.api_url().to_owned();
+            config.auth = bg_agent::config::AuthSettings {
+                mode: bg_agent::web::auth::AuthMode::GitHub,
+                oauth: Some(bg_agent::config::OAuthClient {
+                    client_id: sim.oauth_client_id(),
+                    client_secret: sim.oauth_client_secret().to_owned().into(),
+                }),
+                github_web_url: sim.base_url().to_owned(),
+                session_key: None,
+            };
         }
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {

@@ -1,6 +1,7 @@
 //! The server's integration tests, one binary: each module is one part of the product
 //! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
 
+mod browser;
 mod cli;
 mod credentials;
 mod embedded_postgres;
@@ -11,6 +12,7 @@ mod faults;
 mod harness;
 mod hostile_text;
 mod kubernetes_deploy;
+mod listing;
 mod local_executor;
 mod migrations;
 mod repo_contract;
@@ -22,6 +24,7 @@ mod runner_image;
 mod sandbox;
 mod scope_guard;
 mod task_store;
+mod web_auth;
 mod webhook_decode;
 mod webhook_intake;
 mod webhook_limits;
