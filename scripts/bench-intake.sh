@@ -42,7 +42,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building"
-cargo build --release --quiet -p bg-agent
+# BG_AGENT_BIN: a release binary already built (otherwise it is built here).
+if [[ -z "${BG_AGENT_BIN:-}" ]]; then
+  cargo build --release --quiet -p bg-agent
+  BG_AGENT_BIN=${CARGO_TARGET_DIR:-target}/release/bg-agent
+fi
 (cd scripts/bench/probot-app && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 # The build leaves hundreds of MB of dirty pages; written back during a round, they would
 # slow every fsync (bg-agent's commits), which is noise from the build, not the server.
@@ -69,11 +73,11 @@ export BENCH_BODY_FILE=$FIXTURE BENCH_SIGNATURE=$signature
 
 wait_http() { # url
   for _ in $(seq 1 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "server at $1 did not come up" >&2; return 1
+  echo "server at $1 did not come up; its log:" >&2; tail -20 "$work/bg-agent.log" >&2; return 1
 }
 
 env "${export_db[@]}" GITHUB_WEBHOOK_SECRET=$SECRET BG_AGENT_LISTEN=127.0.0.1:$BG_PORT RUST_LOG=info \
-  target/release/bg-agent serve > "$work/bg-agent.log" 2>&1 &
+  "$BG_AGENT_BIN" serve > "$work/bg-agent.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$BG_PORT/readyz"
 
