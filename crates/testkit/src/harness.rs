@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bg_agent::app::{EngineOptions, RunningServer, start_app};
-use bg_agent::config::Config;
+use bg_agent::config::{Config, ExecutorKind};
 use bg_agent::engine::redelivery::RedeliverySettings;
 use bg_agent::engine::tasks::{TaskIntake, TaskPolicy};
 use bg_agent::store::tasks::TaskEvent;
@@ -36,6 +36,7 @@ use github_fake::{CheckRunRecord, GitHubSim, Role, RunningSim, SimConfig, SimSta
 use sqlx::{ConnectOptions, Connection};
 
 use crate::db::TestDb;
+use crate::kubelet::Kubelet;
 use crate::fixtures::{SECRET, github_config, package_json, passing_test};
 use crate::recording::{test_config, wait_for_delivery};
 use crate::tcp_proxy::TcpProxy;
@@ -64,7 +65,21 @@ pub struct Scenario {
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
+    kubernetes: Option<OnKubernetes>,
 }
+
+/// Where a scenario's tasks run as Kubernetes Jobs (see [`Scenario::on_kubernetes`]).
+#[derive(Debug, Clone)]
+pub struct OnKubernetes {
+    /// The executor's kubeconfig (the server's rights).
+    pub kubeconfig: PathBuf,
+    /// The stand-in kubelet's (it writes Pods' status and reads Secrets).
+    pub kubelet_kubeconfig: PathBuf,
+    pub namespace: String,
+}
+
+/// The image the scenario's Jobs name; the stand-in kubelet runs the runner program.
+pub const TEST_RUNNER_IMAGE: &str = "bg-agent-runner:test";
 
 impl Scenario {
     /// The whole app: tasks run on the local executor as `runner_program runner` (in a
@@ -79,6 +94,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            kubernetes: None,
         }
     }
 
@@ -96,6 +112,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            kubernetes: None,
         }
     }
 
@@ -130,6 +147,13 @@ impl Scenario {
     /// (see [`crate::server_process`]) on the scenario's database and fake GitHub.
     pub fn without_server(mut self) -> Self {
         self.in_process = false;
+        self
+    }
+
+    /// Tasks run as Kubernetes Jobs in `on.namespace`, whose Pods a stand-in kubelet
+    /// ([`crate::kubelet`]) runs with the scenario's runner program.
+    pub fn on_kubernetes(mut self, on: OnKubernetes) -> Self {
+        self.kubernetes = Some(on);
         self
     }
 
@@ -175,6 +199,22 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        let mut kubelet = None;
+        if let Some(on) = &self.kubernetes {
+            config.executor = ExecutorKind::Kubernetes;
+            config.kubernetes.kubeconfig = Some(on.kubeconfig.clone());
+            config.kubernetes.namespace = Some(on.namespace.clone());
+            config.kubernetes.runner_image = Some(TEST_RUNNER_IMAGE.to_owned());
+            let runner = self
+                .runner
+                .as_ref()
+                .expect("Scenario::engine runs tasks on Kubernetes");
+            let (client, _) =
+                bg_agent::executor::kubernetes::client(Some(&on.kubelet_kubeconfig))
+                    .await
+                    .unwrap();
+            kubelet = Some(Kubelet::start(client, &on.namespace, runner).await);
+        }
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),
@@ -192,6 +232,7 @@ impl Scenario {
             engine,
             server: None,
             replicas: Vec::new(),
+            kubelet,
             finished: false,
             _data: data,
         };
@@ -214,6 +255,7 @@ pub struct Harness {
     engine: Option<EngineOptions>,
     server: Option<RunningServer>,
     replicas: Vec<RunningServer>,
+    kubelet: Option<Kubelet>,
     finished: bool,
     _data: tempfile::TempDir,
 }
@@ -308,7 +350,9 @@ impl Harness {
         let store = self.server_store.clone();
         match &self.engine {
             Some(options) => {
-                start_app(&self.config, store, self.github.clone(), listener, options).unwrap()
+                start_app(&self.config, store, self.github.clone(), listener, options)
+                    .await
+                    .unwrap()
             }
             None => {
                 let intake = TaskIntake::new(
@@ -340,6 +384,9 @@ impl Harness {
             if let Err(e) = server.stop().await {
                 failures.push(format!("{e:#}"));
             }
+        }
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.stop().await;
         }
         let violations = self.sim.violations().len();
         assert!(

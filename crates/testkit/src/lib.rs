@@ -3,11 +3,13 @@
 //! whose trigger handler records what it is given ([`recording`]), and the scenario
 //! harness: the fake GitHub, the real server and engine, driven as people do ([`harness`]);
 //! a TCP forwarder that can be cut to stage an outage ([`tcp_proxy`]); the server as a
-//! process of its own, to be killed ([`server_process`]).
+//! process of its own, to be killed ([`server_process`]); a stand-in kubelet that runs
+//! our Jobs' Pods on a control plane without nodes ([`kubelet`]).
 
 pub mod db;
 pub mod fixtures;
 pub mod harness;
+pub mod kubelet;
 pub mod process;
 pub mod recording;
 pub mod server_process;

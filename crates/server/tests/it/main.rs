@@ -9,6 +9,7 @@ mod engine_triggers;
 mod faults;
 mod harness;
 mod hostile_text;
+mod kubernetes;
 mod local_executor;
 mod migrations;
 mod repo_contract;
