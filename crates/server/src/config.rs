@@ -436,6 +436,7 @@ impl Config {
                 ));
             }
         };
+        let (executor, kubernetes) = executor_settings(&s)?;
         let public_url = s
             .public_url
             .unwrap_or_else(|| format!("http://{listen}"))
@@ -454,7 +455,6 @@ impl Config {
                 ));
             }
         };
-        let (executor, kubernetes) = executor_settings(&s)?;
         let run = RunSettings {
             public_url,
             callback_url,

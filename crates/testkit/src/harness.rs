@@ -76,10 +76,9 @@ pub struct OnKubernetes {
     /// The stand-in kubelet's (it writes Pods' status and reads Secrets).
     pub kubelet_kubeconfig: PathBuf,
     pub namespace: String,
+    /// The runner image the Jobs name ([`crate::kubelet::RUNNER_IMAGE`] runs).
+    pub image: String,
 }
-
-/// The image the scenario's Jobs name; the stand-in kubelet runs the runner program.
-pub const TEST_RUNNER_IMAGE: &str = "bg-agent-runner:test";
 
 impl Scenario {
     /// The whole app: tasks run on the local executor as `runner_program runner` (in a
@@ -204,7 +203,7 @@ impl Scenario {
             config.executor = ExecutorKind::Kubernetes;
             config.kubernetes.kubeconfig = Some(on.kubeconfig.clone());
             config.kubernetes.namespace = Some(on.namespace.clone());
-            config.kubernetes.runner_image = Some(TEST_RUNNER_IMAGE.to_owned());
+            config.kubernetes.runner_image = Some(on.image.clone());
             let runner = self
                 .runner
                 .as_ref()

@@ -29,6 +29,11 @@ use tokio::task::JoinHandle;
 
 use crate::recording::test_config;
 
+/// The one image this kubelet can "pull": it runs the runner program for it. Any other
+/// fails as a kubelet fails an image it cannot pull (`ErrImagePull`), or one whose name
+/// is no image reference (`InvalidImageName`, e.g. with capitals).
+pub const RUNNER_IMAGE: &str = "bg-agent-runner:test";
+
 /// The runner plays the image's program this long at most; the Job's own deadline, which
 /// the Job controller enforces by deleting the Pod, comes first.
 const RUN_LIMIT: Duration = Duration::from_secs(3600);
@@ -78,13 +83,18 @@ impl Kubelet {
                         }
                         continue;
                     }
-                    Ok(Event::Apply(pod) | Event::InitApply(pod)) => pod,
+                    Ok(Event::InitApply(pod)) => {
+                        if let Some(name) = &pod.metadata.name {
+                            listed.push(name.clone());
+                        }
+                        pod
+                    }
+                    Ok(Event::Apply(pod)) => pod,
                     Err(_) => continue,
                 };
                 let Some(name) = pod.metadata.name.clone() else {
                     continue;
                 };
-                listed.push(name.clone());
                 if pod.metadata.deletion_timestamp.is_some() {
                     running.lock().unwrap().remove(&name);
                     continue;
@@ -139,6 +149,26 @@ enum NotYet {
 
 impl PodRun {
     async fn run(self, pod: Pod, mut killed: oneshot::Receiver<()>) {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        if image != RUNNER_IMAGE {
+            let reason = if image.chars().any(|c| c.is_ascii_uppercase()) {
+                "InvalidImageName"
+            } else {
+                "ErrImagePull"
+            };
+            self.patch(serde_json::json!({
+                "containerStatuses": [container_status(serde_json::json!({
+                    "waiting": {"reason": reason, "message": format!("cannot pull {image}")}
+                }), false)],
+            }))
+            .await;
+            return;
+        }
         let env = loop {
             match self.environment(&pod).await {
                 Ok(env) => break env,

@@ -42,6 +42,19 @@ const REPLACE_WAIT: Duration = Duration::from_secs(30);
 /// A Secret left without its Job (a server died between the two) is removed at start
 /// once it is this old: younger, its Job may still be on the way.
 const ORPHAN_AGE: Duration = Duration::from_secs(300);
+/// A runner's Pod that cannot start (its image not pulled, its container not created)
+/// gets this long to get over it — a kubelet retries, a registry may blip — before its
+/// task fails and its Job is deleted.
+const POD_START_GRACE: Duration = Duration::from_secs(120);
+/// Why a container waits, when it may never start ([`POD_START_GRACE`] applies).
+const STUCK: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+/// Why a container waits, when it can never start: the task fails at once.
+const HOPELESS: [&str; 2] = ["InvalidImageName", "ErrImageNeverPull"];
 /// Lines of a failed Pod's log put in the task's error.
 const LOG_TAIL_LINES: i64 = 20;
 /// Each such line is clipped to this many characters.
@@ -114,10 +127,38 @@ struct State {
     listing: Option<HashMap<String, Seen>>,
     /// Jobs this executor deleted on `cancel`.
     cancelled: HashSet<String>,
-    /// What a failed Job's Pod showed, once looked at.
+    /// What a failed Job's Pod showed, once looked at; or why a Job was given up.
     explained: HashMap<String, Observed>,
+    /// Jobs whose Pod's container waits for a reason it may never get over, by Job name.
+    stuck: HashMap<String, Stuck>,
     /// The Jobs there were when this server started, with their task ids.
     at_start: Option<Vec<(String, Option<i64>)>>,
+}
+
+/// A Pod's container waiting for a reason in [`STUCK`] or [`HOPELESS`], since `since`.
+#[derive(Debug, Clone)]
+struct Stuck {
+    reason: String,
+    message: String,
+    since: tokio::time::Instant,
+}
+
+/// The Job a Pod belongs to and, if its container waits hopelessly or may, why.
+fn pod_trouble(pod: &Pod) -> Option<(String, Option<(String, String)>)> {
+    let job = pod.metadata.labels.as_ref()?.get("job-name")?.clone();
+    let waiting = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find_map(|w| {
+            let reason = w.reason.as_deref()?;
+            (STUCK.contains(&reason) || HOPELESS.contains(&reason))
+                .then(|| (reason.to_owned(), w.message.clone().unwrap_or_default()))
+        });
+    Some((job, waiting))
 }
 
 /// One Job as the watch saw it.
@@ -225,6 +266,23 @@ impl KubernetesExecutor {
                 }
             }
         });
+        let inner = Arc::clone(&executor.inner);
+        let stopping = executor.inner.work.token().clone();
+        executor.inner.work.spawn("Kubernetes Pod watch", async move {
+            let config = watcher::Config::default().labels(&objects::selector());
+            let events = watcher::watcher(inner.pods.clone(), config).default_backoff();
+            let mut events = std::pin::pin!(events);
+            loop {
+                tokio::select! {
+                    () = stopping.cancelled() => return,
+                    event = events.next() => match event {
+                        Some(Ok(event)) => inner.apply_pod(event),
+                        Some(Err(e)) => tracing::warn!(error = %e, "the Pod watch failed; resuming"),
+                        None => return,
+                    },
+                }
+            }
+        });
         executor
     }
 
@@ -264,12 +322,73 @@ impl Inner {
                 Event::Delete(job) => {
                     if let Some(name) = &job.metadata.name {
                         state.jobs.remove(name);
-                        state.explained.remove(name);
                     }
                 }
             }
         }
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn apply_pod(&self, event: Event<Pod>) {
+        self.note_pod(event);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn note_pod(&self, event: Event<Pod>) {
+        let mut state = lock(&self.state);
+        match event {
+            Event::Init => state.stuck.clear(),
+            Event::InitDone => {}
+            Event::Delete(pod) => {
+                if let Some((job, _)) = pod_trouble(&pod) {
+                    state.stuck.remove(&job);
+                }
+            }
+            Event::Apply(pod) | Event::InitApply(pod) => match pod_trouble(&pod) {
+                Some((job, Some((reason, message)))) => {
+                    let stuck = state.stuck.entry(job).or_insert_with(|| Stuck {
+                        reason: reason.clone(),
+                        message: message.clone(),
+                        since: tokio::time::Instant::now(),
+                    });
+                    (stuck.reason, stuck.message) = (reason, message);
+                }
+                Some((job, None)) => {
+                    state.stuck.remove(&job);
+                }
+                None => {}
+            },
+        }
+    }
+
+    /// A running Job whose Pod cannot start, and will not: its task fails, and the Job
+    /// goes (a kubelet would retry the pull until the deadline).
+    async fn given_up(&self, name: &str) -> Option<Observed> {
+        let stuck = lock(&self.state).stuck.get(name).cloned()?;
+        let hopeless = HOPELESS.contains(&stuck.reason.as_str());
+        if !hopeless && stuck.since.elapsed() < POD_START_GRACE {
+            return None;
+        }
+        let mut reason = format!(
+            "Kubernetes: the runner's Pod cannot start ({}",
+            stuck.reason
+        );
+        if !stuck.message.is_empty() {
+            reason.push_str(": ");
+            reason.push_str(&stuck.message);
+        }
+        reason.push_str("); retry to run it again");
+        let observed = Observed::Failed { reason };
+        tracing::warn!(job = %name, reason = %stuck.reason, "giving up a Job whose Pod cannot start");
+        lock(&self.state)
+            .explained
+            .insert(name.to_owned(), observed.clone());
+        match self.jobs.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => tracing::warn!(job = %name, error = %e, "cannot delete the Job"),
+        }
+        Some(observed)
     }
 
     /// What the watch knows of Job `name`: `None` until it has listed once.
@@ -391,8 +510,14 @@ impl Inner {
         let Some((namespace, name)) = parse_id(id) else {
             return Observed::Unknown;
         };
-        if lock(&self.state).cancelled.contains(name) {
-            return Observed::Cancelled;
+        {
+            let state = lock(&self.state);
+            if state.cancelled.contains(name) {
+                return Observed::Cancelled;
+            }
+            if let Some(known) = state.explained.get(name) {
+                return known.clone();
+            }
         }
         let watched = namespace == self.settings.namespace;
         let seen = match watched.then(|| self.seen(name)).flatten() {
@@ -416,13 +541,11 @@ impl Inner {
             return Observed::Unknown;
         };
         match seen.end {
+            JobEnd::Running if watched => self.given_up(name).await.unwrap_or(Observed::Running),
             JobEnd::Running => Observed::Running,
             JobEnd::Complete => Observed::Exited { code: Some(0) },
             JobEnd::Failed { reason, .. } if reason == "DeadlineExceeded" => Observed::TimedOut,
             JobEnd::Failed { reason, message } => {
-                if let Some(known) = lock(&self.state).explained.get(name) {
-                    return known.clone();
-                }
                 let explained = self.explain_failure(name, &reason, &message).await;
                 lock(&self.state)
                     .explained
@@ -591,8 +714,8 @@ impl Executor for KubernetesExecutor {
             let meta = &secret.metadata;
             let owned = meta.owner_references.as_ref().is_some_and(|o| !o.is_empty());
             let old = meta.creation_timestamp.as_ref().is_some_and(|t| {
-                let age = chrono::Utc::now().signed_duration_since(t.0);
-                age.to_std().is_ok_and(|age| age > ORPHAN_AGE)
+                let age = chrono::Utc::now().timestamp().saturating_sub(t.0.as_second());
+                u64::try_from(age).is_ok_and(|age| age > ORPHAN_AGE.as_secs())
             });
             if let (false, true, Some(name)) = (owned, old, &meta.name) {
                 let _ = self.inner.secrets.delete(name, &DeleteParams::background()).await;

@@ -17,11 +17,12 @@ use bg_agent::executor::{ExecutionId, Executor, Launch, Observed};
 use bg_agent_core::task::{Phase, TaskState};
 use bg_agent_testkit::envtest::ControlPlane;
 use bg_agent_testkit::harness::{LEAD, OnKubernetes, Scenario, WAIT};
-use bg_agent_testkit::kubelet::Kubelet;
+use bg_agent_testkit::kubelet::{Kubelet, RUNNER_IMAGE};
 use bg_agent_testkit::process::free_port;
 use bg_agent_testkit::server_process::ServerProcess;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use secrecy::SecretString;
 
@@ -53,8 +54,8 @@ struct Cluster {
 impl Cluster {
     async fn new(plane: Arc<ControlPlane>) -> Self {
         let namespace = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        plane.grant_bg_agent(&namespace);
-        let (admin, _) = client(Some(plane.admin_kubeconfig())).await.unwrap();
+        let (admin, _) = client(Some(&plane.admin_kubeconfig())).await.unwrap();
+        grant_bg_agent(&admin, &namespace).await;
         Self {
             plane,
             namespace,
@@ -68,22 +69,23 @@ impl Cluster {
 
     fn on_kubernetes(&self) -> OnKubernetes {
         OnKubernetes {
-            kubeconfig: self.plane.user_kubeconfig().to_owned(),
-            kubelet_kubeconfig: self.plane.admin_kubeconfig().to_owned(),
+            kubeconfig: self.plane.user_kubeconfig(),
+            kubelet_kubeconfig: self.plane.admin_kubeconfig(),
             namespace: self.namespace.clone(),
+            image: RUNNER_IMAGE.to_owned(),
         }
     }
 
     /// The executor as the server makes it, as the `bg-agent` user.
     async fn executor(&self) -> KubernetesExecutor {
-        let (user, _) = client(Some(self.plane.user_kubeconfig())).await.unwrap();
+        let (user, _) = client(Some(&self.plane.user_kubeconfig())).await.unwrap();
         KubernetesExecutor::new(user, self.job_settings())
     }
 
     fn job_settings(&self) -> JobSettings {
         JobSettings {
             namespace: self.namespace.clone(),
-            image: "bg-agent-runner:test".into(),
+            image: RUNNER_IMAGE.into(),
             cpu: "500m".into(),
             memory: "1Gi".into(),
             ttl_secs: 600,
@@ -133,6 +135,94 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Makes `namespace` and gives the `bg-agent` user there the rights the executor needs.
+async fn grant_bg_agent(admin: &kube::Client, namespace: &str) {
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let made: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": namespace}
+    }))
+    .unwrap();
+    namespaces.create(&Default::default(), &made).await.unwrap();
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bg-agent-runner"},
+        "rules": [
+            {"apiGroups": ["batch"], "resources": ["jobs"],
+             "verbs": ["create", "get", "list", "watch", "delete"]},
+            {"apiGroups": [""], "resources": ["secrets"],
+             "verbs": ["create", "get", "list", "patch", "delete"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        ],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), namespace)
+        .create(&Default::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bg-agent-runner"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bg-agent-runner"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": ControlPlane::USER}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// Stops the control plane's kube-apiserver (etcd and the controller-manager go on).
+/// Returns its command line, to start it again with [`start_apiserver`].
+fn stop_apiserver(plane: &ControlPlane) -> Vec<String> {
+    let pid_file = plane.dir().join("kube-apiserver.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let command: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    {
+        assert!(Instant::now() < deadline, "kube-apiserver did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    command
+}
+
+/// Starts kube-apiserver again as it ran (recorded where the script's `stop` finds it);
+/// returns once it is ready.
+async fn start_apiserver(plane: &ControlPlane, command: &[String]) {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(plane.dir().join("kube-apiserver.log"))
+        .unwrap();
+    let child = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(plane.dir().join("kube-apiserver.pid"), child.id().to_string()).unwrap();
+    // Reaped by whoever stops it (the script), as the first one was.
+    std::mem::forget(child);
+    let (admin, _) = client(Some(&plane.admin_kubeconfig())).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while admin.apiserver_version().await.is_err() {
+        assert!(Instant::now() < deadline, "kube-apiserver did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -218,7 +308,7 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     );
     assert_eq!(pod.containers.len(), 1);
     let container = &pod.containers[0];
-    assert_eq!(container.image.as_deref(), Some("bg-agent-runner:test"));
+    assert_eq!(container.image.as_deref(), Some(RUNNER_IMAGE));
     let entrypoint: Vec<&str> = container.command.iter().flatten().map(String::as_str).collect();
     assert_eq!(entrypoint, objects::runner_image::ENTRYPOINT);
     let args: Vec<&str> = container.args.iter().flatten().map(String::as_str).collect();
@@ -519,6 +609,31 @@ async fn cancel_deletes_the_job_and_its_secret_goes_with_it() {
     h.finish().await;
 }
 
+/// A runner image that cannot be pulled: the task fails saying so (not a timeout an
+/// hour later), and its Job is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_image_that_cannot_be_pulled_fails_the_task_and_removes_its_job() {
+    let cluster = Cluster::shared().await;
+    let mut on = cluster.on_kubernetes();
+    on.image = "Registry.Example/Bg-Agent-Runner:1".into();
+    let h = Scenario::engine(RUNNER).on_kubernetes(on).start().await;
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    assert_eq!(
+        task.error.as_deref(),
+        Some(
+            "Kubernetes: the runner's Pod cannot start (InvalidImageName: cannot pull \
+             Registry.Example/Bg-Agent-Runner:1); retry to run it again"
+        )
+    );
+    cluster
+        .wait_until("removed the Job and its Secret", |jobs, secrets| {
+            jobs.is_empty() && secrets.is_empty()
+        })
+        .await;
+    h.finish().await;
+}
+
 // ---- Faults ----
 
 /// The server is killed (SIGKILL) while its Job's runner validates; the Job runs on, a
@@ -541,7 +656,7 @@ async fn a_job_outlives_its_killed_server_and_its_task_succeeds_once() {
         ("BG_AGENT_EXECUTOR", "kubernetes"),
         ("BG_AGENT_KUBECONFIG", kubeconfig.as_str()),
         ("BG_AGENT_KUBERNETES_NAMESPACE", cluster.namespace.as_str()),
-        ("BG_AGENT_RUNNER_IMAGE", "bg-agent-runner:test"),
+        ("BG_AGENT_RUNNER_IMAGE", RUNNER_IMAGE),
     ];
     let mut first =
         ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &settings).await;
@@ -618,20 +733,20 @@ async fn the_job_watch_survives_an_api_server_restart() {
     assert_eq!(executor.observe(&id).await, Observed::Running);
 
     let restarted = Instant::now();
-    cluster.plane.stop_apiserver();
+    let apiserver = stop_apiserver(&cluster.plane);
     assert_eq!(executor.observe(&id).await, Observed::Running);
-    cluster.plane.start_apiserver();
+    start_apiserver(&cluster.plane, &apiserver).await;
     println!(
         "kubernetes: API server down and up again in {:.1} s",
         restarted.elapsed().as_secs_f64()
     );
     // A fresh client: the old one's connections died with the server.
-    let (admin, _) = client(Some(cluster.plane.admin_kubeconfig())).await.unwrap();
+    let (admin, _) = client(Some(&cluster.plane.admin_kubeconfig())).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(admin, &cluster.namespace);
     let status = serde_json::json!({"status": {
         "phase": "Succeeded",
         "containerStatuses": [{
-            "name": "runner", "image": "bg-agent-runner:test", "imageID": "", "ready": false,
+            "name": "runner", "image": RUNNER_IMAGE, "imageID": "", "ready": false,
             "restartCount": 0,
             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
         }],
