@@ -22,8 +22,8 @@ use crate::engine::retention::Retention;
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
 use crate::engine::{DeliveryWorker, Signal, TriggerHandler};
-use crate::executor::sandbox::{Protected, SandboxError};
 use crate::executor::kubernetes::JobSettings;
+use crate::executor::sandbox::{Protected, SandboxError};
 use crate::executor::{
     Configured, Executor, KubernetesExecutor, LocalExecutor, Sandbox, SandboxMode,
 };

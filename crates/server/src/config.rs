@@ -907,7 +907,10 @@ pub(crate) mod tests {
             ("BG_AGENT_KUBERNETES_NAMESPACE", "runners"),
             ("BG_AGENT_RUNNER_IMAGE", "registry.example/runner:1"),
             ("BG_AGENT_RUNNER_CPU", "500m"),
-            ("BG_AGENT_CALLBACK_URL", "https://bg-agent.bg-agent.svc:3000/"),
+            (
+                "BG_AGENT_CALLBACK_URL",
+                "https://bg-agent.bg-agent.svc:3000/",
+            ),
         ]))
         .unwrap();
         assert_eq!(config.executor, ExecutorKind::Kubernetes);

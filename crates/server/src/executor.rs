@@ -55,7 +55,9 @@ pub enum Observed {
     /// Ended for a reason of the executor's own (a Kubernetes Job evicted, out of memory,
     /// its image not pulled): `reason` is the task's error as the person who asked reads
     /// it (its first line is what GitHub shows).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,8 +36,8 @@ use github_fake::{CheckRunRecord, GitHubSim, Role, RunningSim, SimConfig, SimSta
 use sqlx::{ConnectOptions, Connection};
 
 use crate::db::TestDb;
-use crate::kubelet::Kubelet;
 use crate::fixtures::{SECRET, github_config, package_json, passing_test};
+use crate::kubelet::Kubelet;
 use crate::recording::{test_config, wait_for_delivery};
 use crate::tcp_proxy::TcpProxy;
 
@@ -208,10 +208,9 @@ impl Scenario {
                 .runner
                 .as_ref()
                 .expect("Scenario::engine runs tasks on Kubernetes");
-            let (client, _) =
-                bg_agent::executor::kubernetes::client(Some(&on.kubelet_kubeconfig))
-                    .await
-                    .unwrap();
+            let (client, _) = bg_agent::executor::kubernetes::client(Some(&on.kubelet_kubeconfig))
+                .await
+                .unwrap();
             kubelet = Some(Kubelet::start(client, &on.namespace, runner).await);
         }
         let redelivery = self.redelivery.unwrap_or_default();
@@ -348,11 +347,9 @@ impl Harness {
         self.config.run.public_url = format!("http://{}", listener.local_addr().unwrap());
         let store = self.server_store.clone();
         match &self.engine {
-            Some(options) => {
-                start_app(&self.config, store, self.github.clone(), listener, options)
-                    .await
-                    .unwrap()
-            }
+            Some(options) => start_app(&self.config, store, self.github.clone(), listener, options)
+                .await
+                .unwrap(),
             None => {
                 let intake = TaskIntake::new(
                     store.clone(),

@@ -142,7 +142,7 @@ struct PodRun {
 /// Why a Pod cannot start yet.
 enum NotYet {
     /// A Secret it names is missing (a kubelet retries).
-    Secret(String),
+    MissingSecret,
     /// It can never start as asked.
     Invalid(String),
 }
@@ -172,7 +172,7 @@ impl PodRun {
         let env = loop {
             match self.environment(&pod).await {
                 Ok(env) => break env,
-                Err(NotYet::Secret(_)) => {}
+                Err(NotYet::MissingSecret) => {}
                 Err(NotYet::Invalid(why)) => {
                     self.finish(None, &why).await;
                     return;
@@ -255,7 +255,7 @@ impl PodRun {
                     secrets.insert(name.to_owned(), found.clone());
                     Ok(found)
                 }
-                _ => Err(NotYet::Secret(name.to_owned())),
+                _ => Err(NotYet::MissingSecret),
             }
         };
         let mut env: Vec<(String, String)> = Vec::new();
@@ -284,9 +284,7 @@ impl PodRun {
                     };
                     let found = secret(&key.name).await?;
                     let data = found.data.unwrap_or_default();
-                    let value = data
-                        .get(&key.key)
-                        .ok_or_else(|| NotYet::Secret(key.name.clone()))?;
+                    let value = data.get(&key.key).ok_or(NotYet::MissingSecret)?;
                     String::from_utf8_lossy(&value.0).into_owned()
                 }
                 (None, None) => String::new(),

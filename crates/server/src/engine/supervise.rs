@@ -144,7 +144,9 @@ impl<E: Executor> Supervisor<E> {
                 let active = active.iter().map(|t| t.id.get()).collect();
                 self.executor.remove_ended(&active).await;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the active tasks; ended tasks' executions stay"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the active tasks; ended tasks' executions stay")
+            }
         }
         let mut wakeups = self.signal.subscribe();
         while !work.is_stopping() {

@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
 use bg_agent_core::protocol::Redactor;
@@ -307,7 +307,11 @@ impl Inner {
                 }
                 Event::InitDone => {
                     let listed = state.listing.take().unwrap_or_default();
-                    let gone = state.jobs.keys().filter(|n| !listed.contains_key(*n)).count();
+                    let gone = state
+                        .jobs
+                        .keys()
+                        .filter(|n| !listed.contains_key(*n))
+                        .count();
                     if gone > 0 {
                         tracing::info!(gone, "Jobs deleted while the watch was away");
                     }
@@ -439,10 +443,7 @@ impl Inner {
                             code: Some(ended.exit_code),
                         };
                     }
-                    details.push(format!(
-                        "container {why} (exit code {})",
-                        ended.exit_code
-                    ));
+                    details.push(format!("container {why} (exit code {})", ended.exit_code));
                 }
                 if let Some(waiting) = state.waiting {
                     details.push(format!(
@@ -560,7 +561,11 @@ impl Inner {
     /// secret no longer accepted) is deleted and made again.
     async fn create_job(&self, job: &Job, hash: &str) -> Result<Job, ExecutorError> {
         let name = job.metadata.name.clone().unwrap_or_default();
-        let task_id = job.metadata.labels.as_ref().and_then(|l| l.get(TASK_ID_LABEL));
+        let task_id = job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(TASK_ID_LABEL));
         let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
         loop {
             match self.jobs.create(&PostParams::default(), job).await {
@@ -616,7 +621,9 @@ impl Executor for KubernetesExecutor {
         let inner = &self.inner;
         let name = objects::object_name(launch.task_id);
         let job = objects::job(&launch, &inner.settings);
-        let job = inner.create_job(&job, &objects::secret_hash(&launch)).await?;
+        let job = inner
+            .create_job(&job, &objects::secret_hash(&launch))
+            .await?;
         let owner = objects::owner(&job).ok_or_else(|| {
             ExecutorError::Kubernetes(format!("the API server returned Job {name} without a uid"))
         })?;
@@ -698,10 +705,17 @@ impl Executor for KubernetesExecutor {
             if task_id.is_some_and(|id| active_tasks.contains(&id)) {
                 continue;
             }
-            match self.inner.jobs.delete(&name, &DeleteParams::background()).await {
+            match self
+                .inner
+                .jobs
+                .delete(&name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => tracing::info!(job = %name, "removed the Job of an ended task"),
                 Err(e) if is_status(&e, 404) => {}
-                Err(e) => tracing::warn!(job = %name, error = %e, "cannot remove the Job of an ended task"),
+                Err(e) => {
+                    tracing::warn!(job = %name, error = %e, "cannot remove the Job of an ended task")
+                }
             }
         }
         // Secrets whose Job was never made (a server died in between).
@@ -712,13 +726,22 @@ impl Executor for KubernetesExecutor {
             .await;
         for secret in secrets.map(|l| l.items).unwrap_or_default() {
             let meta = &secret.metadata;
-            let owned = meta.owner_references.as_ref().is_some_and(|o| !o.is_empty());
+            let owned = meta
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty());
             let old = meta.creation_timestamp.as_ref().is_some_and(|t| {
-                let age = chrono::Utc::now().timestamp().saturating_sub(t.0.as_second());
+                let age = chrono::Utc::now()
+                    .timestamp()
+                    .saturating_sub(t.0.as_second());
                 u64::try_from(age).is_ok_and(|age| age > ORPHAN_AGE.as_secs())
             });
             if let (false, true, Some(name)) = (owned, old, &meta.name) {
-                let _ = self.inner.secrets.delete(name, &DeleteParams::background()).await;
+                let _ = self
+                    .inner
+                    .secrets
+                    .delete(name, &DeleteParams::background())
+                    .await;
             }
         }
     }
@@ -726,7 +749,10 @@ impl Executor for KubernetesExecutor {
     /// Jobs outlive the server; only the watch stops.
     async fn server_stopping(&self) {
         self.inner.work.stop();
-        self.inner.work.finish("the Job watch", Duration::from_secs(5)).await;
+        self.inner
+            .work
+            .finish("the Job watch", Duration::from_secs(5))
+            .await;
     }
 }
 
@@ -739,7 +765,13 @@ mod tests {
         let id = execution_id("runners", "bg-agent-task-7");
         assert_eq!(id.0, "k8s:runners/bg-agent-task-7");
         assert_eq!(parse_id(&id), Some(("runners", "bg-agent-task-7")));
-        for other in ["local:boot:1:2:task-1", "k8s:/x", "k8s:ns/", "k8s:ns/a/b", "k8s:ns"] {
+        for other in [
+            "local:boot:1:2:task-1",
+            "k8s:/x",
+            "k8s:ns/",
+            "k8s:ns/a/b",
+            "k8s:ns",
+        ] {
             assert_eq!(parse_id(&ExecutionId(other.into())), None, "{other}");
         }
     }

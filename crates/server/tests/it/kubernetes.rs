@@ -109,7 +109,13 @@ impl Cluster {
     }
 
     async fn job_names(&self) -> Vec<String> {
-        names(self.jobs().list(&ListParams::default()).await.unwrap().items)
+        names(
+            self.jobs()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items,
+        )
     }
 
     async fn secret_names(&self) -> Vec<String> {
@@ -174,7 +180,7 @@ async fn grant_bg_agent(admin: &kube::Client, namespace: &str) {
         .unwrap();
 }
 
-/// Stops the control plane's kube-apiserver (etcd and the controller-manager go on).
+/// Kills the control plane's kube-apiserver (etcd and the controller-manager go on).
 /// Returns its command line, to start it again with [`start_apiserver`].
 fn stop_apiserver(plane: &ControlPlane) -> Vec<String> {
     let pid_file = plane.dir().join("kube-apiserver.pid");
@@ -189,12 +195,18 @@ fn stop_apiserver(plane: &ControlPlane) -> Vec<String> {
         .filter(|arg| !arg.is_empty())
         .map(|arg| String::from_utf8_lossy(arg).into_owned())
         .collect();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    // Killed, as a crash would: a graceful stop waits a minute for the open watches.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let deadline = Instant::now() + WAIT;
     while std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
     {
         assert!(Instant::now() < deadline, "kube-apiserver did not stop");
         std::thread::sleep(Duration::from_millis(50));
@@ -215,13 +227,20 @@ async fn start_apiserver(plane: &ControlPlane, command: &[String]) {
         .stderr(log)
         .spawn()
         .unwrap();
-    std::fs::write(plane.dir().join("kube-apiserver.pid"), child.id().to_string()).unwrap();
+    std::fs::write(
+        plane.dir().join("kube-apiserver.pid"),
+        child.id().to_string(),
+    )
+    .unwrap();
     // Reaped by whoever stops it (the script), as the first one was.
     std::mem::forget(child);
     let (admin, _) = client(Some(&plane.admin_kubeconfig())).await.unwrap();
     let deadline = Instant::now() + WAIT;
     while admin.apiserver_version().await.is_err() {
-        assert!(Instant::now() < deadline, "kube-apiserver did not come back");
+        assert!(
+            Instant::now() < deadline,
+            "kube-apiserver did not come back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -240,10 +259,7 @@ impl Drop for Cluster {
 }
 
 fn names<K: kube::Resource>(items: Vec<K>) -> Vec<String> {
-    let mut names: Vec<String> = items
-        .iter()
-        .filter_map(|i| i.meta().name.clone())
-        .collect();
+    let mut names: Vec<String> = items.iter().filter_map(|i| i.meta().name.clone()).collect();
     names.sort();
     names
 }
@@ -257,7 +273,10 @@ fn launch(task_id: i64, timeout: Duration) -> Launch {
         timeout,
         env: vec![
             ("BG_AGENT_TASK_SPEC".into(), "{\"task_id\":7}".into()),
-            ("BG_AGENT_CALLBACK_CA".into(), "-----BEGIN CERTIFICATE-----\n".into()),
+            (
+                "BG_AGENT_CALLBACK_CA".into(),
+                "-----BEGIN CERTIFICATE-----\n".into(),
+            ),
         ],
     }
 }
@@ -282,7 +301,10 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
 
     let job = cluster.jobs().get("bg-agent-task-7").await.unwrap();
     let labels = BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_owned(), "bg-agent".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "bg-agent".to_owned(),
+        ),
         ("bg-agent/task-id".to_owned(), "7".to_owned()),
     ]);
     assert_eq!(job.metadata.labels.as_ref(), Some(&labels));
@@ -294,7 +316,10 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     assert!(matches!(spec.ttl_seconds_after_finished, None | Some(600)));
     let template = spec.template;
     let pod_labels = template.metadata.unwrap().labels.unwrap();
-    assert!(labels.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "{pod_labels:?}");
+    assert!(
+        labels.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+        "{pod_labels:?}"
+    );
     let pod = template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.automount_service_account_token, Some(false));
@@ -309,9 +334,19 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     assert_eq!(pod.containers.len(), 1);
     let container = &pod.containers[0];
     assert_eq!(container.image.as_deref(), Some(RUNNER_IMAGE));
-    let entrypoint: Vec<&str> = container.command.iter().flatten().map(String::as_str).collect();
+    let entrypoint: Vec<&str> = container
+        .command
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     assert_eq!(entrypoint, objects::runner_image::ENTRYPOINT);
-    let args: Vec<&str> = container.args.iter().flatten().map(String::as_str).collect();
+    let args: Vec<&str> = container
+        .args
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     assert_eq!(args, objects::runner_image::ARGS);
     assert_eq!(
         container.working_dir.as_deref(),
@@ -332,8 +367,14 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     );
     let resources = container.resources.clone().unwrap();
     let expected = BTreeMap::from([
-        ("cpu".to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into())),
-        ("memory".to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into())),
+        (
+            "cpu".to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into()),
+        ),
+        (
+            "memory".to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+        ),
     ]);
     assert_eq!(resources.requests.as_ref(), Some(&expected));
     assert_eq!(resources.limits.as_ref(), Some(&expected));
@@ -347,7 +388,10 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     assert_eq!(
         mounts,
         [
-            ("workspace".to_owned(), objects::runner_image::WORKSPACE.to_owned()),
+            (
+                "workspace".to_owned(),
+                objects::runner_image::WORKSPACE.to_owned()
+            ),
             ("home".to_owned(), objects::runner_image::HOME.to_owned()),
             ("tmp".to_owned(), "/tmp".to_owned()),
         ]
@@ -369,7 +413,10 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
             ("BG_AGENT_CALLBACK_URL", Some("http://127.0.0.1:9/")),
             ("HOME", Some(objects::runner_image::HOME)),
             ("BG_AGENT_TASK_SPEC", Some("{\"task_id\":7}")),
-            ("BG_AGENT_CALLBACK_CA", Some("-----BEGIN CERTIFICATE-----\n")),
+            (
+                "BG_AGENT_CALLBACK_CA",
+                Some("-----BEGIN CERTIFICATE-----\n")
+            ),
         ]
     );
     let from = container.env_from.clone().unwrap();
@@ -379,8 +426,14 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
         Some("bg-agent-task-7")
     );
     let serialized = serde_json::to_string(&job).unwrap();
-    for secret in ["the-task-secret-0123456789abcdef", "ghs_theRunnerToken0123456789"] {
-        assert!(!serialized.contains(secret), "a secret in the Job: {serialized}");
+    for secret in [
+        "the-task-secret-0123456789abcdef",
+        "ghs_theRunnerToken0123456789",
+    ] {
+        assert!(
+            !serialized.contains(secret),
+            "a secret in the Job: {serialized}"
+        );
     }
 
     // The Secret: every secret under the variable that carries it, owned by the Job.
@@ -395,8 +448,14 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     assert_eq!(
         data,
         BTreeMap::from([
-            ("BG_AGENT_RUNNER_TOKEN".to_owned(), "ghs_theRunnerToken0123456789".to_owned()),
-            ("BG_AGENT_TASK_SECRET".to_owned(), "the-task-secret-0123456789abcdef".to_owned()),
+            (
+                "BG_AGENT_RUNNER_TOKEN".to_owned(),
+                "ghs_theRunnerToken0123456789".to_owned()
+            ),
+            (
+                "BG_AGENT_TASK_SECRET".to_owned(),
+                "the-task-secret-0123456789abcdef".to_owned()
+            ),
         ])
     );
     let owners = secret.metadata.owner_references.unwrap();
@@ -435,13 +494,28 @@ async fn a_three_second_deadline_is_enforced_by_the_job_controller() {
     let cluster = Cluster::shared().await;
     let kubelet = cluster.kubelet().await;
     let executor = cluster.executor().await;
-    // The runner reports to nothing that answers: it retries until killed.
+    // The runner reports to a server that takes its connection and never answers: it
+    // waits there until killed.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
     let started = Instant::now();
     let id = executor
-        .launch(launch(8, Duration::from_secs(3)))
+        .launch(Launch {
+            callback_url: callback,
+            env: Vec::new(),
+            ..launch(8, Duration::from_secs(3))
+        })
         .await
         .unwrap();
-    let observed = tokio::time::timeout(WAIT, executor.wait(&id)).await.unwrap();
+    let observed = tokio::time::timeout(WAIT, executor.wait(&id))
+        .await
+        .unwrap();
     assert_eq!(observed, Observed::TimedOut);
     println!(
         "kubernetes: a 3 s deadline ended the Job after {:.1} s",
@@ -484,13 +558,28 @@ fn scenario(cluster: &Cluster) -> Scenario {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_comment_runs_as_a_job_and_opens_one_pull_request() {
     let cluster = Cluster::shared().await;
+    // The same on the local executor first, for the figures side by side.
+    let local = Scenario::engine(RUNNER).start().await;
+    let started = Instant::now();
+    local
+        .comment(LEAD, "/bg-agent upgrade lodash 4.17.21")
+        .await;
+    local
+        .only_task()
+        .await
+        .expect_state(TaskState::Succeeded)
+        .await;
+    let on_local = started.elapsed();
+    local.finish().await;
+
     let h = scenario(&cluster).start().await;
     let started = Instant::now();
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
     let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
     println!(
-        "kubernetes: comment → pull request in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "kubernetes: comment → pull request in {:.1} s (local executor, same run: {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        on_local.as_secs_f64()
     );
     assert_eq!(task.changed, Some(true));
     assert_eq!(
@@ -741,7 +830,9 @@ async fn the_job_watch_survives_an_api_server_restart() {
         restarted.elapsed().as_secs_f64()
     );
     // A fresh client: the old one's connections died with the server.
-    let (admin, _) = client(Some(&cluster.plane.admin_kubeconfig())).await.unwrap();
+    let (admin, _) = client(Some(&cluster.plane.admin_kubeconfig()))
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(admin, &cluster.namespace);
     let status = serde_json::json!({"status": {
         "phase": "Succeeded",
@@ -754,7 +845,9 @@ async fn the_job_watch_survives_an_api_server_restart() {
     pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    let observed = tokio::time::timeout(WAIT, executor.wait(&id)).await.unwrap();
+    let observed = tokio::time::timeout(WAIT, executor.wait(&id))
+        .await
+        .unwrap();
     assert_eq!(observed, Observed::Exited { code: Some(0) });
     println!(
         "kubernetes: Job completion seen {:.1} s after the restart began",

@@ -16,9 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use bg_agent_core::protocol::{
-    CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, TASK_ID_ENV, TASK_SECRET_ENV,
-};
+use bg_agent_core::protocol::{CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, TASK_ID_ENV, TASK_SECRET_ENV};
 
 use super::super::Launch;
 
@@ -82,7 +80,9 @@ fn secret_env(launch: &Launch) -> [(&'static str, &str); 2] {
 }
 
 pub fn secret_hash(launch: &Launch) -> String {
-    hex::encode(Sha256::digest(launch.task_secret.expose_secret().as_bytes()))
+    hex::encode(Sha256::digest(
+        launch.task_secret.expose_secret().as_bytes(),
+    ))
 }
 
 /// The task's Secret, owned by its Job (`owner`: the Job as created), so that deleting
@@ -168,7 +168,12 @@ pub fn job(launch: &Launch, settings: &JobSettings) -> Job {
         name: CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        command: Some(runner_image::ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect()),
+        command: Some(
+            runner_image::ENTRYPOINT
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        ),
         args: Some(runner_image::ARGS.iter().map(|s| (*s).to_owned()).collect()),
         working_dir: Some(runner_image::WORKSPACE.to_owned()),
         env: Some(env_vars),
