@@ -42,7 +42,7 @@ apt_packages() {
 
 cmd_install() {
   # etcd and openssl run the control plane; kubectl renders and dry-runs deploy/.
-  apt_packages etcd-server openssl
+  apt_packages etcd-server openssl curl
   command -v kubectl >/dev/null || apt_packages kubernetes-client
   if cached; then
     log "cached in $CACHE ($("$CACHE/kube-apiserver" --version))"
@@ -137,30 +137,11 @@ running() { # pidfile
   [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
-cmd_start() {
-  local run=${1:-$DEFAULT_RUNDIR}
-  cached || die "binaries missing: run scripts/envtest.sh install first"
-  command -v etcd >/dev/null || die "etcd missing: run scripts/envtest.sh install first"
-  mkdir -p "$run"
-  run=$(cd "$run" && pwd)
-  for p in etcd kube-apiserver kube-controller-manager; do
-    if running "$run/$p.pid"; then die "already running in $run ($p pid $(cat "$run/$p.pid")); stop it first"; fi
-  done
-  rm -rf "$run/etcd" "$run/certs" "$run"/*.pid "$run"/*.log
+# Starts etcd and kube-apiserver on fresh ports; prints the server URL once /readyz answers.
+launch() { # run admin_token
+  local run=$1 admin_token=$2 etcd_client etcd_peer api
+  rm -rf "$run/etcd" "$run/certs"
   mkdir -p "$run/certs"
-  chmod 700 "$run"
-
-  openssl genrsa -out "$run/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$run/sa.key" -pubout -out "$run/sa.pub" 2>/dev/null
-  local admin_token user_token
-  admin_token=$(openssl rand -hex 24)
-  user_token=$(openssl rand -hex 24)
-  # token,user,uid[,"groups"]: the bg-agent user has no groups, so it may do only what a
-  # RoleBinding grants it (the RBAC tests bind deploy/'s Role to it).
-  printf '%s,admin,admin,"system:masters"\n%s,bg-agent,bg-agent\n' "$admin_token" "$user_token" >"$run/tokens.csv"
-  chmod 600 "$run/tokens.csv" "$run/sa.key"
-
-  local etcd_client etcd_peer api
   etcd_client=$(free_port)
   etcd_peer=$(free_port)
   api=$(free_port)
@@ -183,20 +164,49 @@ cmd_start() {
   echo $! >"$run/kube-apiserver.pid"
 
   local server=https://127.0.0.1:$api ca=$run/certs/apiserver.crt
-  local ok=0
-  for _ in $(seq 1 600); do
-    running "$run/kube-apiserver.pid" || break
+  for _ in $(seq 1 1200); do
+    running "$run/etcd.pid" && running "$run/kube-apiserver.pid" || return 1
     if [ -f "$ca" ] && curl -sf --cacert "$ca" -H "Authorization: Bearer $admin_token" "$server/readyz" >/dev/null 2>&1; then
-      ok=1
-      break
+      printf '%s\n' "$server"
+      return 0
     fi
     sleep 0.1
   done
-  if [ "$ok" != 1 ]; then
-    tail -20 "$run/kube-apiserver.log" >&2 || true
+  return 1
+}
+
+cmd_start() {
+  local run=${1:-$DEFAULT_RUNDIR}
+  cached || die "binaries missing: run scripts/envtest.sh install first"
+  command -v etcd >/dev/null || die "etcd missing: run scripts/envtest.sh install first"
+  mkdir -p "$run"
+  run=$(cd "$run" && pwd)
+  for p in etcd kube-apiserver kube-controller-manager; do
+    if running "$run/$p.pid"; then die "already running in $run ($p pid $(cat "$run/$p.pid")); stop it first"; fi
+  done
+  rm -f "$run"/*.pid "$run"/*.log
+  chmod 700 "$run"
+
+  openssl genrsa -out "$run/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$run/sa.key" -pubout -out "$run/sa.pub" 2>/dev/null
+  local admin_token user_token
+  admin_token=$(openssl rand -hex 24)
+  user_token=$(openssl rand -hex 24)
+  # token,user,uid[,"groups"]: the bg-agent user has no groups, so it may do only what a
+  # RoleBinding grants it (the RBAC tests bind deploy/'s Role to it).
+  printf '%s,admin,admin,"system:masters"\n%s,bg-agent,bg-agent\n' "$admin_token" "$user_token" >"$run/tokens.csv"
+  chmod 600 "$run/tokens.csv" "$run/sa.key"
+
+  # Free ports are picked before they are bound, so a control plane starting at the same
+  # moment can take one: then this one fails to start and tries again on other ports.
+  local attempt server ca=$run/certs/apiserver.crt
+  for attempt in 1 2 3; do
+    if server=$(launch "$run" "$admin_token"); then break; fi
+    tail -20 "$run/etcd.log" "$run/kube-apiserver.log" >&2 || true
     cmd_stop "$run"
-    die "kube-apiserver did not become ready"
-  fi
+    [ "$attempt" = 3 ] && die "kube-apiserver did not become ready"
+    log "retrying on other ports"
+  done
 
   kubeconfig "$run/admin.kubeconfig" "$server" "$ca" admin "$admin_token"
   kubeconfig "$run/bg-agent.kubeconfig" "$server" "$ca" bg-agent "$user_token"

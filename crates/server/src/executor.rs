@@ -5,6 +5,7 @@
 
 pub mod kubernetes;
 pub mod local;
+pub mod runner_image;
 pub mod sandbox;
 
 use std::collections::HashSet;

@@ -9,7 +9,10 @@ use std::process::Command;
 
 /// The project's script, whichever crate's tests run.
 pub fn script() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/envtest.sh"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/envtest.sh"
+    ))
 }
 
 /// One running control plane, private to the test that started it.

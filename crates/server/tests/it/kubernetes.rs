@@ -7,7 +7,7 @@
 //! These tests fail (never skip) when the control plane's binaries are missing: run
 //! `scripts/envtest.sh install` once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use secrecy::SecretString;
+use serde::Deserialize;
 
 const RUNNER: &str = env!("CARGO_BIN_EXE_bg-agent");
 
@@ -144,7 +145,8 @@ impl Cluster {
     }
 }
 
-/// Makes `namespace` and gives the `bg-agent` user there the rights the executor needs.
+/// Makes `namespace` and gives the `bg-agent` user there exactly the rights of
+/// `deploy/`'s Role: whatever the executor does in these tests, that Role allows.
 async fn grant_bg_agent(admin: &kube::Client, namespace: &str) {
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     let made: Namespace = serde_json::from_value(serde_json::json!({
@@ -152,25 +154,25 @@ async fn grant_bg_agent(admin: &kube::Client, namespace: &str) {
     }))
     .unwrap();
     namespaces.create(&Default::default(), &made).await.unwrap();
-    let role: Role = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "bg-agent-runner"},
-        "rules": [
-            {"apiGroups": ["batch"], "resources": ["jobs"],
-             "verbs": ["create", "get", "list", "watch", "delete"]},
-            {"apiGroups": [""], "resources": ["secrets"],
-             "verbs": ["create", "get", "list", "patch", "delete"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-        ],
-    }))
+    let manifests = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/rbac.yaml"
+    ))
     .unwrap();
+    let mut role = serde_norway::Deserializer::from_str(&manifests)
+        .map(|document| serde_json::Value::deserialize(document).unwrap())
+        .find(|document| document["kind"] == "Role")
+        .map(|document| serde_json::from_value::<Role>(document).unwrap())
+        .expect("deploy/kubernetes/rbac.yaml has a Role");
+    role.metadata.namespace = None;
+    let role_name = role.metadata.name.clone().unwrap();
     Api::<Role>::namespaced(admin.clone(), namespace)
         .create(&Default::default(), &role)
         .await
         .unwrap();
     let binding: RoleBinding = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "bg-agent-runner"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bg-agent-runner"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": ControlPlane::USER}],
     }))
     .unwrap();
@@ -484,6 +486,34 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
         })
         .await;
     executor.server_stopping().await;
+}
+
+/// A server that starts finds the Jobs a previous one left: those of tasks still active
+/// are watched on, those of tasks that have ended are deleted (their Secrets with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_server_keeps_active_tasks_jobs_and_removes_ended_ones() {
+    let cluster = Cluster::shared().await;
+    let first = cluster.executor().await;
+    first
+        .launch(launch(21, Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let active = first
+        .launch(launch(22, Duration::from_secs(600)))
+        .await
+        .unwrap();
+    first.server_stopping().await;
+
+    let second = cluster.executor().await;
+    second.server_starting().await;
+    second.remove_ended(&HashSet::from([22])).await;
+    cluster
+        .wait_until("removed only the ended task's Job", |jobs, secrets| {
+            jobs == ["bg-agent-task-22"] && secrets == ["bg-agent-task-22"]
+        })
+        .await;
+    assert_eq!(second.observe(&active).await, Observed::Running);
+    second.server_stopping().await;
 }
 
 /// A Job whose deadline passes is failed by the Job controller itself

@@ -20,15 +20,8 @@ use bg_agent_core::protocol::{CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, TASK_ID_ENV, T
 
 use super::super::Launch;
 
-/// How the runner image runs the runner: these must match the image's `Dockerfile`
-/// (its `ENTRYPOINT`, `CMD`, `USER` and directories).
-pub mod runner_image {
-    pub const ENTRYPOINT: &[&str] = &["/usr/local/bin/bg-agent-runner"];
-    pub const ARGS: &[&str] = &[];
-    pub const UID: i64 = 10001;
-    pub const WORKSPACE: &str = "/workspace";
-    pub const HOME: &str = "/home/runner";
-}
+/// What the runner image provides, as the Job must spell it.
+pub use crate::executor::runner_image;
 
 /// On every object the executor makes (its watch selects on it).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bg-agent");
