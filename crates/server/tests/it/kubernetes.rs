@@ -23,7 +23,7 @@ use bg_agent_testkit::server_process::ServerProcess;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -810,6 +810,62 @@ async fn a_job_outlives_its_killed_server_and_its_task_succeeds_once() {
     assert_eq!(h.pulls().len(), 1);
     drop(shown);
     let mut second = second;
+    assert!(second.stop().await.success(), "{}", second.log());
+    h.finish().await;
+}
+
+/// The server is killed mid-task and its Job deleted meanwhile: the restarted server
+/// finds no Job for the running task and ends it `failed`, lost (retryable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_job_is_gone_after_a_restart_ends_lost() {
+    let cluster = Cluster::shared().await;
+    let hold = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hold.local_addr().unwrap().port();
+    let h = scenario(&cluster)
+        .file(".github/bg-agent.yml", held_validation(port))
+        .without_server()
+        .start()
+        .await;
+    let logs = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let kubeconfig = cluster.plane.user_kubeconfig().display().to_string();
+    let settings = [
+        ("BG_AGENT_EXECUTOR", "kubernetes"),
+        ("BG_AGENT_KUBECONFIG", kubeconfig.as_str()),
+        ("BG_AGENT_KUBERNETES_NAMESPACE", cluster.namespace.as_str()),
+        ("BG_AGENT_RUNNER_IMAGE", RUNNER_IMAGE),
+    ];
+    let mut first =
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &settings).await;
+    h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
+    let task = h.only_task().await.id;
+    let _held = tokio::time::timeout(WAIT, hold.accept())
+        .await
+        .expect("no runner reached its validation")
+        .unwrap();
+    h.task(task).wait_phase(Phase::Validating).await;
+
+    first.kill();
+    cluster
+        .jobs()
+        .delete(
+            &format!("bg-agent-task-{task}"),
+            &DeleteParams::background(),
+        )
+        .await
+        .unwrap();
+    let mut second =
+        ServerProcess::start_with(RUNNER.as_ref(), &h, &listen, logs.path(), &settings).await;
+    let shown = ShowLogs(vec![&first, &second]);
+    let lost = h.task(task).expect_state(TaskState::Failed).await;
+    assert!(
+        lost.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("lost:")),
+        "{lost:?}"
+    );
+    assert!(h.pulls().is_empty());
+    drop(shown);
     assert!(second.stop().await.success(), "{}", second.log());
     h.finish().await;
 }
