@@ -72,7 +72,8 @@ pub async fn run(
         github,
         listener,
         &EngineOptions::new(runner),
-    )?;
+    )
+    .await?;
     sim.set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
     println!("bg-agent demo");
     println!("  server          {}", config.run.public_url);

@@ -142,7 +142,8 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
         github,
         listener,
         &EngineOptions::new(runner),
-    )?;
+    )
+    .await?;
     sim.set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
 
     println!("delivery → launch: {tasks} tasks, {rate} comments/s, loopback");

@@ -15,15 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background::Background;
 
-use crate::config::{Config, LogFormat, PrivateKeySource};
+use crate::config::{Config, ExecutorKind, KubernetesSettings, LogFormat, PrivateKeySource};
 use crate::engine::redelivery::{Redelivery, RedeliverySettings};
 use crate::engine::reporter::{Reporter, ReporterSettings};
 use crate::engine::retention::Retention;
 use crate::engine::supervise::{Supervisor, SupervisorSettings};
 use crate::engine::tasks::TaskIntake;
 use crate::engine::{DeliveryWorker, Signal, TriggerHandler};
+use crate::executor::kubernetes::JobSettings;
 use crate::executor::sandbox::{Protected, SandboxError};
-use crate::executor::{Executor, LocalExecutor, Sandbox, SandboxMode};
+use crate::executor::{
+    Configured, Executor, KubernetesExecutor, LocalExecutor, Sandbox, SandboxMode,
+};
 use crate::store::Store;
 use crate::store::embedded::{Durability, EmbeddedPostgres};
 use crate::store::tasks::Caps;
@@ -223,16 +226,52 @@ impl EngineOptions {
 }
 
 /// The whole app with a GitHub App behind it: intake turns triggers into tasks, the
-/// supervisor runs them on the local executor, the reporter shows them on GitHub.
-pub fn start_app(
+/// supervisor runs them on the configured executor, the reporter shows them on GitHub.
+pub async fn start_app(
     config: &Config,
     store: Store,
     github: GitHubApp,
     listener: TcpListener,
     options: &EngineOptions,
 ) -> anyhow::Result<RunningServer> {
-    let executor = Arc::new(local_executor(config, &options.runner_program)?);
+    let executor = Arc::new(executor(config, &options.runner_program).await?);
     start_app_on(config, store, github, listener, options, executor)
+}
+
+/// The executor `BG_AGENT_EXECUTOR` chose, as configured.
+pub async fn executor(
+    config: &Config,
+    runner_program: &std::path::Path,
+) -> anyhow::Result<Configured> {
+    match config.executor {
+        ExecutorKind::Local => Ok(Configured::Local(local_executor(config, runner_program)?)),
+        ExecutorKind::Kubernetes => Ok(Configured::Kubernetes(
+            kubernetes_executor(&config.kubernetes).await?,
+        )),
+    }
+}
+
+/// The Kubernetes executor as configured; it watches its namespace's Jobs from now on.
+pub async fn kubernetes_executor(
+    settings: &KubernetesSettings,
+) -> anyhow::Result<KubernetesExecutor> {
+    let image = settings.runner_image.clone().context(
+        "BG_AGENT_RUNNER_IMAGE is not set; the kubernetes executor needs the runner image",
+    )?;
+    let (client, default_namespace) =
+        crate::executor::kubernetes::client(settings.kubeconfig.as_deref()).await?;
+    let namespace = settings.namespace.clone().unwrap_or(default_namespace);
+    tracing::info!(%namespace, %image, "tasks run as Kubernetes Jobs");
+    Ok(KubernetesExecutor::new(
+        client,
+        JobSettings {
+            namespace,
+            image,
+            cpu: settings.runner_cpu.clone(),
+            memory: settings.runner_memory.clone(),
+            ttl_secs: settings.job_ttl_secs,
+        },
+    ))
 }
 
 /// The local executor as configured: runners in a bubblewrap sandbox (the server refuses
@@ -327,6 +366,11 @@ pub fn start_app_on<E: Executor>(
                 check_run_wait: std::time::Duration::from_secs(30),
             },
             public_url: config.run.public_url.clone(),
+            callback_url: config
+                .run
+                .callback_url
+                .clone()
+                .unwrap_or_else(|| config.run.public_url.clone()),
             agent_command: config.run.agent_command.clone(),
             npm_registry: config.run.npm_registry.clone(),
             callback_ca: config.run.callback_ca.clone(),

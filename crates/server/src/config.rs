@@ -184,6 +184,9 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// Sign-in for the status pages and the API.
     pub auth: AuthSettings,
+    /// Where tasks run (`BG_AGENT_EXECUTOR`).
+    pub executor: ExecutorKind,
+    pub kubernetes: KubernetesSettings,
     /// The configuration file (`BG_AGENT_CONFIG`), which may hold secrets: never shown
     /// to a sandbox.
     pub config_file: Option<PathBuf>,
@@ -199,11 +202,38 @@ pub struct TaskSettings {
     pub max_global: u32,
 }
 
+/// Where tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    Local,
+    Kubernetes,
+}
+
+/// Where a Pod finds its service account token: its presence means "in a cluster".
+pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The Kubernetes executor's settings, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// `None`: the kubeconfig's (or the Pod's) namespace.
+    pub namespace: Option<String>,
+    /// `None`: in-cluster, `KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Needed to run Jobs; checked when the executor is made.
+    pub runner_image: Option<String>,
+    pub runner_cpu: String,
+    pub runner_memory: String,
+    pub job_ttl_secs: i32,
+}
+
 /// How tasks are run, beyond the limits.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     /// Base URL of this server for runners and links, without a trailing slash.
     pub public_url: String,
+    /// Where runners report, without a trailing slash (`BG_AGENT_CALLBACK_URL`); `None`:
+    /// the public URL.
+    pub callback_url: Option<String>,
     pub agent_command: Option<Vec<String>>,
     pub npm_registry: Option<String>,
     /// CA certificates (PEM) runners trust for the callback, from BG_AGENT_CALLBACK_CA_FILE.
@@ -536,12 +566,28 @@ impl Config {
                     .map_err(|e| invalid("encryption_key", "(hidden)", e.to_string()))?,
             ),
         };
+        let (executor, kubernetes) = executor_settings(&s)?;
+        let public_url = s
+            .public_url
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let callback_url = match s.callback_url.as_deref() {
+            None => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(invalid(
+                    "callback_url",
+                    url,
+                    "expected an http:// or https:// URL",
+                ));
+            }
+        };
         let run = RunSettings {
-            public_url: s
-                .public_url
-                .unwrap_or_else(|| format!("http://{listen}"))
-                .trim_end_matches('/')
-                .to_owned(),
+            public_url,
+            callback_url,
             agent_command,
             npm_registry: s.npm_registry,
             callback_ca: match s.callback_ca_file.as_deref().filter(|p| !p.is_empty()) {
@@ -598,6 +644,8 @@ impl Config {
             run,
             sandbox,
             auth,
+            executor,
+            kubernetes,
             config_file: s.config.map(PathBuf::from),
             log_format,
         })
@@ -645,6 +693,66 @@ fn sandbox_settings(s: &Settings, listen: SocketAddr) -> Result<SandboxSettings,
                 &s.sandbox_max_address_space_mb,
             )?,
         },
+    })
+}
+
+fn executor_settings(s: &Settings) -> Result<(ExecutorKind, KubernetesSettings), ConfigError> {
+    let executor = match s.executor.as_deref() {
+        Some("kubernetes") => ExecutorKind::Kubernetes,
+        Some("local") => ExecutorKind::Local,
+        Some(other) => {
+            return Err(invalid(
+                "executor",
+                other,
+                "expected `kubernetes` or `local`",
+            ));
+        }
+        None if Path::new(SERVICE_ACCOUNT_TOKEN).exists() => ExecutorKind::Kubernetes,
+        None => ExecutorKind::Local,
+    };
+    let quantity = |id: &str, raw: &str| -> Result<String, ConfigError> {
+        if is_quantity(raw) {
+            Ok(raw.to_owned())
+        } else {
+            Err(invalid(
+                id,
+                raw,
+                "expected a Kubernetes quantity such as `500m`, `2` or `4Gi`",
+            ))
+        }
+    };
+    let kubernetes = KubernetesSettings {
+        namespace: s.kubernetes_namespace.clone(),
+        kubeconfig: s.kubeconfig.as_deref().map(PathBuf::from),
+        runner_image: s.runner_image.clone(),
+        runner_cpu: quantity("runner_cpu", &s.runner_cpu)?,
+        runner_memory: quantity("runner_memory", &s.runner_memory)?,
+        job_ttl_secs: parse("job_ttl_seconds", &s.job_ttl_seconds)?,
+    };
+    if kubernetes.job_ttl_secs < 0 {
+        return Err(invalid(
+            "job_ttl_seconds",
+            &s.job_ttl_seconds,
+            "must not be negative",
+        ));
+    }
+    Ok((executor, kubernetes))
+}
+
+/// A Kubernetes resource quantity as people write them: a positive decimal number with
+/// an optional suffix (`m`, `k`, `M`, `G`, `T`, `Ki`, `Mi`, `Gi`, `Ti`).
+fn is_quantity(raw: &str) -> bool {
+    const SUFFIXES: [&str; 10] = ["Ki", "Mi", "Gi", "Ti", "m", "k", "M", "G", "T", ""];
+    SUFFIXES.iter().any(|suffix| {
+        raw.strip_suffix(suffix).is_some_and(|number| {
+            let mut parts = number.splitn(2, '.');
+            let whole = parts.next().unwrap_or_default();
+            let fraction = parts.next();
+            !whole.is_empty()
+                && whole.bytes().all(|b| b.is_ascii_digit())
+                && fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+                && number.bytes().any(|b| (b'1'..=b'9').contains(&b))
+        })
     })
 }
 
@@ -980,6 +1088,47 @@ pub(crate) mod tests {
         );
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
         assert_eq!(Config::from_vars(&vars(&[])).unwrap().run.callback_ca, None);
+    }
+
+    #[test]
+    fn the_kubernetes_settings_are_checked() {
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_EXECUTOR", "kubernetes"),
+            ("BG_AGENT_KUBERNETES_NAMESPACE", "runners"),
+            ("BG_AGENT_RUNNER_IMAGE", "registry.example/runner:1"),
+            ("BG_AGENT_RUNNER_CPU", "500m"),
+            (
+                "BG_AGENT_CALLBACK_URL",
+                "https://bg-agent.bg-agent.svc:3000/",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(config.executor, ExecutorKind::Kubernetes);
+        assert_eq!(config.kubernetes.namespace.as_deref(), Some("runners"));
+        assert_eq!(config.kubernetes.runner_cpu, "500m");
+        assert_eq!(config.kubernetes.runner_memory, "2Gi");
+        assert_eq!(config.kubernetes.job_ttl_secs, 3600);
+        assert_eq!(
+            config.run.callback_url.as_deref(),
+            Some("https://bg-agent.bg-agent.svc:3000")
+        );
+        let config = Config::from_vars(&vars(&[("BG_AGENT_EXECUTOR", "local")])).unwrap();
+        assert_eq!(config.executor, ExecutorKind::Local);
+        assert_eq!(config.run.callback_url, None);
+        for (name, value) in [
+            ("BG_AGENT_EXECUTOR", "docker"),
+            ("BG_AGENT_RUNNER_CPU", "lots"),
+            ("BG_AGENT_RUNNER_MEMORY", "0"),
+            ("BG_AGENT_RUNNER_MEMORY", "1.Gi"),
+            ("BG_AGENT_CALLBACK_URL", "bg-agent.svc"),
+            ("BG_AGENT_JOB_TTL_SECONDS", "-1"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+        for good in ["1", "0.5", "250m", "512Mi", "4Gi", "2G"] {
+            assert!(is_quantity(good), "{good}");
+        }
     }
 
     #[test]

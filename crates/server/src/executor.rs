@@ -1,17 +1,20 @@
 //! Where a task's runner runs. The engine launches, observes and cancels executions
 //! through [`Executor`]; `local` runs the runner as a child process in a bubblewrap
-//! `sandbox` (the embedded default), and the Kubernetes executor (a later issue) runs it
-//! as a Job.
+//! `sandbox` (the embedded default), and `kubernetes` runs it as a Job. [`Configured`]
+//! is the one the configuration chose.
 
+pub mod kubernetes;
 pub mod local;
 pub mod runner_image;
 pub mod sandbox;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use kubernetes::KubernetesExecutor;
 pub use local::LocalExecutor;
 pub use sandbox::{Sandbox, SandboxError, SandboxMode, SandboxSettings};
 
@@ -40,7 +43,7 @@ pub struct Launch {
 pub struct ExecutionId(pub String);
 
 /// What an execution is doing, as far as the executor can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     Running,
     /// Ended by itself; `code` is `None` when a signal ended it.
@@ -53,6 +56,12 @@ pub enum Observed {
     Cancelled,
     /// The executor knows nothing of it (e.g. the server restarted): it is lost.
     Unknown,
+    /// Ended for a reason of the executor's own (a Kubernetes Job evicted, out of memory,
+    /// its image not pulled): `reason` is the task's error as the person who asked reads
+    /// it (its first line is what GitHub shows).
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,8 @@ pub enum ExecutorError {
     },
     #[error("cannot stop execution {0}: {1}")]
     Signal(String, String),
+    #[error("Kubernetes: {0}")]
+    Kubernetes(String),
 }
 
 pub trait Executor: Send + Sync + 'static {
@@ -101,6 +112,13 @@ pub trait Executor: Send + Sync + 'static {
         async {}
     }
 
+    /// Called once after [`Executor::server_starting`] with the tasks still active then:
+    /// executions found at start whose task has ended are removed.
+    fn remove_ended(&self, active_tasks: &HashSet<i64>) -> impl Future<Output = ()> + Send {
+        let _ = active_tasks;
+        async {}
+    }
+
     /// The server is stopping. Executions that cannot outlive it (the local executor's
     /// child processes) are stopped, and this resolves once they have ended (within a
     /// bound); those that can (Kubernetes Jobs) keep running and are found again by the
@@ -120,6 +138,78 @@ pub trait Executor: Send + Sync + 'static {
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// The executor the configuration chose (`BG_AGENT_EXECUTOR`).
+#[derive(Clone)]
+pub enum Configured {
+    Local(LocalExecutor),
+    Kubernetes(KubernetesExecutor),
+}
+
+impl Executor for Configured {
+    async fn launch(&self, launch: Launch) -> Result<ExecutionId, ExecutorError> {
+        match self {
+            Self::Local(e) => e.launch(launch).await,
+            Self::Kubernetes(e) => e.launch(launch).await,
+        }
+    }
+
+    async fn cancel(&self, id: &ExecutionId) -> Result<(), ExecutorError> {
+        match self {
+            Self::Local(e) => e.cancel(id).await,
+            Self::Kubernetes(e) => e.cancel(id).await,
+        }
+    }
+
+    async fn observe(&self, id: &ExecutionId) -> Observed {
+        match self {
+            Self::Local(e) => e.observe(id).await,
+            Self::Kubernetes(e) => e.observe(id).await,
+        }
+    }
+
+    fn sees_all_executions(&self) -> bool {
+        match self {
+            Self::Local(e) => e.sees_all_executions(),
+            Self::Kubernetes(e) => e.sees_all_executions(),
+        }
+    }
+
+    async fn find(&self, task_id: i64) -> Option<ExecutionId> {
+        match self {
+            Self::Local(e) => e.find(task_id).await,
+            Self::Kubernetes(e) => e.find(task_id).await,
+        }
+    }
+
+    async fn server_starting(&self) {
+        match self {
+            Self::Local(e) => e.server_starting().await,
+            Self::Kubernetes(e) => e.server_starting().await,
+        }
+    }
+
+    async fn remove_ended(&self, active_tasks: &HashSet<i64>) {
+        match self {
+            Self::Local(e) => e.remove_ended(active_tasks).await,
+            Self::Kubernetes(e) => e.remove_ended(active_tasks).await,
+        }
+    }
+
+    async fn server_stopping(&self) {
+        match self {
+            Self::Local(e) => e.server_stopping().await,
+            Self::Kubernetes(e) => e.server_stopping().await,
+        }
+    }
+
+    async fn wait(&self, id: &ExecutionId) -> Observed {
+        match self {
+            Self::Local(e) => e.wait(id).await,
+            Self::Kubernetes(e) => e.wait(id).await,
         }
     }
 }

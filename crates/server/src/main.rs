@@ -277,7 +277,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 github,
                 listener,
                 &EngineOptions::new(runner),
-            )?
+            )
+            .await?
         }
         Err(missing @ ConfigError::Missing { .. }) => {
             tracing::warn!(%missing, "not acting on GitHub: deliveries are stored and decoded only");

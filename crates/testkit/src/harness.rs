@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bg_agent::app::{EngineOptions, RunningServer, start_app};
-use bg_agent::config::Config;
+use bg_agent::config::{Config, ExecutorKind};
 use bg_agent::engine::redelivery::RedeliverySettings;
 use bg_agent::engine::tasks::{TaskIntake, TaskPolicy};
 use bg_agent::store::tasks::TaskEvent;
@@ -37,6 +37,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::db::TestDb;
 use crate::fixtures::{SECRET, github_config, package_json, passing_test};
+use crate::kubelet::Kubelet;
 use crate::recording::{test_config, wait_for_delivery};
 use crate::tcp_proxy::TcpProxy;
 
@@ -66,6 +67,19 @@ pub struct Scenario {
     in_process: bool,
     configure: Option<ConfigChange>,
     sign_in: bool,
+    kubernetes: Option<OnKubernetes>,
+}
+
+/// Where a scenario's tasks run as Kubernetes Jobs (see [`Scenario::on_kubernetes`]).
+#[derive(Debug, Clone)]
+pub struct OnKubernetes {
+    /// The executor's kubeconfig (the server's rights).
+    pub kubeconfig: PathBuf,
+    /// The stand-in kubelet's (it writes Pods' status and reads Secrets).
+    pub kubelet_kubeconfig: PathBuf,
+    pub namespace: String,
+    /// The runner image the Jobs name ([`crate::kubelet::RUNNER_IMAGE`] runs).
+    pub image: String,
 }
 
 /// A change a scenario makes to the servers' configuration.
@@ -86,6 +100,7 @@ impl Scenario {
             in_process: true,
             configure: None,
             sign_in: false,
+            kubernetes: None,
         }
     }
 
@@ -105,6 +120,7 @@ impl Scenario {
             in_process: true,
             configure: None,
             sign_in: false,
+            kubernetes: None,
         }
     }
 
@@ -152,6 +168,13 @@ impl Scenario {
     /// (`BG_AGENT_AUTH=github`, the fake's OAuth client); see `RunningSim::approve_sign_in_as`.
     pub fn sign_in(mut self) -> Self {
         self.sign_in = true;
+        self
+    }
+
+    /// Tasks run as Kubernetes Jobs in `on.namespace`, whose Pods a stand-in kubelet
+    /// ([`crate::kubelet`]) runs with the scenario's runner program.
+    pub fn on_kubernetes(mut self, on: OnKubernetes) -> Self {
+        self.kubernetes = Some(on);
         self
     }
 
@@ -213,6 +236,21 @@ impl Scenario {
                 session_key: None,
             };
         }
+        let mut kubelet = None;
+        if let Some(on) = &self.kubernetes {
+            config.executor = ExecutorKind::Kubernetes;
+            config.kubernetes.kubeconfig = Some(on.kubeconfig.clone());
+            config.kubernetes.namespace = Some(on.namespace.clone());
+            config.kubernetes.runner_image = Some(on.image.clone());
+            let runner = self
+                .runner
+                .as_ref()
+                .expect("Scenario::engine runs tasks on Kubernetes");
+            let (client, _) = bg_agent::executor::kubernetes::client(Some(&on.kubelet_kubeconfig))
+                .await
+                .unwrap();
+            kubelet = Some(Kubelet::start(client, &on.namespace, runner).await);
+        }
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),
@@ -230,6 +268,7 @@ impl Scenario {
             engine,
             server: None,
             replicas: Vec::new(),
+            kubelet,
             finished: false,
             _data: data,
         };
@@ -252,6 +291,7 @@ pub struct Harness {
     engine: Option<EngineOptions>,
     server: Option<RunningServer>,
     replicas: Vec<RunningServer>,
+    kubelet: Option<Kubelet>,
     finished: bool,
     _data: tempfile::TempDir,
 }
@@ -345,9 +385,9 @@ impl Harness {
         self.config.run.public_url = format!("http://{}", listener.local_addr().unwrap());
         let store = self.server_store.clone();
         match &self.engine {
-            Some(options) => {
-                start_app(&self.config, store, self.github.clone(), listener, options).unwrap()
-            }
+            Some(options) => start_app(&self.config, store, self.github.clone(), listener, options)
+                .await
+                .unwrap(),
             None => {
                 let intake = TaskIntake::new(
                     store.clone(),
@@ -378,6 +418,9 @@ impl Harness {
             if let Err(e) = server.stop().await {
                 failures.push(format!("{e:#}"));
             }
+        }
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.stop().await;
         }
         let violations = self.sim.violations().len();
         assert!(

@@ -327,6 +327,62 @@ pub struct Settings {
     )]
     pub sandbox_max_address_space_mb: String,
 
+    /// Where tasks run: `kubernetes` (each task a Job; see the settings below) or `local`
+    /// (a child process of the server, in the bubblewrap sandbox). Unset: `kubernetes` when
+    /// the server runs in a Kubernetes Pod with a service account token, else `local`.
+    #[arg(long, env = "BG_AGENT_EXECUTOR", value_name = "kubernetes|local")]
+    pub executor: Option<String>,
+
+    /// Namespace of the runner Jobs and their Secrets. Unset: the kubeconfig context's
+    /// namespace, or in a Pod its own.
+    #[arg(long, env = "BG_AGENT_KUBERNETES_NAMESPACE", value_name = "NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+
+    /// Kubeconfig file the Kubernetes executor uses. Unset: the Pod's service account in
+    /// a cluster, else KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "BG_AGENT_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+
+    /// The runner image of the Jobs (needed by the Kubernetes executor), e.g.
+    /// `ghcr.io/OWNER/bg-agent-runner@sha256:...`.
+    #[arg(long, env = "BG_AGENT_RUNNER_IMAGE", value_name = "IMAGE")]
+    pub runner_image: Option<String>,
+
+    /// CPU of each runner Job, requested and limited alike (a Kubernetes quantity).
+    #[arg(
+        long,
+        env = "BG_AGENT_RUNNER_CPU",
+        default_value = "1",
+        value_name = "QUANTITY"
+    )]
+    pub runner_cpu: String,
+
+    /// Memory of each runner Job, requested and limited alike (a Kubernetes quantity).
+    #[arg(
+        long,
+        env = "BG_AGENT_RUNNER_MEMORY",
+        default_value = "2Gi",
+        value_name = "QUANTITY"
+    )]
+    pub runner_memory: String,
+
+    /// Where runners report (`POST URL/internal/tasks/ID/events`); with Kubernetes the
+    /// server's in-cluster Service, e.g. `http://bg-agent.bg-agent.svc:3000` (`https://`
+    /// with BG_AGENT_CALLBACK_CA_FILE for a private CA). Unset: BG_AGENT_PUBLIC_URL.
+    #[arg(long, env = "BG_AGENT_CALLBACK_URL", value_name = "URL")]
+    pub callback_url: Option<String>,
+
+    /// Kubernetes removes a finished runner Job (its Pod and Secret with it) this long
+    /// after it ended (`ttlSecondsAfterFinished`); the server also removes ended tasks'
+    /// Jobs when it starts.
+    #[arg(
+        long,
+        env = "BG_AGENT_JOB_TTL_SECONDS",
+        default_value = "3600",
+        value_name = "SECS"
+    )]
+    pub job_ttl_seconds: String,
+
     /// A change in a repository with no validation commands: `draft` (a draft pull request
     /// labelled `bg-agent:unvalidated`, with a note) or `refuse` (the task fails, no PR).
     #[arg(

@@ -55,6 +55,8 @@ const SUPERVISOR: AuditActor<'static> = AuditActor {
 pub struct SupervisorSettings {
     pub caps: Caps,
     pub public_url: String,
+    /// Where runners report (the public URL unless configured otherwise).
+    pub callback_url: String,
     pub agent_command: Option<Vec<String>>,
     pub npm_registry: Option<String>,
     /// CA certificates (PEM) runners trust for their callback, passed on as
@@ -153,6 +155,17 @@ impl<E: Executor> Supervisor<E> {
         // before the executor stops.
         let work = background.group();
         self.executor.server_starting().await;
+        // Read after the executor found what runs: an execution found then whose task is
+        // not active now has ended for good.
+        match self.store.executing_tasks().await {
+            Ok(active) => {
+                let active = active.iter().map(|t| t.id.get()).collect();
+                self.executor.remove_ended(&active).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the active tasks; ended tasks' executions stay")
+            }
+        }
         let mut wakeups = self.signal.subscribe();
         while !work.is_stopping() {
             if let Err(e) = self.pass(&work).await {
@@ -388,6 +401,9 @@ impl<E: Executor> Supervisor<E> {
                     Some("lost: its execution is gone (the server restarted while it ran); retry to run it again"),
                 )
                 .await;
+            }
+            Observed::Failed { reason } => {
+                self.end(&task, TaskState::Failed, Some(&reason)).await;
             }
         }
         Ok(())
@@ -633,7 +649,7 @@ impl<E: Executor> Supervisor<E> {
             .executor
             .launch(Launch {
                 task_id: task.id.get(),
-                callback_url: self.settings.public_url.clone(),
+                callback_url: self.settings.callback_url.clone(),
                 task_secret: SecretString::from(secret),
                 runner_token: token.secret().clone(),
                 agent_credential: agent_credential.map(|(_, value)| value),

@@ -558,7 +558,7 @@ impl Executor for LocalExecutor {
 
     async fn observe(&self, id: &ExecutionId) -> Observed {
         self.state(id)
-            .map_or(Observed::Unknown, |state| *state.borrow())
+            .map_or(Observed::Unknown, |state| state.borrow().clone())
     }
 
     fn sees_all_executions(&self) -> bool {
@@ -640,7 +640,7 @@ impl Executor for LocalExecutor {
             return Observed::Unknown;
         };
         match state.wait_for(|s| *s != Observed::Running).await {
-            Ok(observed) => *observed,
+            Ok(observed) => observed.clone(),
             Err(_) => Observed::Unknown,
         }
     }

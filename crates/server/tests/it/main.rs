@@ -11,6 +11,7 @@ mod engine_triggers;
 mod faults;
 mod harness;
 mod hostile_text;
+mod kubernetes;
 mod kubernetes_deploy;
 mod listing;
 mod local_executor;
