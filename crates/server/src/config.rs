@@ -203,6 +203,8 @@ pub struct RunSettings {
     /// Base URL of this server for runners and links, without a trailing slash.
     pub public_url: String,
     pub agent_command: Option<Vec<String>>,
+    /// The installation's default coding agent and its limits.
+    pub agent: bg_agent_core::protocol::AgentSpec,
     pub npm_registry: Option<String>,
     /// CA certificates (PEM) runners trust for the callback, from BG_AGENT_CALLBACK_CA_FILE.
     pub callback_ca: Option<String>,
@@ -406,6 +408,33 @@ impl Config {
                 ));
             }
         };
+        let agent = bg_agent_core::protocol::AgentSpec {
+            provider: bg_agent_core::protocol::AgentProvider::parse(&s.agent_provider).ok_or_else(
+                || {
+                    invalid(
+                        "agent_provider",
+                        s.agent_provider.as_str(),
+                        "expected claude_code, codex, aider, cline, gemini or command",
+                    )
+                },
+            )?,
+            model: s.agent_model.filter(|m| !m.is_empty()),
+            max_turns: positive("agent_max_turns", &s.agent_max_turns)?,
+            budget_usd: match s.agent_budget_usd.as_deref().filter(|b| !b.is_empty()) {
+                None => None,
+                Some(raw) => Some(
+                    raw.parse::<f64>()
+                        .ok()
+                        .filter(|b| b.is_finite() && *b > 0.0)
+                        .ok_or_else(|| {
+                            invalid("agent_budget_usd", raw, "expected a positive amount")
+                        })?,
+                ),
+            },
+            verifier_rounds: parse("verifier_rounds", &s.verifier_rounds)?,
+            base_url: s.agent_base_url.filter(|u| !u.is_empty()),
+            timeout_secs: None,
+        };
         let run = RunSettings {
             public_url: s
                 .public_url
@@ -413,6 +442,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             agent_command,
+            agent,
             npm_registry: s.npm_registry,
             callback_ca: match s.callback_ca_file.as_deref().filter(|p| !p.is_empty()) {
                 None => None,

@@ -25,6 +25,9 @@ pub struct Launch {
     pub task_secret: SecretString,
     /// Installation token narrowed to the task's repository, `contents: write` only.
     pub runner_token: SecretString,
+    /// The coding agent's provider credential, for agent tasks only; the runner hands it
+    /// to the agent process alone (`BG_AGENT_AGENT_CREDENTIAL`).
+    pub agent_credential: Option<SecretString>,
     /// The execution is killed after this long.
     pub timeout: Duration,
     /// Further, non-secret settings for the runner (repository, branch, recipe...).

@@ -61,6 +61,8 @@ pub struct Scenario {
     files: Vec<(String, Vec<u8>)>,
     test_js: Option<String>,
     agent_command: Option<Vec<String>>,
+    agent: Option<bg_agent_core::protocol::AgentSpec>,
+    agent_credential: Option<String>,
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
@@ -76,6 +78,8 @@ impl Scenario {
             files: Vec::new(),
             test_js: Some(passing_test(PROJECT)),
             agent_command: None,
+            agent: None,
+            agent_credential: None,
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
@@ -93,6 +97,8 @@ impl Scenario {
                 .collect(),
             test_js: None,
             agent_command: None,
+            agent: None,
+            agent_credential: None,
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
@@ -116,6 +122,19 @@ impl Scenario {
     /// instructions on stdin).
     pub fn agent(mut self, argv: &[&str]) -> Self {
         self.agent_command = Some(argv.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    /// The coding agent agent tasks run (provider, model API URL, limits), instead of the
+    /// `command` provider.
+    pub fn agent_spec(mut self, agent: bg_agent_core::protocol::AgentSpec) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// The provider credential agent tasks are given.
+    pub fn agent_credential(mut self, credential: &str) -> Self {
+        self.agent_credential = Some(credential.to_owned());
         self
     }
 
@@ -175,11 +194,16 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        if let Some(agent) = self.agent {
+            config.run.agent = agent;
+        }
+        let agent_credential = self.agent_credential;
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),
             report_throttle: Duration::from_millis(300),
             redelivery,
+            agent_credential: agent_credential.map(Into::into),
             ..EngineOptions::new(runner)
         });
         let mut harness = Harness {

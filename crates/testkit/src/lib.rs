@@ -8,6 +8,7 @@
 pub mod db;
 pub mod fixtures;
 pub mod harness;
+pub mod model_api;
 pub mod process;
 pub mod recording;
 pub mod server_process;

@@ -153,6 +153,12 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     if let Some(error) = &task.error {
         let _ = write!(body, "\n\n> {}", inert(&one_line(error, 300)));
     }
+    if let Some(wip) = wip_line(task) {
+        let _ = write!(body, "\n\n{wip}");
+    }
+    if let Some(usage) = agent_usage(task).filter(|_| task.state.is_terminal()) {
+        let _ = write!(body, "\n\nAgent: {usage}");
+    }
     let _ = write!(
         body,
         "\n\nRequested by @{} · attempt {} · [details]({})",
@@ -162,6 +168,51 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         let _ = write!(body, "\n\n{hint}");
     }
     body
+}
+
+/// What the coding agent used, e.g. "Claude Code, 2 rounds: 1,200 input and 340 output
+/// tokens, $0.0123"; `None` when no agent ran.
+pub fn agent_usage(task: &TaskRecord) -> Option<String> {
+    let provider = task.agent_provider.as_deref()?;
+    let name: &str = match crate::protocol::AgentProvider::parse(provider) {
+        Some(known) => known.display(),
+        None => provider,
+    };
+    let rounds = match task.agent_rounds {
+        1 => "1 round".to_owned(),
+        n => format!("{n} rounds"),
+    };
+    let cost = task
+        .agent_cost_microusd
+        .map(|micros| format!(", ${:.4}", micros as f64 / 1_000_000.0))
+        .unwrap_or_default();
+    Some(format!(
+        "{name}, {rounds}: {} input and {} output tokens{cost}",
+        thousands(task.agent_input_tokens),
+        thousands(task.agent_output_tokens)
+    ))
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// The line that points at a failed task's kept change.
+fn wip_line(task: &TaskRecord) -> Option<String> {
+    task.wip_branch.as_deref().map(|branch| {
+        format!(
+            "The agent's unvalidated change is kept on branch {} (no pull request).",
+            inline_code(branch, MAX_PARAM_CHARS)
+        )
+    })
 }
 
 fn one_line(text: &str, max: usize) -> String {
@@ -247,6 +298,9 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
             if let Some(error) = &task.error {
                 let _ = write!(summary, "\n\n> {}", inert(&one_line(error, 500)));
             }
+            if let Some(wip) = wip_line(task) {
+                let _ = write!(summary, "\n\n{wip}");
+            }
             if let Some(url) = &task.pr_url {
                 let _ = write!(summary, "\n\nPull request: {url}");
             } else if cx.pr_refused && task.changed == Some(true) {
@@ -255,6 +309,9 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
         }
     }
     let mut text = String::new();
+    if let Some(usage) = agent_usage(task) {
+        let _ = write!(text, "### Coding agent\n\n{usage}\n\n");
+    }
     if !cx.validations.is_empty() {
         let _ = write!(
             text,
@@ -377,6 +434,9 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         "### Validation\n\n{}\n",
         validation_table(cx.validations)
     );
+    if let Some(usage) = agent_usage(task) {
+        let _ = write!(body, "\n### Coding agent\n\n{usage}\n");
+    }
     if let Some(issue) = task.issue_number {
         let _ = write!(body, "\nRelated: #{issue}\n");
     }
@@ -747,6 +807,40 @@ pub(crate) mod tests {
 
         ---- buttons: none ----
         ");
+    }
+
+    /// A free-text agent task that ran Claude Code for two rounds.
+    fn agent_task(state: TaskState) -> TaskRecord {
+        let mut t = ended(state);
+        t.template = None;
+        t.params = BTreeMap::new();
+        t.recipe = crate::task::Recipe::Agent;
+        t.summary = "Make hello.txt say fixed".into();
+        t.instructions = "Make hello.txt say fixed".into();
+        t.agent_provider = Some("claude_code".into());
+        t.agent_rounds = 2;
+        t.agent_input_tokens = 12_400;
+        t.agent_output_tokens = 1_830;
+        t.agent_cost_microusd = Some(41_250);
+        t
+    }
+
+    #[test]
+    fn a_failed_agent_task_links_its_wip_branch_and_shows_what_the_agent_used() {
+        let mut t = agent_task(TaskState::Failed);
+        t.failing_command = Some("npm test".into());
+        t.error = Some("validation failed: npm test exited with 1".into());
+        t.wip_branch = Some("bg-agent/wip/42".into());
+        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"");
+    }
+
+    #[test]
+    fn an_agent_pull_request_shows_what_the_agent_used() {
+        let mut t = agent_task(TaskState::Succeeded);
+        t.changed = Some(true);
+        t.changed_files = vec!["hello.txt".into()];
+        let validations = [passed("node test.js", 300)];
+        insta::assert_snapshot!(pull_request_body(&t, &cx(&validations, &[])), @"");
     }
 
     #[test]

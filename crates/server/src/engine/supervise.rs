@@ -22,8 +22,8 @@ use crate::config::Unvalidated;
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
-use bg_agent_core::protocol::{CALLBACK_CA_ENV, SPEC_ENV, TaskSpec};
-use bg_agent_core::task::{TaskId, TaskState, branch_name};
+use bg_agent_core::protocol::{AgentSpec, CALLBACK_CA_ENV, SPEC_ENV, TaskSpec};
+use bg_agent_core::task::{Recipe, TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, InstallationToken, RepoName};
 
 use super::Signal;
@@ -55,6 +55,10 @@ pub struct SupervisorSettings {
     pub caps: Caps,
     pub public_url: String,
     pub agent_command: Option<Vec<String>>,
+    /// The coding agent of agent tasks, unless the repository chooses.
+    pub agent: AgentSpec,
+    /// Until credentials are stored per installation: the one handed to every agent task.
+    pub agent_credential: Option<SecretString>,
     pub npm_registry: Option<String>,
     /// CA certificates (PEM) runners trust for their callback, passed on as
     /// `BG_AGENT_CALLBACK_CA`.
@@ -545,6 +549,7 @@ impl<E: Executor> Supervisor<E> {
             params: task.params.clone(),
             instructions: task.instructions.clone(),
             agent_command: self.settings.agent_command.clone(),
+            agent: (task.recipe == Recipe::Agent).then(|| self.settings.agent.clone()),
             author_name: format!("{slug}[bot]"),
             // GitHub's noreply address for an App's bot user.
             author_email: format!(
@@ -564,6 +569,12 @@ impl<E: Executor> Supervisor<E> {
                 callback_url: self.settings.public_url.clone(),
                 task_secret: SecretString::from(secret),
                 runner_token: token.secret().clone(),
+                // Only an agent task's runner holds the agent's credential.
+                agent_credential: self
+                    .settings
+                    .agent_credential
+                    .clone()
+                    .filter(|_| task.recipe == Recipe::Agent),
                 timeout,
                 env: std::iter::once((SPEC_ENV.to_owned(), spec))
                     .chain(

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use secrecy::ExposeSecret;
 use tokio::sync::{oneshot, watch};
 
-use bg_agent_core::protocol::Redactor;
+use bg_agent_core::protocol::{AGENT_CREDENTIAL_ENV, Redactor};
 
 use crate::background::Background;
 
@@ -429,6 +429,12 @@ impl Executor for LocalExecutor {
             .env("BG_AGENT_CALLBACK_URL", &launch.callback_url)
             .env("BG_AGENT_TASK_SECRET", launch.task_secret.expose_secret())
             .env("BG_AGENT_RUNNER_TOKEN", launch.runner_token.expose_secret())
+            .envs(
+                launch
+                    .agent_credential
+                    .as_ref()
+                    .map(|c| (AGENT_CREDENTIAL_ENV, c.expose_secret())),
+            )
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(output_file)
@@ -458,10 +464,14 @@ impl Executor for LocalExecutor {
         if let Err(e) = std::fs::write(id_file(workspace.path()), &id.0) {
             tracing::warn!(task = launch.task_id, error = %e, "cannot record the execution beside its workspace");
         }
-        let redactor = Redactor::new([
-            launch.task_secret.expose_secret(),
-            launch.runner_token.expose_secret(),
-        ]);
+        let redactor = Redactor::new(
+            [
+                launch.task_secret.expose_secret(),
+                launch.runner_token.expose_secret(),
+            ]
+            .into_iter()
+            .chain(launch.agent_credential.as_ref().map(|c| c.expose_secret())),
+        );
         let task_id = launch.task_id;
 
         let (state_tx, state_rx) = watch::channel(Observed::Running);

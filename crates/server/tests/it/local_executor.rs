@@ -42,6 +42,7 @@ fn launch(timeout: Duration) -> Launch {
         callback_url: "http://127.0.0.1:9/".into(),
         task_secret: SECRET.into(),
         runner_token: TOKEN.into(),
+        agent_credential: None,
         timeout,
         env: vec![("EXTRA".into(), "non-secret".into())],
     }
