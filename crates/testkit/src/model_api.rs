@@ -6,8 +6,8 @@
 //! so a test can assert the prompt, the untrusted marking, the tool results fed back and
 //! the credential; a request with another credential is answered 401.
 //!
-//! Only requests that offer tools (the agent's own loop; for Chat Completions, every chat)
-//! take a step; others (a CLI's side requests, such as a title or a token count) get a
+//! Only requests that offer tools (the agent's own loop; for Chat Completions and
+//! Responses, every request) take a step; others (a CLI's side requests, such as a title or a token count) get a
 //! short text reply.
 
 use std::collections::VecDeque;
@@ -208,10 +208,12 @@ fn credential_of(api: Api, headers: &HeaderMap, path: &str) -> Option<String> {
     }
 }
 
-/// Whether a request is the agent's own loop: it offers tools, or (Chat Completions,
-/// which Aider uses without tools: its edits are text) it is any chat.
+/// Whether a request is the agent's own loop: it offers tools, or it is any chat or
+/// response (Aider's chats carry no tools, its edits are text; Codex's default model
+/// gets its tools described in the input rather than in `tools`).
 fn is_agent_loop(api: Api, body: &Value) -> bool {
-    api == Api::Chat || body["tools"].as_array().is_some_and(|a| !a.is_empty())
+    matches!(api, Api::Chat | Api::Responses)
+        || body["tools"].as_array().is_some_and(|a| !a.is_empty())
 }
 
 async fn answer(

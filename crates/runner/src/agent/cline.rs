@@ -40,6 +40,8 @@ pub fn invocation(agent: &AgentSpec, prompt: &str, credential: Option<&str>) -> 
                     "model": model,
                     "baseUrl": base_url,
                 },
+                // Cline ignores an entry without it.
+                "updatedAt": "1970-01-01T00:00:00.000Z",
                 "tokenSource": "manual",
             }
         }

@@ -6,8 +6,8 @@
 //! kept on a WIP branch.
 
 use bg_agent_core::protocol::{AgentProvider, AgentSpec};
-use bg_agent_core::task::TaskState;
-use bg_agent_testkit::harness::{LEAD, Scenario};
+use bg_agent_core::task::{TaskRecord, TaskState};
+use bg_agent_testkit::harness::{Harness, LEAD, Scenario};
 use bg_agent_testkit::model_api::{ModelApi, Step};
 use serde_json::json;
 
@@ -22,6 +22,19 @@ const VALIDATION: &str = "validation:\n  - [node, -e, \"const leak = Object.entr
 
 /// The project's test: `hello.txt` must say `fixed`.
 const HELLO_TEST: &str = "const text = require('fs').readFileSync('hello.txt', 'utf8');\nif (text !== 'fixed\\n') { console.error('hello.txt is wrong: ' + JSON.stringify(text) + ', expected \"fixed\"'); process.exit(1); }\nconsole.log('1 passed, 0 failed');\n";
+
+/// The only task, once it has ended in `state` (else the test fails with its log).
+async fn ended(h: &Harness, state: TaskState) -> TaskRecord {
+    let task = h.only_task().await.wait(|t| t.state.is_terminal()).await;
+    if task.state != state {
+        let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+        panic!(
+            "task ended {:?}, not {state:?}: {:?}\n{log}",
+            task.state, task.error
+        );
+    }
+    h.task(task.id).reported_end().await
+}
 
 fn program_on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -75,7 +88,7 @@ async fn claude_code_edits_through_its_tools_and_the_change_becomes_a_pull_reque
     let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let task = ended(&h, TaskState::Succeeded).await;
     // The real CLI wrote the file through its Write tool.
     let branch = task.branch.clone().unwrap();
     assert_eq!(h.show(&branch, "hello.txt"), "fixed\n");
@@ -152,7 +165,7 @@ async fn a_failed_validation_goes_back_to_claude_code_and_the_second_round_passe
     let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let task = ended(&h, TaskState::Succeeded).await;
     assert_eq!(
         h.show(task.branch.as_deref().unwrap(), "hello.txt"),
         "fixed\n"
@@ -190,7 +203,7 @@ async fn a_change_that_still_fails_is_kept_on_a_wip_branch_without_a_pull_reques
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    let task = ended(&h, TaskState::Failed).await;
     let wip = format!("bg-agent/wip/{}", task.id);
     assert_eq!(task.wip_branch.as_deref(), Some(wip.as_str()));
     assert_eq!(h.show(&wip, "hello.txt"), "broken\n");
@@ -227,10 +240,11 @@ async fn the_turn_limit_stops_claude_code_when_the_model_keeps_asking_for_more()
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    let task = ended(&h, TaskState::Failed).await;
     let error = task.error.clone().unwrap_or_default();
     assert!(
-        error.contains("Claude Code failed (it reached its turn limit)"),
+        // The runner counts the turns the CLI reports and stops it past the limit.
+        error.starts_with("Claude Code was stopped: it passed the limit of 3 turns"),
         "{error}"
     );
     assert!(
@@ -262,7 +276,7 @@ async fn the_budget_stops_claude_code_once_its_reported_cost_passes_it() {
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    let task = ended(&h, TaskState::Failed).await;
     let error = task.error.clone().unwrap_or_default();
     assert!(error.contains("budget"), "{error}");
     assert!(
@@ -278,7 +292,7 @@ async fn an_untrusted_issue_is_marked_as_such_in_what_the_model_receives() {
     let api = ModelApi::start(CREDENTIAL, claude_writes("fixed\n")).await;
     let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
     h.label(LEAD, "bg-agent").await;
-    h.only_task().await.expect_state(TaskState::Succeeded).await;
+    ended(&h, TaskState::Succeeded).await;
     let first = api.agent_requests()[0].text();
     assert!(first.contains("untrusted-issue-text"), "{first}");
     assert!(
@@ -300,7 +314,7 @@ async fn an_agent_that_crashes_fails_the_task_with_its_last_output() {
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    let task = ended(&h, TaskState::Failed).await;
     let error = task.error.clone().unwrap_or_default();
     assert!(error.contains("agent command failed (exit 3)"), "{error}");
     assert!(error.contains("panic: the model vanished"), "{error}");
@@ -320,7 +334,7 @@ async fn an_agent_that_hangs_is_stopped_after_its_time_limit() {
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    let task = ended(&h, TaskState::Failed).await;
     let error = task.error.clone().unwrap_or_default();
     assert!(
         error.contains("agent command was stopped: it ran past its time limit (2s)"),
@@ -346,7 +360,9 @@ async fn codex_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
     let h = scenario(AgentProvider::Codex, &api).start().await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+    assert_eq!(task.changed_files, vec!["hello.txt".to_owned()], "{log}");
     assert_eq!(
         h.show(task.branch.as_deref().unwrap(), "hello.txt"),
         "fixed\n"
@@ -398,7 +414,7 @@ async fn the_turn_limit_stops_codex_which_takes_none_itself() {
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Failed).await;
+    let task = ended(&h, TaskState::Failed).await;
     let error = task.error.clone().unwrap_or_default();
     assert!(
         error.contains("Codex CLI was stopped: it passed the limit of 2 turns"),
@@ -430,7 +446,7 @@ async fn gemini_cli_edits_through_its_tools_and_the_change_becomes_a_pull_reques
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let task = ended(&h, TaskState::Succeeded).await;
     assert_eq!(
         h.show(task.branch.as_deref().unwrap(), "hello.txt"),
         "fixed\n"
@@ -475,7 +491,7 @@ async fn aider_edits_in_its_whole_format_and_the_change_becomes_a_pull_request()
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let task = ended(&h, TaskState::Succeeded).await;
     assert_eq!(
         h.show(task.branch.as_deref().unwrap(), "hello.txt"),
         "fixed\n"
@@ -531,7 +547,7 @@ async fn cline_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
         .await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
-    let task = h.only_task().await.expect_state(TaskState::Succeeded).await;
+    let task = ended(&h, TaskState::Succeeded).await;
     assert_eq!(
         h.show(task.branch.as_deref().unwrap(), "hello.txt"),
         "fixed\n"
