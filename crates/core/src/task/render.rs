@@ -831,7 +831,42 @@ pub(crate) mod tests {
         t.failing_command = Some("npm test".into());
         t.error = Some("validation failed: npm test exited with 1".into());
         t.wip_branch = Some("bg-agent/wip/42".into());
-        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"");
+        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `Make hello.txt say fixed` — **failed** after 2 min 30 s
+
+        > validation failed: npm test exited with 1
+
+        The agent's unvalidated change is kept on branch `bg-agent/wip/42` (no pull request).
+
+        Agent: Claude Code, 2 rounds: 12,400 input and 1,830 output tokens, $0.0413
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ======== check run: completed failure ========
+        # Failed
+
+        **Make hello.txt say fixed** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        Failing command: `npm test`
+
+        > validation failed: npm test exited with 1
+
+        The agent's unvalidated change is kept on branch `bg-agent/wip/42` (no pull request).
+
+        ---- text ----
+        ### Coding agent
+
+        Claude Code, 2 rounds: 12,400 input and 1,830 output tokens, $0.0413
+
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ---- buttons: [Retry] Run this task again (retry) ----
+        ");
     }
 
     #[test]
@@ -840,7 +875,33 @@ pub(crate) mod tests {
         t.changed = Some(true);
         t.changed_files = vec!["hello.txt".into()];
         let validations = [passed("node test.js", 300)];
-        insta::assert_snapshot!(pull_request_body(&t, &cx(&validations, &[])), @"");
+        insta::assert_snapshot!(pull_request_body(&t, &cx(&validations, &[])), @"
+        This pull request was made by **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) (attempt 2), asked for by @octo-lead in #17.
+
+        **Free-text task**
+
+        ### Instructions
+
+        ```text
+        Make hello.txt say fixed
+        ```
+
+        ### Changed files
+
+        - `hello.txt`
+
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `node test.js` | ✅ passed | 0.3 s |
+
+        ### Coding agent
+
+        Claude Code, 2 rounds: 12,400 input and 1,830 output tokens, $0.0413
+
+        Related: #17
+        ");
     }
 
     #[test]
