@@ -105,7 +105,7 @@ pub fn observe(line: &str, seen: &mut Observation) -> Option<String> {
         }
         "turn.completed" => {
             let usage = &event["usage"];
-            seen.usage = seen.usage.add(Usage {
+            seen.usage = seen.usage.plus(Usage {
                 input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
                 output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
                 cost_usd: None,
