@@ -44,6 +44,10 @@ pub struct TaskSpec {
     pub instructions: String,
     /// The program (argv) the `command` provider runs; `None` when none is configured.
     pub agent_command: Option<Vec<String>>,
+    /// The template the task was made from (`None`: free text); the repository's
+    /// `.github/bg-agent.yml` may choose the agent per template.
+    #[serde(default)]
+    pub template: Option<String>,
     /// Which coding agent the `agent` recipe runs and its limits; `None`: the `command`
     /// provider with [`TaskSpec::agent_command`] and the defaults (older servers).
     #[serde(default)]

@@ -265,10 +265,29 @@ async fn execute(
     let staged = if spec.recipe == Recipe::Agent {
         let agent_home = workspace.join("agent-home");
         std::fs::create_dir_all(&agent_home).map_err(RunnerError::Workspace)?;
-        let agent_spec = spec
+        let mut agent_spec = spec
             .agent
             .clone()
             .unwrap_or_else(|| AgentSpec::new(AgentProvider::Command));
+        // The repository's own choice, read from its default branch as cloned.
+        if let Some(choice) = repo_agent_choice(&repo_dir, spec.template.as_deref()).await? {
+            events
+                .log(format!(
+                    "{} chooses {}{}",
+                    bg_agent_core::task::repo_config::PATH,
+                    choice.provider.display(),
+                    choice
+                        .model
+                        .as_deref()
+                        .map(|m| format!(", model {m}"))
+                        .unwrap_or_default()
+                ))
+                .await?;
+            agent_spec.provider = choice.provider;
+            if choice.model.is_some() {
+                agent_spec.model = choice.model;
+            }
+        }
         let ctx = agent::AgentContext {
             spec: &spec,
             agent: &agent_spec,
@@ -343,6 +362,22 @@ async fn execute(
         commit,
         changed_files: staged.changed_files,
     })
+}
+
+/// The coding agent `.github/bg-agent.yml` chooses for a task of `template`, if any.
+async fn repo_agent_choice(
+    repo_dir: &Path,
+    template: Option<&str>,
+) -> Result<Option<bg_agent_core::task::repo_config::AgentChoice>, RunnerError> {
+    let path = repo_dir.join(bg_agent_core::task::repo_config::PATH);
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RunnerError::Workspace(e)),
+    };
+    let config = bg_agent_core::task::RepoConfig::parse(&text)
+        .map_err(|e| RunnerError::Validate(validate::ValidateError::Config(e)))?;
+    Ok(config.agent_for(template).cloned())
 }
 
 /// How the agent's rounds ended.

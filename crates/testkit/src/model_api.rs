@@ -54,6 +54,8 @@ pub struct Recorded {
     pub authorized: bool,
     /// Whether it took a step of the script.
     pub scripted: bool,
+    /// When it arrived (for overhead measurements, never for assertions).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -251,6 +253,7 @@ async fn answer(
         body: body.clone(),
         authorized,
         scripted,
+        at: std::time::Instant::now(),
     });
     drop(state);
     if !authorized {

@@ -171,9 +171,16 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
 }
 
 /// What the coding agent used, e.g. "Claude Code, 2 rounds: 1,200 input and 340 output
-/// tokens, $0.0123"; `None` when no agent ran.
+/// tokens, $0.0123"; `None` when no agent ran or it reported no usage.
 pub fn agent_usage(task: &TaskRecord) -> Option<String> {
     let provider = task.agent_provider.as_deref()?;
+    // A CLI that reported nothing (the generic command) has nothing to show.
+    if task.agent_input_tokens == 0
+        && task.agent_output_tokens == 0
+        && task.agent_cost_microusd.is_none()
+    {
+        return None;
+    }
     let name: &str = match crate::protocol::AgentProvider::parse(provider) {
         Some(known) => known.display(),
         None => provider,

@@ -12,6 +12,8 @@
 //!       - { name: major, type: integer, pattern: "1[89]|2[0-9]" }
 //!     instructions: Move the project to Node {{major}}.
 //!     timeout_secs: 900
+//!     agent: { provider: codex, model: gpt-5 }   # this template's coding agent
+//! agent: { provider: claude_code }              # the others' (else the server's)
 //! ```
 //!
 //! Commands are argv, never a shell line: a string is split on whitespace, with single
@@ -50,6 +52,33 @@ pub struct RepoConfig {
     /// `None`: not declared, so the runner detects checks from the repository.
     pub validation: Option<Vec<ValidationCommand>>,
     pub templates: Vec<Template>,
+    /// The coding agent of this repository's agent tasks (`agent:` at the top level).
+    pub agent: Option<AgentChoice>,
+    /// Per template (`agent:` in a template), by template name.
+    pub template_agents: Vec<(String, AgentChoice)>,
+}
+
+/// A repository's choice of coding agent: the provider, and its model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChoice {
+    pub provider: crate::protocol::AgentProvider,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl RepoConfig {
+    /// The agent a task of `template` (`None`: free text) runs, as the repository chose.
+    pub fn agent_for(&self, template: Option<&str>) -> Option<&AgentChoice> {
+        template
+            .and_then(|name| {
+                self.template_agents
+                    .iter()
+                    .find(|(t, _)| t == name)
+                    .map(|(_, choice)| choice)
+            })
+            .or(self.agent.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +102,8 @@ struct RawConfig {
     validation: Option<Vec<RawCommand>>,
     #[serde(default)]
     templates: Vec<RawTemplate>,
+    #[serde(default)]
+    agent: Option<AgentChoice>,
 }
 
 #[derive(serde::Deserialize)]
@@ -95,6 +126,8 @@ struct RawTemplate {
     recipe: Option<Recipe>,
     #[serde(default)]
     timeout_secs: Option<u32>,
+    #[serde(default)]
+    agent: Option<AgentChoice>,
 }
 
 impl RepoConfig {
@@ -133,6 +166,11 @@ impl RepoConfig {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let template_agents = raw
+            .templates
+            .iter()
+            .filter_map(|t| t.agent.clone().map(|choice| (t.name.clone(), choice)))
+            .collect();
         let templates = raw
             .templates
             .into_iter()
@@ -153,6 +191,8 @@ impl RepoConfig {
         Ok(Self {
             validation,
             templates,
+            agent: raw.agent,
+            template_agents,
         })
     }
 }
@@ -184,6 +224,31 @@ pub fn split_words(line: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_is_chosen_per_template_or_for_the_repository() {
+        use crate::protocol::AgentProvider;
+        let config = RepoConfig::parse(
+            "agent: { provider: claude_code }\ntemplates:\n  - name: port\n    instructions: Port it.\n    agent: { provider: codex, model: gpt-5 }\n  - name: note\n    instructions: Note it.\n",
+        )
+        .unwrap();
+        let port = config.agent_for(Some("port")).unwrap();
+        assert_eq!(
+            (port.provider, port.model.as_deref()),
+            (AgentProvider::Codex, Some("gpt-5"))
+        );
+        assert_eq!(
+            config.agent_for(Some("note")).map(|c| c.provider),
+            Some(AgentProvider::ClaudeCode)
+        );
+        assert_eq!(
+            config.agent_for(None).map(|c| c.provider),
+            Some(AgentProvider::ClaudeCode)
+        );
+        let err = RepoConfig::parse("agent: { provider: skynet }").unwrap_err();
+        assert!(matches!(err, RepoConfigError::Syntax(_)), "{err}");
+        assert_eq!(RepoConfig::parse("").unwrap().agent_for(None), None);
+    }
 
     #[test]
     fn parses_commands_and_templates() {

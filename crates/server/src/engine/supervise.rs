@@ -549,6 +549,7 @@ impl<E: Executor> Supervisor<E> {
             params: task.params.clone(),
             instructions: task.instructions.clone(),
             agent_command: self.settings.agent_command.clone(),
+            template: task.template.clone(),
             agent: (task.recipe == Recipe::Agent).then(|| self.settings.agent.clone()),
             author_name: format!("{slug}[bot]"),
             // GitHub's noreply address for an App's bot user.

@@ -86,9 +86,21 @@ fn claude_writes(content: &str) -> Vec<Step> {
 async fn claude_code_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
     let api = ModelApi::start(CREDENTIAL, claude_writes("fixed\n")).await;
     let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
+    let commented = std::time::Instant::now();
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
     let task = ended(&h, TaskState::Succeeded).await;
+    // The harness's own overhead, reported (not asserted): comment -> first model request
+    // (intake, launch, clone, CLI start) and last model request -> the task's reported
+    // end (the checks, the commit, the push, the PR).
+    let requests = api.requests();
+    if let (Some(first), Some(last)) = (requests.first(), requests.last()) {
+        eprintln!(
+            "overhead: comment -> first model request {:?}; last model request -> reported end {:?}",
+            first.at - commented,
+            last.at.elapsed()
+        );
+    }
     // The real CLI wrote the file through its Write tool.
     let branch = task.branch.clone().unwrap();
     assert_eq!(h.show(&branch, "hello.txt"), "fixed\n");
@@ -568,5 +580,45 @@ async fn cline_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
         );
     }
     assert_eq!(task.agent_provider.as_deref(), Some("cline"));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_chooses_its_coding_agent_in_its_config() {
+    // The server's default is Aider; the repository's .github/bg-agent.yml says Codex.
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            Step::tool(
+                "exec_command",
+                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
+            ),
+            Step::text("I wrote hello.txt."),
+        ],
+    )
+    .await;
+    require(AgentProvider::Codex);
+    let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
+        .tests(HELLO_TEST)
+        .file(
+            ".github/bg-agent.yml",
+            format!("{VALIDATION}agent: {{ provider: codex, model: gpt-test }}\n"),
+        )
+        .agent_spec(AgentSpec {
+            base_url: Some(format!("{}/v1", api.url())),
+            ..AgentSpec::new(AgentProvider::Aider)
+        })
+        .agent_credential(CREDENTIAL)
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(task.agent_provider.as_deref(), Some("codex"));
+    assert_eq!(api.agent_requests()[0].body["model"], "gpt-test");
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
     h.finish().await;
 }

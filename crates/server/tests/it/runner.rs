@@ -157,6 +157,7 @@ impl World {
             params: BTreeMap::new(),
             instructions: "Upgrade lodash to 4.17.21.\n\nIt has an advisory.".into(),
             agent_command: None,
+            template: None,
             agent: None,
             author_name: BOT_NAME.into(),
             author_email: BOT_EMAIL.into(),
