@@ -732,6 +732,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_coding_agent_and_its_limits_are_read() {
+        use bg_agent_core::protocol::AgentProvider;
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_AGENT_PROVIDER", "claude_code"),
+            ("BG_AGENT_AGENT_MODEL", "claude-x"),
+            ("BG_AGENT_AGENT_BUDGET_USD", "2.5"),
+            ("BG_AGENT_VERIFIER_ROUNDS", "0"),
+        ]))
+        .unwrap();
+        let agent = &config.run.agent;
+        assert_eq!(agent.provider, AgentProvider::ClaudeCode);
+        assert_eq!(agent.model.as_deref(), Some("claude-x"));
+        assert_eq!(agent.budget_usd, Some(2.5));
+        assert_eq!((agent.verifier_rounds, agent.max_turns), (0, 30));
+        let defaults = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(defaults.run.agent.provider, AgentProvider::Command);
+        assert_eq!(defaults.run.agent.verifier_rounds, 2);
+        for (name, value) in [
+            ("BG_AGENT_AGENT_PROVIDER", "skynet"),
+            ("BG_AGENT_AGENT_BUDGET_USD", "-1"),
+            ("BG_AGENT_AGENT_MAX_TURNS", "0"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
     fn invalid_values_name_the_variable() {
         let err = Config::from_vars(&vars(&[("BG_AGENT_LISTEN", "nowhere")])).unwrap_err();
         assert!(err.to_string().starts_with("BG_AGENT_LISTEN"), "{err}");
