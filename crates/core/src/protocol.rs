@@ -17,7 +17,8 @@ pub const RUNNER_TOKEN_ENV: &str = "BG_AGENT_RUNNER_TOKEN";
 /// Optional: PEM certificates the runner trusts for an `https://` callback URL, besides
 /// the system's (a private CA in front of the server). Not secret.
 pub const CALLBACK_CA_ENV: &str = "BG_AGENT_CALLBACK_CA";
-/// The model provider's credential (an API key) for the agent process only; secret.
+/// The coding agent's provider credential (an API key). Secret: the runner reads and
+/// wipes it, and hands it only to the agent process, as the provider's own variable.
 pub const AGENT_CREDENTIAL_ENV: &str = "BG_AGENT_AGENT_CREDENTIAL";
 
 /// At most this many log lines per task are kept; later ones are counted, not stored.
@@ -26,7 +27,7 @@ pub const MAX_LOG_LINES: usize = 2000;
 pub const OUTPUT_TAIL_CHARS: usize = 4000;
 
 /// Everything the runner needs to know about its task, apart from the secrets.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     pub task_id: i64,
     /// `owner/name`.
@@ -41,8 +42,16 @@ pub struct TaskSpec {
     pub params: BTreeMap<String, String>,
     /// Rendered instructions; a coding agent reads them on stdin.
     pub instructions: String,
-    /// The program (argv) the `agent` recipe runs; `None` when none is configured.
+    /// The program (argv) the `command` provider runs; `None` when none is configured.
     pub agent_command: Option<Vec<String>>,
+    /// The template the task was made from (`None`: free text); the repository's
+    /// `.github/bg-agent.yml` may choose the agent per template.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Which coding agent the `agent` recipe runs and its limits; `None`: the `command`
+    /// provider with [`TaskSpec::agent_command`] and the defaults (older servers).
+    #[serde(default)]
+    pub agent: Option<AgentSpec>,
     /// Commit identity: the App's bot user.
     pub author_name: String,
     pub author_email: String,
@@ -141,6 +150,141 @@ impl std::str::FromStr for ScopeMode {
     }
 }
 
+/// The coding-agent CLIs the runner can drive (`crates/runner/src/agent`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentProvider {
+    ClaudeCode,
+    Codex,
+    Aider,
+    Cline,
+    Gemini,
+    /// A configured program given the instructions on stdin.
+    Command,
+}
+
+impl AgentProvider {
+    pub const ALL: [AgentProvider; 6] = [
+        AgentProvider::ClaudeCode,
+        AgentProvider::Codex,
+        AgentProvider::Aider,
+        AgentProvider::Cline,
+        AgentProvider::Gemini,
+        AgentProvider::Command,
+    ];
+
+    /// The name used in configuration (`claude_code`, `codex`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentProvider::ClaudeCode => "claude_code",
+            AgentProvider::Codex => "codex",
+            AgentProvider::Aider => "aider",
+            AgentProvider::Cline => "cline",
+            AgentProvider::Gemini => "gemini",
+            AgentProvider::Command => "command",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The program the provider runs, looked for on `PATH` (`None`: configured argv).
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            AgentProvider::ClaudeCode => Some("claude"),
+            AgentProvider::Codex => Some("codex"),
+            AgentProvider::Aider => Some("aider"),
+            AgentProvider::Cline => Some("cline"),
+            AgentProvider::Gemini => Some("gemini"),
+            AgentProvider::Command => None,
+        }
+    }
+
+    /// How people call it.
+    pub fn display(self) -> &'static str {
+        match self {
+            AgentProvider::ClaudeCode => "Claude Code",
+            AgentProvider::Codex => "Codex CLI",
+            AgentProvider::Aider => "Aider",
+            AgentProvider::Cline => "Cline",
+            AgentProvider::Gemini => "Gemini CLI",
+            AgentProvider::Command => "agent command",
+        }
+    }
+}
+
+fn default_verifier_rounds() -> u32 {
+    2
+}
+
+fn default_max_turns() -> u32 {
+    30
+}
+
+/// The coding agent a task runs, and its limits.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgentSpec {
+    pub provider: AgentProvider,
+    /// The provider's model name; `None`: the CLI's default.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Turns (model requests with tool use) per invocation.
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+    /// The agent is stopped once its reported cost passes this.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    /// Further rounds after a failed validation, each given the failing output.
+    #[serde(default = "default_verifier_rounds")]
+    pub verifier_rounds: u32,
+    /// The model API's base URL (a proxy, or the test kit's scripted model API).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// One invocation of the CLI is killed after this long.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+impl AgentSpec {
+    pub fn new(provider: AgentProvider) -> Self {
+        Self {
+            provider,
+            model: None,
+            max_turns: default_max_turns(),
+            budget_usd: None,
+            verifier_rounds: default_verifier_rounds(),
+            base_url: None,
+            timeout_secs: None,
+        }
+    }
+}
+
+/// Tokens and money one agent invocation used, as its CLI reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `None` when the CLI does not report a cost.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
+impl Usage {
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens + other.input_tokens,
+            output_tokens: self.output_tokens + other.output_tokens,
+            cost_usd: match (self.cost_usd, other.cost_usd) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+            },
+        }
+    }
+}
+
 /// One report from the runner. `seq` starts at 1 and grows by one per report; the server
 /// applies each sequence number once, so a report retried after a lost answer is harmless.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -160,6 +304,13 @@ pub enum RunnerEvent {
     Validation(ValidationResult),
     /// What the scope guard found in the change (sent before `Finished`, once).
     ScopeFindings { findings: Vec<String> },
+    /// One invocation of the coding agent ended: round 1 is the change, later rounds
+    /// answer a failed validation.
+    AgentRound {
+        round: u32,
+        provider: AgentProvider,
+        usage: Usage,
+    },
     /// The run is over; nothing follows.
     Finished(RunOutcome),
 }
@@ -197,7 +348,16 @@ pub enum RunOutcome {
     Failed {
         error: String,
         failing_command: Option<String>,
+        /// The agent's unvalidated change, pushed so that no work is lost
+        /// (`bg-agent/wip/<task-id>`); no PR is opened for it.
+        #[serde(default)]
+        wip_branch: Option<String>,
     },
+}
+
+/// Where a failed task's agent change is kept.
+pub fn wip_branch(task_id: i64) -> String {
+    format!("bg-agent/wip/{task_id}")
 }
 
 impl RunOutcome {
@@ -314,6 +474,7 @@ mod tests {
         let finished = RunnerEvent::Finished(RunOutcome::Failed {
             error: "npm test failed".into(),
             failing_command: Some("npm test".into()),
+            wip_branch: None,
         });
         let json = serde_json::to_value(&finished).unwrap();
         assert_eq!(json["type"], "finished");

@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use super::Redactor;
 use bg_agent_core::output;
 use bg_agent_core::protocol::{
-    CALLBACK_CA_ENV, MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, ValidationResult,
+    AgentProvider, CALLBACK_CA_ENV, MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, Usage,
+    ValidationResult,
 };
 use bg_agent_core::task::Phase;
 
@@ -109,6 +110,20 @@ impl EventSender {
             .await
     }
 
+    pub async fn agent_round(
+        &self,
+        round: u32,
+        provider: AgentProvider,
+        usage: Usage,
+    ) -> Result<(), EventError> {
+        self.send(Message::Event(RunnerEvent::AgentRound {
+            round,
+            provider,
+            usage,
+        }))
+        .await
+    }
+
     /// Sends the pending lines and the final outcome, and waits until the server has it.
     pub async fn finish(self, outcome: RunOutcome) -> Result<(), EventError> {
         let (ack, done) = oneshot::channel();
@@ -172,9 +187,11 @@ fn redact_event(event: RunnerEvent, redactor: &Redactor) -> RunnerEvent {
         RunnerEvent::Finished(RunOutcome::Failed {
             error,
             failing_command,
+            wip_branch,
         }) => RunnerEvent::Finished(RunOutcome::Failed {
             error: redactor.redact(&error),
             failing_command: failing_command.map(|c| redactor.redact(&c)),
+            wip_branch,
         }),
         RunnerEvent::ScopeFindings { findings } => RunnerEvent::ScopeFindings {
             findings: findings.iter().map(|f| redactor.redact(f)).collect(),
@@ -624,6 +641,7 @@ mod tests {
             RunnerEvent::Finished(RunOutcome::Failed {
                 error: "git said tok".into(),
                 failing_command: None,
+                wip_branch: None,
             }),
             &redactor,
         );
@@ -632,6 +650,7 @@ mod tests {
             RunnerEvent::Finished(RunOutcome::Failed {
                 error: "git said [REDACTED]".into(),
                 failing_command: None,
+                wip_branch: None,
             })
         );
     }

@@ -9,6 +9,7 @@
 //! reported or printed. The runner wipes them from its own environment block once read,
 //! and every process the repository's code started is ended before the push (`reaper`).
 
+pub mod agent;
 pub mod events;
 pub mod git;
 pub mod process;
@@ -23,10 +24,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use bg_agent_core::protocol::Redactor;
 use bg_agent_core::protocol::{
-    CALLBACK_CA_ENV, CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV,
-    TASK_SECRET_ENV, TaskSpec,
+    AGENT_CREDENTIAL_ENV, AgentProvider, AgentSpec, CALLBACK_CA_ENV, CALLBACK_URL_ENV,
+    RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV, TASK_SECRET_ENV, TaskSpec, Usage,
+    wip_branch,
 };
-use bg_agent_core::task::Phase;
+use bg_agent_core::task::{Phase, Recipe, ValidationCommand};
 
 use self::events::{EventError, EventSender};
 use self::git::Git;
@@ -62,6 +64,8 @@ pub enum RunnerError {
     Reap(#[from] reaper::ReapError),
     #[error(transparent)]
     Scope(#[from] scope::ScopeError),
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
     #[error("the server no longer takes this task's reports: {0}")]
     Report(#[from] EventError),
 }
@@ -74,6 +78,8 @@ pub struct RunnerEnv {
     pub callback_ca: Option<String>,
     pub task_secret: SecretString,
     pub runner_token: SecretString,
+    /// The coding agent's provider credential, for the agent process alone.
+    pub agent_credential: Option<SecretString>,
     /// The raw spec; parsed after reporting is possible, so a bad spec is reported.
     pub spec_json: Option<String>,
     /// Passed on to children (tools look for their config there); the workspace if unset.
@@ -104,6 +110,10 @@ impl RunnerEnv {
             task_secret: SecretString::from(var(TASK_SECRET_ENV)?),
             // A missing token is reported as a failure rather than stopping here.
             runner_token: SecretString::from(std::env::var(RUNNER_TOKEN_ENV).unwrap_or_default()),
+            agent_credential: std::env::var(AGENT_CREDENTIAL_ENV)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from),
             spec_json: std::env::var(SPEC_ENV).ok(),
             home: std::env::var_os("HOME").map(PathBuf::from),
             path: std::env::var_os("PATH"),
@@ -124,7 +134,7 @@ pub async fn run_from_env() -> anyhow::Result<()> {
     let env = RunnerEnv::from_env()?;
     // Root (or anyone with CAP_SYS_PTRACE) can still read a non-dumpable process's
     // `/proc/<pid>/environ`: the secrets, read, are wiped from it.
-    wipe_from_environment(&[TASK_SECRET_ENV, RUNNER_TOKEN_ENV]);
+    wipe_from_environment(&[TASK_SECRET_ENV, RUNNER_TOKEN_ENV, AGENT_CREDENTIAL_ENV]);
     let workspace = std::env::current_dir().map_err(RunnerError::Workspace)?;
     let outcome = run(env, &workspace).await?;
     eprintln!("bg-agent runner: finished: {}", describe(&outcome));
@@ -167,10 +177,14 @@ fn describe(outcome: &RunOutcome) -> String {
 /// subreaper of what it starts and ends all its descendants before the push and at the
 /// end: call it in a process of its own.
 pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventError> {
-    let redactor = Redactor::new([
-        env.task_secret.expose_secret(),
-        env.runner_token.expose_secret(),
-    ]);
+    let redactor = Redactor::new(
+        [
+            env.task_secret.expose_secret(),
+            env.runner_token.expose_secret(),
+        ]
+        .into_iter()
+        .chain(env.agent_credential.as_ref().map(|c| c.expose_secret())),
+    );
     let events = EventSender::start(
         &env.callback_url,
         env.callback_ca.as_deref(),
@@ -190,6 +204,7 @@ pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventEr
             RunOutcome::Failed {
                 error: redactor.redact(&e.to_string()),
                 failing_command,
+                wip_branch: None,
             }
         }
     };
@@ -250,20 +265,78 @@ async fn execute(
     let commands = validate::commands_for(&repo_dir).await?;
 
     events.phase(Phase::Applying, PROGRESS_APPLYING).await?;
-    let applied = recipe::apply(&spec, &repo_dir, &child_env, events).await?;
-    // Staged before validation, so what the checks leave behind (coverage reports,
-    // build output) is not part of the change.
-    let staged = git.stage().await?;
-    if applied == Applied::NoChanges || staged.changed_files.is_empty() {
-        events
-            .log("no changes: nothing to validate or push")
-            .await?;
-        return Ok(RunOutcome::NoChanges);
-    }
-
+    let staged = if spec.recipe == Recipe::Agent {
+        let agent_home = workspace.join("agent-home");
+        std::fs::create_dir_all(&agent_home).map_err(RunnerError::Workspace)?;
+        let mut agent_spec = spec
+            .agent
+            .clone()
+            .unwrap_or_else(|| AgentSpec::new(AgentProvider::Command));
+        // The repository's own choice, read from its default branch as cloned.
+        if let Some(choice) = repo_agent_choice(&repo_dir, spec.template.as_deref()).await? {
+            events
+                .log(format!(
+                    "{} chooses {}{}",
+                    bg_agent_core::task::repo_config::PATH,
+                    choice.provider.display(),
+                    choice
+                        .model
+                        .as_deref()
+                        .map(|m| format!(", model {m}"))
+                        .unwrap_or_default()
+                ))
+                .await?;
+            agent_spec.provider = choice.provider;
+            if choice.model.is_some() {
+                agent_spec.model = choice.model;
+            }
+        }
+        let ctx = agent::AgentContext {
+            spec: &spec,
+            agent: &agent_spec,
+            repo_dir: &repo_dir,
+            home: &agent_home,
+            env: &child_env,
+            credential: env.agent_credential.as_ref(),
+            events,
+        };
+        match agent_rounds(&ctx, &git, &commands).await? {
+            Rounds::Validated(staged) => staged,
+            Rounds::NoChanges => return Ok(RunOutcome::NoChanges),
+            Rounds::Failed {
+                error,
+                failing_command,
+                staged,
+            } => {
+                // Work is never lost: the unvalidated change goes to a branch of its own.
+                let wip_branch = match staged {
+                    Some(staged) => Some(push_wip(&spec, &git, &staged, events).await?),
+                    None => None,
+                };
+                return Ok(RunOutcome::Failed {
+                    error,
+                    failing_command,
+                    wip_branch,
+                });
+            }
+        }
+    } else {
+        let applied = recipe::apply(&spec, &repo_dir, &child_env, events).await?;
+        // Staged before validation, so what the checks leave behind (coverage reports,
+        // build output) is not part of the change.
+        let staged = git.stage().await?;
+        if applied == Applied::NoChanges || staged.changed_files.is_empty() {
+            events
+                .log("no changes: nothing to validate or push")
+                .await?;
+            return Ok(RunOutcome::NoChanges);
+        }
+        events.phase(Phase::Validating, PROGRESS_VALIDATING).await?;
+        validate::run_all(&commands, &repo_dir, &child_env, events).await?;
+        staged
+    };
+    // What the change touches (tests deleted or skipped, CI, its size), before the push.
     scope::guard(&spec, &git, events).await?;
-    events.phase(Phase::Validating, PROGRESS_VALIDATING).await?;
-    validate::run_all(&commands, &repo_dir, &child_env, events).await?;
 
     events.phase(Phase::Pushing, PROGRESS_PUSHING).await?;
     // Made by the server, user text inert: no instructions reach the message here.
@@ -294,6 +367,140 @@ async fn execute(
         commit,
         changed_files: staged.changed_files,
     })
+}
+
+/// The coding agent `.github/bg-agent.yml` chooses for a task of `template`, if any.
+async fn repo_agent_choice(
+    repo_dir: &Path,
+    template: Option<&str>,
+) -> Result<Option<bg_agent_core::task::repo_config::AgentChoice>, RunnerError> {
+    let path = repo_dir.join(bg_agent_core::task::repo_config::PATH);
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RunnerError::Workspace(e)),
+    };
+    let config = bg_agent_core::task::RepoConfig::parse(&text)
+        .map_err(|e| RunnerError::Validate(validate::ValidateError::Config(e)))?;
+    Ok(config.agent_for(template).cloned())
+}
+
+/// How the agent's rounds ended.
+enum Rounds {
+    Validated(git::Staged),
+    NoChanges,
+    /// The agent failed, or its change failed validation after the last round;
+    /// `staged` holds its change, if it made one.
+    Failed {
+        error: String,
+        failing_command: Option<String>,
+        staged: Option<git::Staged>,
+    },
+}
+
+/// The verifier loop: the agent changes the checkout, the repository's checks run, and a
+/// failure goes back to the agent with the end of its output, for up to
+/// `verifier_rounds` more rounds. Each round is reported with what it used.
+async fn agent_rounds(
+    ctx: &agent::AgentContext<'_>,
+    git: &Git,
+    commands: &[ValidationCommand],
+) -> Result<Rounds, RunnerError> {
+    let spec = ctx.spec;
+    let provider = ctx.agent.provider;
+    let rounds = ctx.agent.verifier_rounds.saturating_add(1);
+    let mut prompt = if provider == AgentProvider::Command {
+        // The generic command reads exactly the instructions, as it always has.
+        spec.instructions.clone()
+    } else {
+        agent::first_prompt(spec)
+    };
+    for round in 1..=rounds {
+        if round > 1 {
+            ctx.events.phase(Phase::Applying, PROGRESS_APPLYING).await?;
+        }
+        let invoked = agent::invoke(ctx, &prompt).await;
+        let staged = git.stage().await?;
+        let changed = (!staged.changed_files.is_empty()).then_some(staged);
+        let usage = match invoked {
+            Ok(usage) => usage,
+            Err(agent::AgentError::Report(e)) => return Err(e.into()),
+            Err(e) => {
+                ctx.events
+                    .agent_round(round, provider, Usage::default())
+                    .await?;
+                return Ok(Rounds::Failed {
+                    error: e.to_string(),
+                    failing_command: None,
+                    staged: changed,
+                });
+            }
+        };
+        ctx.events.agent_round(round, provider, usage).await?;
+        let Some(staged) = changed else {
+            ctx.events
+                .log("no changes: nothing to validate or push")
+                .await?;
+            return Ok(Rounds::NoChanges);
+        };
+        ctx.events
+            .phase(Phase::Validating, PROGRESS_VALIDATING)
+            .await?;
+        match validate::run_all(commands, ctx.repo_dir, ctx.env, ctx.events).await {
+            Ok(()) => return Ok(Rounds::Validated(staged)),
+            Err(validate::ValidateError::Failed {
+                command,
+                reason,
+                output_tail,
+            }) => {
+                if round < rounds {
+                    ctx.events
+                        .log(format!(
+                            "round {round}: `{command}` {reason}; its output goes back to the agent (round {} of {rounds})",
+                            round + 1
+                        ))
+                        .await?;
+                    prompt = agent::feedback_prompt(spec, &command, &reason, &output_tail);
+                    continue;
+                }
+                return Ok(Rounds::Failed {
+                    error: format!("validation failed: {command} {reason}"),
+                    failing_command: Some(command),
+                    staged: Some(staged),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The loop returns in its last round.
+    Ok(Rounds::NoChanges)
+}
+
+/// Commits the agent's unvalidated change and pushes it to `bg-agent/wip/<task-id>`.
+async fn push_wip(
+    spec: &TaskSpec,
+    git: &Git,
+    staged: &git::Staged,
+    events: &EventSender,
+) -> Result<String, RunnerError> {
+    let branch = wip_branch(spec.task_id);
+    let commit = git
+        .commit(
+            &staged.tree,
+            &spec.author_name,
+            &spec.author_email,
+            &format!("WIP (not validated): {}", spec.commit_title),
+            &spec.commit_body,
+        )
+        .await?;
+    reaper::end_descendants().await?;
+    git.push(events, &commit, &branch).await?;
+    events
+        .log(format!(
+            "the unvalidated change is kept on {branch} (no pull request)"
+        ))
+        .await?;
+    Ok(branch)
 }
 
 #[cfg(test)]

@@ -119,12 +119,55 @@ pub enum ProcessError {
 /// Runs `command`, feeding `stdin` (then closing it) if given, reporting each output line
 /// and keeping the last `tail_chars` characters.
 pub async fn run_streamed(
-    mut command: tokio::process::Command,
+    command: tokio::process::Command,
     program: &str,
     stdin: Option<&[u8]>,
     events: &EventSender,
     tail_chars: usize,
 ) -> Result<Finished, ProcessError> {
+    let finished = run_observed(
+        command,
+        program,
+        stdin,
+        events,
+        tail_chars,
+        &mut |line| Verdict::Log(Some(line.to_owned())),
+        None,
+    )
+    .await?;
+    Ok(finished.finished)
+}
+
+/// What to do with one output line of an observed child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Report this (the line, or a summary of it), or nothing.
+    Log(Option<String>),
+    /// End the child (and its process group) now, for this reason.
+    Stop(String),
+}
+
+/// How an observed child ended.
+#[derive(Debug, Clone)]
+pub struct ObservedEnd {
+    pub finished: Finished,
+    /// Why the runner ended it (a limit), if it did.
+    pub stopped: Option<String>,
+}
+
+/// As [`run_streamed`], with each line handed to `observe` first (it decides what is
+/// reported, and may stop the child), and the child's whole process group killed after
+/// `limit`. The command must have been made the leader of its own process group
+/// (`process_group(0)`), so that a stop ends what it started too.
+pub async fn run_observed(
+    mut command: tokio::process::Command,
+    program: &str,
+    stdin: Option<&[u8]>,
+    events: &EventSender,
+    tail_chars: usize,
+    observe: &mut (dyn FnMut(&str) -> Verdict + Send),
+    limit: Option<Duration>,
+) -> Result<ObservedEnd, ProcessError> {
     if stdin.is_some() {
         command.stdin(Stdio::piped());
     }
@@ -151,6 +194,9 @@ pub async fn run_streamed(
     }
     drop(lines_tx);
     let mut tail = Tail::new(tail_chars);
+    let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let mut stopped = None;
+    let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
     // Output is read until the child has exited and its pipes are closed; a grandchild
     // left running (a server a test forgot to stop) keeps them open, so after the exit
     // the rest gets a short grace instead of holding the run until its timeout.
@@ -161,13 +207,32 @@ pub async fn run_streamed(
             line = lines.recv() => match line {
                 Some(line) => {
                     tail.push(&line);
-                    events.log(&line).await?;
+                    match observe(&line) {
+                        Verdict::Log(Some(text)) => events.log(&text).await?,
+                        Verdict::Log(None) => {}
+                        Verdict::Stop(reason) => {
+                            if stopped.is_none() {
+                                events.log(format!("stopping {program}: {reason}")).await?;
+                                kill_group(pgid, &mut child);
+                                stopped = Some(reason);
+                            }
+                        }
+                    }
                 }
                 None => break,
             },
             status = child.wait(), if exited.is_none() => {
                 exited = Some((status, started.elapsed()));
                 grace_ends = Some(tokio::time::Instant::now() + OUTPUT_GRACE);
+            }
+            () = sleep_until(deadline), if deadline.is_some() && stopped.is_none() && exited.is_none() => {
+                let reason = format!(
+                    "it ran past its time limit ({}s)",
+                    limit.map_or(0, |l| l.as_secs())
+                );
+                events.log(format!("stopping {program}: {reason}")).await?;
+                kill_group(pgid, &mut child);
+                stopped = Some(reason);
             }
             () = sleep_until(grace_ends), if grace_ends.is_some() => break,
         }
@@ -180,11 +245,29 @@ pub async fn run_streamed(
         program: program.to_owned(),
         source,
     })?;
-    Ok(Finished {
-        code: status.code(),
-        duration,
-        tail: tail.into_string(),
+    Ok(ObservedEnd {
+        finished: Finished {
+            code: status.code(),
+            duration,
+            tail: tail.into_string(),
+        },
+        stopped,
     })
+}
+
+/// Kills the child's process group (the child leads it), or the child alone.
+fn kill_group(pgid: Option<i32>, child: &mut tokio::process::Child) {
+    match pgid {
+        Some(pgid) if pgid > 1 => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        _ => {
+            let _ = child.start_kill();
+        }
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -59,8 +59,6 @@ pub enum RecipeError {
     Npm(String),
     #[error("no coding agent is configured")]
     NoAgent,
-    #[error("the coding agent {program} failed ({status})")]
-    Agent { program: String, status: String },
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -91,7 +89,8 @@ pub async fn apply(
 ) -> Result<Applied, RecipeError> {
     match spec.recipe {
         Recipe::NpmUpgrade => npm_upgrade(spec, repo_dir, env, events).await,
-        Recipe::Agent => agent(spec, repo_dir, env, events).await,
+        // The runner drives coding agents itself (`crate::agent`), between validations.
+        Recipe::Agent => Err(RecipeError::NoAgent),
     }
 }
 
@@ -450,42 +449,6 @@ async fn npm_upgrade(
     let finished = process::run_streamed(command, "npm", None, events, OUTPUT_TAIL_CHARS).await?;
     if !finished.success() {
         return Err(RecipeError::Npm(exit_status(finished.code)));
-    }
-    Ok(Applied::Ran)
-}
-
-// ---- coding agent ----
-
-async fn agent(
-    spec: &TaskSpec,
-    repo_dir: &Path,
-    env: &ChildEnv,
-    events: &EventSender,
-) -> Result<Applied, RecipeError> {
-    let argv = spec
-        .agent_command
-        .as_ref()
-        .filter(|argv| argv.first().is_some_and(|p| !p.is_empty()))
-        .ok_or(RecipeError::NoAgent)?;
-    let program = argv.first().cloned().unwrap_or_default();
-    events
-        .log(format!("$ {} < instructions", argv.join(" ")))
-        .await?;
-    let command = env.command(argv, repo_dir).ok_or(RecipeError::NoAgent)?;
-    // The instructions (user text) go to stdin only: never argv, never a shell.
-    let finished = process::run_streamed(
-        command,
-        &program,
-        Some(spec.instructions.as_bytes()),
-        events,
-        OUTPUT_TAIL_CHARS,
-    )
-    .await?;
-    if !finished.success() {
-        return Err(RecipeError::Agent {
-            program,
-            status: exit_status(finished.code),
-        });
     }
     Ok(Applied::Ran)
 }

@@ -38,7 +38,12 @@ pub enum ValidateError {
     #[error("package.json is not valid JSON: {0}")]
     PackageJson(String),
     #[error("validation failed: {command} {reason}")]
-    Failed { command: String, reason: String },
+    Failed {
+        command: String,
+        reason: String,
+        /// The end of its output (what a coding agent is given to fix it).
+        output_tail: String,
+    },
     #[error(transparent)]
     Report(#[from] EventError),
 }
@@ -133,11 +138,13 @@ pub async fn run_all(
         let (result, reason) = run_one(command, repo_dir, env, events).await?;
         let passed = result.passed();
         let display = result.command.clone();
+        let output_tail = result.output_tail.clone();
         events.validation(result).await?;
         if !passed {
             return Err(ValidateError::Failed {
                 command: display,
                 reason,
+                output_tail,
             });
         }
     }

@@ -212,6 +212,9 @@ pub struct EngineOptions {
     pub report_throttle: std::time::Duration,
     /// How missed deliveries are found and asked for again.
     pub redelivery: RedeliverySettings,
+    /// The provider credential handed to agent tasks (until credentials are stored per
+    /// installation).
+    pub agent_credential: Option<secrecy::SecretString>,
 }
 
 impl EngineOptions {
@@ -221,6 +224,7 @@ impl EngineOptions {
             poll: std::time::Duration::from_secs(2),
             report_throttle: std::time::Duration::from_secs(3),
             redelivery: RedeliverySettings::default(),
+            agent_credential: None,
         }
     }
 }
@@ -235,6 +239,9 @@ pub async fn start_app(
     options: &EngineOptions,
 ) -> anyhow::Result<RunningServer> {
     let executor = Arc::new(executor(config, &options.runner_program).await?);
+    if matches!(config.executor, ExecutorKind::Local) {
+        log_agent_clis(&config.run.agent);
+    }
     start_app_on(config, store, github, listener, options, executor)
 }
 
@@ -272,6 +279,28 @@ pub async fn kubernetes_executor(
             ttl_secs: settings.job_ttl_secs,
         },
     ))
+}
+
+/// Says which coding-agent CLIs the local executor's runners find on `PATH` (they
+/// inherit the server's), and warns when the configured default is not among them.
+fn log_agent_clis(default: &bg_agent_core::protocol::AgentSpec) {
+    use bg_agent_core::protocol::AgentProvider;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found: Vec<&str> = AgentProvider::ALL
+        .into_iter()
+        .filter_map(AgentProvider::program)
+        .filter(|program| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .collect();
+    tracing::info!(found = ?found, default = default.provider.name(), "coding-agent CLIs on PATH");
+    if let Some(program) = default.provider.program()
+        && !found.contains(&program)
+    {
+        tracing::warn!(
+            provider = default.provider.name(),
+            program,
+            "the default coding agent's CLI is not on PATH: agent tasks will fail"
+        );
+    }
 }
 
 /// The local executor as configured: runners in a bubblewrap sandbox (the server refuses
@@ -372,12 +401,13 @@ pub fn start_app_on<E: Executor>(
                 .clone()
                 .unwrap_or_else(|| config.run.public_url.clone()),
             agent_command: config.run.agent_command.clone(),
+            agent: config.run.agent.clone(),
+            agent_credential: options.agent_credential.clone(),
             npm_registry: config.run.npm_registry.clone(),
             callback_ca: config.run.callback_ca.clone(),
             app_slug: config.app_slug.clone(),
             poll: options.poll,
             unvalidated: config.run.unvalidated,
-            agent_provider: config.run.agent_provider(),
             encryption_keys: config.run.encryption_keys.clone(),
             scope: config.run.scope,
         },

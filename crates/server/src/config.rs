@@ -235,15 +235,14 @@ pub struct RunSettings {
     /// the public URL.
     pub callback_url: Option<String>,
     pub agent_command: Option<Vec<String>>,
+    /// The installation's default coding agent and its limits.
+    pub agent: bg_agent_core::protocol::AgentSpec,
     pub npm_registry: Option<String>,
     /// CA certificates (PEM) runners trust for the callback, from BG_AGENT_CALLBACK_CA_FILE.
     pub callback_ca: Option<String>,
     pub unvalidated: Unvalidated,
     /// Delivery bodies and finished tasks' logs are purged after this long; `None`: never.
     pub retention: Option<Duration>,
-    /// The coding agent of agent tasks (until repository and installation choices exist);
-    /// `None`: see [`RunSettings::agent_provider`].
-    pub agent_provider: Option<crate::credentials::AgentProvider>,
     /// Encrypts and decrypts stored agent credentials; `None`: none can be used.
     pub encryption_keys: Option<crate::credentials::Keyring>,
     /// Model providers' API base URLs (`credentials test`).
@@ -255,14 +254,8 @@ pub struct RunSettings {
 impl RunSettings {
     /// The coding agent of agent tasks: as set, else `command` when an agent command is
     /// configured, else `claude_code`.
-    pub fn agent_provider(&self) -> crate::credentials::AgentProvider {
-        use crate::credentials::AgentProvider;
-        self.agent_provider
-            .unwrap_or(if self.agent_command.is_some() {
-                AgentProvider::Command
-            } else {
-                AgentProvider::ClaudeCode
-            })
+    pub fn agent_provider(&self) -> bg_agent_core::protocol::AgentProvider {
+        self.agent.provider
     }
 }
 
@@ -546,18 +539,6 @@ impl Config {
                 ));
             }
         };
-        let agent_provider = match s.agent_provider.as_deref() {
-            None => None,
-            Some(name) => Some(crate::credentials::AgentProvider::parse(name).ok_or_else(
-                || {
-                    invalid(
-                        "agent_provider",
-                        name,
-                        "expected `command`, `claude_code`, `codex`, `gemini`, `aider` or `cline`",
-                    )
-                },
-            )?),
-        };
         // The value is never shown, not even in the error.
         let encryption_keys = match &s.encryption_key {
             None => None,
@@ -585,10 +566,43 @@ impl Config {
                 ));
             }
         };
+        let agent = bg_agent_core::protocol::AgentSpec {
+            provider: {
+                use bg_agent_core::protocol::AgentProvider;
+                match s.agent_provider.as_deref().filter(|p| !p.is_empty()) {
+                    None if agent_command.is_some() => AgentProvider::Command,
+                    None => AgentProvider::ClaudeCode,
+                    Some(name) => AgentProvider::parse(name).ok_or_else(|| {
+                        invalid(
+                            "agent_provider",
+                            name,
+                            "expected claude_code, codex, aider, cline, gemini or command",
+                        )
+                    })?,
+                }
+            },
+            model: s.agent_model.filter(|m| !m.is_empty()),
+            max_turns: positive("agent_max_turns", &s.agent_max_turns)?,
+            budget_usd: match s.agent_budget_usd.as_deref().filter(|b| !b.is_empty()) {
+                None => None,
+                Some(raw) => Some(
+                    raw.parse::<f64>()
+                        .ok()
+                        .filter(|b| b.is_finite() && *b > 0.0)
+                        .ok_or_else(|| {
+                            invalid("agent_budget_usd", raw, "expected a positive amount")
+                        })?,
+                ),
+            },
+            verifier_rounds: parse("verifier_rounds", &s.verifier_rounds)?,
+            base_url: s.agent_base_url.filter(|u| !u.is_empty()),
+            timeout_secs: None,
+        };
         let run = RunSettings {
             public_url,
             callback_url,
             agent_command,
+            agent,
             npm_registry: s.npm_registry,
             callback_ca: match s.callback_ca_file.as_deref().filter(|p| !p.is_empty()) {
                 None => None,
@@ -599,7 +613,6 @@ impl Config {
                 0 => None,
                 days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
             },
-            agent_provider,
             encryption_keys,
             provider_endpoints: crate::credentials::ProviderEndpoints {
                 anthropic: s.anthropic_base_url.clone(),
@@ -950,6 +963,34 @@ pub(crate) mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("pa55word"), "{printed}");
+    }
+
+    #[test]
+    fn the_coding_agent_and_its_limits_are_read() {
+        use bg_agent_core::protocol::AgentProvider;
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_AGENT_PROVIDER", "claude_code"),
+            ("BG_AGENT_AGENT_MODEL", "claude-x"),
+            ("BG_AGENT_AGENT_BUDGET_USD", "2.5"),
+            ("BG_AGENT_VERIFIER_ROUNDS", "0"),
+        ]))
+        .unwrap();
+        let agent = &config.run.agent;
+        assert_eq!(agent.provider, AgentProvider::ClaudeCode);
+        assert_eq!(agent.model.as_deref(), Some("claude-x"));
+        assert_eq!(agent.budget_usd, Some(2.5));
+        assert_eq!((agent.verifier_rounds, agent.max_turns), (0, 30));
+        let defaults = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(defaults.run.agent.provider, AgentProvider::Command);
+        assert_eq!(defaults.run.agent.verifier_rounds, 2);
+        for (name, value) in [
+            ("BG_AGENT_AGENT_PROVIDER", "skynet"),
+            ("BG_AGENT_AGENT_BUDGET_USD", "-1"),
+            ("BG_AGENT_AGENT_MAX_TURNS", "0"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Provider {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str() == name)
-            .or_else(|| AgentProvider::parse(&name).and_then(AgentProvider::credential))
+            .or_else(|| AgentProvider::parse(&name).and_then(NeedsCredential::credential))
     }
 }
 
@@ -77,58 +77,22 @@ impl fmt::Display for Provider {
     }
 }
 
-/// The coding agent a task runs. `command` is the configured program
-/// (`BG_AGENT_AGENT_COMMAND`), which gets no credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AgentProvider {
-    Command,
-    ClaudeCode,
-    Codex,
-    Gemini,
-    Aider,
-    Cline,
+pub use bg_agent_core::protocol::AgentProvider;
+
+/// The API whose credential a coding agent needs.
+pub trait NeedsCredential {
+    /// `None` for the generic command, which gets no credential.
+    fn credential(self) -> Option<Provider>;
 }
 
-impl AgentProvider {
-    pub const ALL: [AgentProvider; 6] = [
-        AgentProvider::Command,
-        AgentProvider::ClaudeCode,
-        AgentProvider::Codex,
-        AgentProvider::Gemini,
-        AgentProvider::Aider,
-        AgentProvider::Cline,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentProvider::Command => "command",
-            AgentProvider::ClaudeCode => "claude_code",
-            AgentProvider::Codex => "codex",
-            AgentProvider::Gemini => "gemini",
-            AgentProvider::Aider => "aider",
-            AgentProvider::Cline => "cline",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        let name = name.trim().to_ascii_lowercase().replace('-', "_");
-        Self::ALL.into_iter().find(|p| p.as_str() == name)
-    }
-
-    /// The API whose credential the agent needs; `None` for the generic command.
-    pub fn credential(self) -> Option<Provider> {
+impl NeedsCredential for AgentProvider {
+    fn credential(self) -> Option<Provider> {
         match self {
             AgentProvider::Command => None,
             AgentProvider::ClaudeCode | AgentProvider::Cline => Some(Provider::Anthropic),
             AgentProvider::Codex | AgentProvider::Aider => Some(Provider::OpenAi),
             AgentProvider::Gemini => Some(Provider::Gemini),
         }
-    }
-}
-
-impl fmt::Display for AgentProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

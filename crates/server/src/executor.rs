@@ -29,8 +29,8 @@ pub struct Launch {
     pub task_secret: SecretString,
     /// Installation token narrowed to the task's repository, `contents: write` only.
     pub runner_token: SecretString,
-    /// The model provider's credential for the task's agent (agent tasks whose agent
-    /// needs one); the runner hands it to the agent process only.
+    /// The coding agent's provider credential, for agent tasks only; the runner hands it
+    /// to the agent process alone (`BG_AGENT_AGENT_CREDENTIAL`).
     pub agent_credential: Option<SecretString>,
     /// The execution is killed after this long.
     pub timeout: Duration,

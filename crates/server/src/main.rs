@@ -512,12 +512,13 @@ async fn set_default_agent(
     let database = Database::open(&config).await?;
     let result = database
         .store
-        .set_default_agent(installation, provider.as_str(), model.as_deref())
+        .set_default_agent(installation, provider.name(), model.as_deref())
         .await;
     database.close().await;
     result?;
     println!(
-        "installation {installation}: default agent {provider}{}",
+        "installation {installation}: default agent {}{}",
+        provider.name(),
         model.map(|m| format!(", model {m}")).unwrap_or_default()
     );
     Ok(())

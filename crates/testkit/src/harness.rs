@@ -62,6 +62,8 @@ pub struct Scenario {
     files: Vec<(String, Vec<u8>)>,
     test_js: Option<String>,
     agent_command: Option<Vec<String>>,
+    agent: Option<bg_agent_core::protocol::AgentSpec>,
+    agent_credential: Option<String>,
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
@@ -95,6 +97,8 @@ impl Scenario {
             files: Vec::new(),
             test_js: Some(passing_test(PROJECT)),
             agent_command: None,
+            agent: None,
+            agent_credential: None,
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
@@ -115,6 +119,8 @@ impl Scenario {
                 .collect(),
             test_js: None,
             agent_command: None,
+            agent: None,
+            agent_credential: None,
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
@@ -147,6 +153,19 @@ impl Scenario {
     /// Changes the servers' configuration (after the harness has made it).
     pub fn configure(mut self, change: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.configure = Some(Box::new(change));
+        self
+    }
+
+    /// The coding agent agent tasks run (provider, model API URL, limits), instead of the
+    /// `command` provider.
+    pub fn agent_spec(mut self, agent: bg_agent_core::protocol::AgentSpec) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// The provider credential agent tasks are given.
+    pub fn agent_credential(mut self, credential: &str) -> Self {
+        self.agent_credential = Some(credential.to_owned());
         self
     }
 
@@ -251,11 +270,16 @@ impl Scenario {
                 .unwrap();
             kubelet = Some(Kubelet::start(client, &on.namespace, runner).await);
         }
+        if let Some(agent) = self.agent {
+            config.run.agent = agent;
+        }
+        let agent_credential = self.agent_credential;
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),
             report_throttle: Duration::from_millis(300),
             redelivery,
+            agent_credential: agent_credential.map(Into::into),
             ..EngineOptions::new(runner)
         });
         let mut harness = Harness {

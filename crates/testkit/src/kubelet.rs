@@ -17,7 +17,9 @@ use std::time::Duration;
 use bg_agent::config::Config;
 use bg_agent::executor::kubernetes::objects::{self, runner_image};
 use bg_agent::executor::{Executor, Launch, LocalExecutor, Observed};
-use bg_agent_core::protocol::{CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, TASK_ID_ENV, TASK_SECRET_ENV};
+use bg_agent_core::protocol::{
+    AGENT_CREDENTIAL_ENV, CALLBACK_URL_ENV, RUNNER_TOKEN_ENV, TASK_ID_ENV, TASK_SECRET_ENV,
+};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
@@ -354,6 +356,7 @@ fn launch(mut env: Vec<(String, String)>) -> Result<Launch, String> {
     let callback_url = take(CALLBACK_URL_ENV)?;
     let task_secret = SecretString::from(take(TASK_SECRET_ENV)?);
     let runner_token = SecretString::from(take(RUNNER_TOKEN_ENV)?);
+    let agent_credential = take(AGENT_CREDENTIAL_ENV).ok().map(SecretString::from);
     // The sandbox has its own home.
     let _ = take("HOME");
     Ok(Launch {
@@ -361,6 +364,7 @@ fn launch(mut env: Vec<(String, String)>) -> Result<Launch, String> {
         callback_url,
         task_secret,
         runner_token,
+        agent_credential,
         timeout: RUN_LIMIT,
         env,
     })

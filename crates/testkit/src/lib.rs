@@ -12,6 +12,7 @@ pub mod envtest;
 pub mod fixtures;
 pub mod harness;
 pub mod kubelet;
+pub mod model_api;
 pub mod process;
 pub mod recording;
 pub mod server_process;

@@ -109,6 +109,15 @@ pub struct TaskRecord {
     pub clone_url: Option<String>,
     /// The server instance that launched it (see `Executor::sees_all_executions`).
     pub launched_by: Option<uuid::Uuid>,
+    /// The coding agent that ran (its configuration name), and what it used over its
+    /// rounds, as its CLI reported; the cost in millionths of a US dollar.
+    pub agent_provider: Option<String>,
+    pub agent_rounds: i32,
+    pub agent_input_tokens: i64,
+    pub agent_output_tokens: i64,
+    pub agent_cost_microusd: Option<i64>,
+    /// Where a failed task's unvalidated agent change was kept (no PR).
+    pub wip_branch: Option<String>,
 }
 
 /// A sample for tests of what people read, here and in the server (feature `testing`).
@@ -174,6 +183,12 @@ impl TaskRecord {
             template_source: None,
             clone_url: None,
             launched_by: None,
+            agent_provider: None,
+            agent_rounds: 0,
+            agent_input_tokens: 0,
+            agent_output_tokens: 0,
+            agent_cost_microusd: None,
+            wip_branch: None,
         }
     }
 }

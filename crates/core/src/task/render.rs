@@ -157,6 +157,12 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
     if let Some(error) = &task.error {
         let _ = write!(body, "\n\n> {}", inert(&one_line(error, 300)));
     }
+    if let Some(wip) = wip_line(task) {
+        let _ = write!(body, "\n\n{wip}");
+    }
+    if let Some(usage) = agent_usage(task).filter(|_| task.state.is_terminal()) {
+        let _ = write!(body, "\n\nAgent: {usage}");
+    }
     let _ = write!(
         body,
         "\n\nRequested by @{} · attempt {} · [details]({})",
@@ -166,6 +172,58 @@ pub fn tracking_comment(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         let _ = write!(body, "\n\n{hint}");
     }
     body
+}
+
+/// What the coding agent used, e.g. "Claude Code, 2 rounds: 1,200 input and 340 output
+/// tokens, $0.0123"; `None` when no agent ran or it reported no usage.
+pub fn agent_usage(task: &TaskRecord) -> Option<String> {
+    let provider = task.agent_provider.as_deref()?;
+    // A CLI that reported nothing (the generic command) has nothing to show.
+    if task.agent_input_tokens == 0
+        && task.agent_output_tokens == 0
+        && task.agent_cost_microusd.is_none()
+    {
+        return None;
+    }
+    let name: &str = match crate::protocol::AgentProvider::parse(provider) {
+        Some(known) => known.display(),
+        None => provider,
+    };
+    let rounds = match task.agent_rounds {
+        1 => "1 round".to_owned(),
+        n => format!("{n} rounds"),
+    };
+    let cost = task
+        .agent_cost_microusd
+        .map(|micros| format!(", ${:.4}", micros as f64 / 1_000_000.0))
+        .unwrap_or_default();
+    Some(format!(
+        "{name}, {rounds}: {} input and {} output tokens{cost}",
+        thousands(task.agent_input_tokens),
+        thousands(task.agent_output_tokens)
+    ))
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// The line that points at a failed task's kept change.
+fn wip_line(task: &TaskRecord) -> Option<String> {
+    task.wip_branch.as_deref().map(|branch| {
+        format!(
+            "The agent's unvalidated change is kept on branch {} (no pull request).",
+            inline_code(branch, MAX_PARAM_CHARS)
+        )
+    })
 }
 
 fn one_line(text: &str, max: usize) -> String {
@@ -251,6 +309,9 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
             if let Some(error) = &task.error {
                 let _ = write!(summary, "\n\n> {}", inert(&one_line(error, 500)));
             }
+            if let Some(wip) = wip_line(task) {
+                let _ = write!(summary, "\n\n{wip}");
+            }
             if let Some(url) = &task.pr_url {
                 let _ = write!(summary, "\n\nPull request: {url}");
             } else if cx.pr_refused && task.changed == Some(true) {
@@ -259,6 +320,9 @@ pub fn check_run_output(task: &TaskRecord, cx: &RenderContext<'_>) -> (String, S
         }
     }
     let mut text = scope_section(cx.scope_findings);
+    if let Some(usage) = agent_usage(task) {
+        let _ = write!(text, "### Coding agent\n\n{usage}\n\n");
+    }
     if !cx.validations.is_empty() {
         let _ = write!(
             text,
@@ -382,6 +446,9 @@ pub fn pull_request_body(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
         "### Validation\n\n{}\n",
         validation_table(cx.validations)
     );
+    if let Some(usage) = agent_usage(task) {
+        let _ = write!(body, "\n### Coding agent\n\n{usage}\n");
+    }
     if let Some(issue) = task.issue_number {
         let _ = write!(body, "\nRelated: #{issue}\n");
     }
@@ -768,6 +835,101 @@ pub(crate) mod tests {
         ---- text ----
 
         ---- buttons: none ----
+        ");
+    }
+
+    /// A free-text agent task that ran Claude Code for two rounds.
+    fn agent_task(state: TaskState) -> TaskRecord {
+        let mut t = ended(state);
+        t.template = None;
+        t.params = BTreeMap::new();
+        t.recipe = crate::task::Recipe::Agent;
+        t.summary = "Make hello.txt say fixed".into();
+        t.instructions = "Make hello.txt say fixed".into();
+        t.agent_provider = Some("claude_code".into());
+        t.agent_rounds = 2;
+        t.agent_input_tokens = 12_400;
+        t.agent_output_tokens = 1_830;
+        t.agent_cost_microusd = Some(41_250);
+        t
+    }
+
+    #[test]
+    fn a_failed_agent_task_links_its_wip_branch_and_shows_what_the_agent_used() {
+        let mut t = agent_task(TaskState::Failed);
+        t.failing_command = Some("npm test".into());
+        t.error = Some("validation failed: npm test exited with 1".into());
+        t.wip_branch = Some("bg-agent/wip/42".into());
+        insta::assert_snapshot!(shown(&t, &cx(&[], &[])), @"
+        **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) — `Make hello.txt say fixed` — **failed** after 2 min 30 s
+
+        > validation failed: npm test exited with 1
+
+        The agent's unvalidated change is kept on branch `bg-agent/wip/42` (no pull request).
+
+        Agent: Claude Code, 2 rounds: 12,400 input and 1,830 output tokens, $0.0413
+
+        Requested by @octo-lead · attempt 2 · [details](http://127.0.0.1:3000/tasks/42)
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ======== check run: completed failure ========
+        # Failed
+
+        **Make hello.txt say fixed** · task [#42](http://127.0.0.1:3000/tasks/42) · attempt 2 · requested by @octo-lead
+
+        Finished after 2 min 30 s.
+
+        Failing command: `npm test`
+
+        > validation failed: npm test exited with 1
+
+        The agent's unvalidated change is kept on branch `bg-agent/wip/42` (no pull request).
+
+        ---- text ----
+        ### Coding agent
+
+        Claude Code, 2 rounds: 12,400 input and 1,830 output tokens, $0.0413
+
+
+        Comment `/bg-agent retry 42` or press **Retry** on the check run to try again.
+
+        ---- buttons: [Retry] Run this task again (retry) ----
+        ");
+    }
+
+    #[test]
+    fn an_agent_pull_request_shows_what_the_agent_used() {
+        let mut t = agent_task(TaskState::Succeeded);
+        t.changed = Some(true);
+        t.changed_files = vec!["hello.txt".into()];
+        let validations = [passed("node test.js", 300)];
+        insta::assert_snapshot!(pull_request_body(&t, &cx(&validations, &[])), @"
+        This pull request was made by **bg-agent** task [#42](http://127.0.0.1:3000/tasks/42) (attempt 2), asked for by @octo-lead in #17.
+
+        **Free-text task**
+
+        ### Instructions
+
+        ```text
+        Make hello.txt say fixed
+        ```
+
+        ### Changed files
+
+        - `hello.txt`
+
+        ### Validation
+
+        | command | result | duration |
+        | --- | --- | --- |
+        | `node test.js` | ✅ passed | 0.3 s |
+
+        ### Coding agent
+
+        Claude Code, 2 rounds: 12,400 input and 1,830 output tokens, $0.0413
+
+        Related: #17
         ");
     }
 

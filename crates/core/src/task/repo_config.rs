@@ -16,6 +16,8 @@
 //!   mode: refuse            # refuse | flag | off
 //!   max_files: 20
 //!   max_lines: 500
+//!     agent: { provider: codex, model: gpt-5 }   # this template's coding agent
+//! agent: { provider: claude_code }              # the others' (else the server's)
 //! ```
 //!
 //! Commands are argv, never a shell line: a string is split on whitespace, with single
@@ -57,6 +59,33 @@ pub struct RepoConfig {
     /// The repository's scope-guard policy; it can only tighten the server's
     /// ([`crate::protocol::ScopePolicy::tightened_by`]).
     pub scope: Option<crate::protocol::ScopePolicy>,
+    /// The coding agent of this repository's agent tasks (`agent:` at the top level).
+    pub agent: Option<AgentChoice>,
+    /// Per template (`agent:` in a template), by template name.
+    pub template_agents: Vec<(String, AgentChoice)>,
+}
+
+/// A repository's choice of coding agent: the provider, and its model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChoice {
+    pub provider: crate::protocol::AgentProvider,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl RepoConfig {
+    /// The agent a task of `template` (`None`: free text) runs, as the repository chose.
+    pub fn agent_for(&self, template: Option<&str>) -> Option<&AgentChoice> {
+        template
+            .and_then(|name| {
+                self.template_agents
+                    .iter()
+                    .find(|(t, _)| t == name)
+                    .map(|(_, choice)| choice)
+            })
+            .or(self.agent.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +111,7 @@ struct RawConfig {
     templates: Vec<RawTemplate>,
     #[serde(default)]
     scope: Option<RawScope>,
+    agent: Option<AgentChoice>,
 }
 
 /// Unset fields leave the server's values (the loosest a repository can ask for).
@@ -116,6 +146,8 @@ struct RawTemplate {
     recipe: Option<Recipe>,
     #[serde(default)]
     timeout_secs: Option<u32>,
+    #[serde(default)]
+    agent: Option<AgentChoice>,
 }
 
 impl RepoConfig {
@@ -154,6 +186,11 @@ impl RepoConfig {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let template_agents = raw
+            .templates
+            .iter()
+            .filter_map(|t| t.agent.clone().map(|choice| (t.name.clone(), choice)))
+            .collect();
         let templates = raw
             .templates
             .into_iter()
@@ -180,6 +217,8 @@ impl RepoConfig {
             validation,
             templates,
             scope,
+            agent: raw.agent,
+            template_agents,
         })
     }
 }
@@ -239,6 +278,31 @@ mod tests {
         assert_eq!(RepoConfig::parse("validation: []").unwrap().scope, None);
         assert!(RepoConfig::parse("scope: { mode: lenient }").is_err());
         assert!(RepoConfig::parse("scope: { max_budget: 3 }").is_err());
+    }
+
+    #[test]
+    fn the_agent_is_chosen_per_template_or_for_the_repository() {
+        use crate::protocol::AgentProvider;
+        let config = RepoConfig::parse(
+            "agent: { provider: claude_code }\ntemplates:\n  - name: port\n    instructions: Port it.\n    agent: { provider: codex, model: gpt-5 }\n  - name: note\n    instructions: Note it.\n",
+        )
+        .unwrap();
+        let port = config.agent_for(Some("port")).unwrap();
+        assert_eq!(
+            (port.provider, port.model.as_deref()),
+            (AgentProvider::Codex, Some("gpt-5"))
+        );
+        assert_eq!(
+            config.agent_for(Some("note")).map(|c| c.provider),
+            Some(AgentProvider::ClaudeCode)
+        );
+        assert_eq!(
+            config.agent_for(None).map(|c| c.provider),
+            Some(AgentProvider::ClaudeCode)
+        );
+        let err = RepoConfig::parse("agent: { provider: skynet }").unwrap_err();
+        assert!(matches!(err, RepoConfigError::Syntax(_)), "{err}");
+        assert_eq!(RepoConfig::parse("").unwrap().agent_for(None), None);
     }
 
     #[test]

@@ -192,6 +192,38 @@ pub struct Settings {
     #[arg(long, env = "BG_AGENT_AGENT_COMMAND", value_name = "COMMAND")]
     pub agent_command: Option<String>,
 
+    /// The agent's model (the provider's name for it). Unset: the CLI's default.
+    #[arg(long, env = "BG_AGENT_AGENT_MODEL", value_name = "MODEL")]
+    pub agent_model: Option<String>,
+
+    /// The model API's base URL the agent talks to (a proxy). Unset: the provider's own.
+    #[arg(long, env = "BG_AGENT_AGENT_BASE_URL", value_name = "URL")]
+    pub agent_base_url: Option<String>,
+
+    /// Most model turns per agent invocation.
+    #[arg(
+        long,
+        env = "BG_AGENT_AGENT_MAX_TURNS",
+        default_value = "30",
+        value_name = "N"
+    )]
+    pub agent_max_turns: String,
+
+    /// The agent is stopped once the cost its CLI reports passes this, in US dollars.
+    /// Unset: no money limit (turns and time still hold).
+    #[arg(long, env = "BG_AGENT_AGENT_BUDGET_USD", value_name = "USD")]
+    pub agent_budget_usd: Option<String>,
+
+    /// After a failed validation, the failing output goes back to the agent for up to
+    /// this many more rounds. 0: one round only.
+    #[arg(
+        long,
+        env = "BG_AGENT_VERIFIER_ROUNDS",
+        default_value = "2",
+        value_name = "N"
+    )]
+    pub verifier_rounds: String,
+
     /// npm registry the `upgrade` recipe resolves versions from. Unset: npm's default.
     #[arg(long, env = "BG_AGENT_NPM_REGISTRY", value_name = "URL")]
     pub npm_registry: Option<String>,
@@ -199,7 +231,7 @@ pub struct Settings {
     /// The coding agent of agent tasks: `command` (BG_AGENT_AGENT_COMMAND), `claude_code`,
     /// `codex`, `gemini`, `aider` or `cline`; all but `command` need a credential
     /// (`bg-agent credentials set`). Unset: `command` if BG_AGENT_AGENT_COMMAND is set,
-    /// else `claude_code`.
+    /// else `claude_code`. A repository's .github/bg-agent.yml may choose another.
     #[arg(long, env = "BG_AGENT_AGENT_PROVIDER", value_name = "PROVIDER")]
     pub agent_provider: Option<String>,
 

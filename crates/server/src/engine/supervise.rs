@@ -19,11 +19,11 @@ use tracing::Instrument;
 
 use crate::background::Background;
 use crate::config::Unvalidated;
-use crate::credentials::{AgentProvider, CredentialError, Keyring, Provider};
+use crate::credentials::{CredentialError, Keyring, NeedsCredential, Provider};
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
 use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
-use bg_agent_core::protocol::{CALLBACK_CA_ENV, SPEC_ENV, ScopePolicy, TaskSpec};
+use bg_agent_core::protocol::{AgentSpec, CALLBACK_CA_ENV, SPEC_ENV, ScopePolicy, TaskSpec};
 use bg_agent_core::task::{Recipe, TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, InstallationToken, RepoName};
 
@@ -58,6 +58,10 @@ pub struct SupervisorSettings {
     /// Where runners report (the public URL unless configured otherwise).
     pub callback_url: String,
     pub agent_command: Option<Vec<String>>,
+    /// The coding agent of agent tasks, unless the repository chooses.
+    pub agent: AgentSpec,
+    /// Until credentials are stored per installation: the one handed to every agent task.
+    pub agent_credential: Option<SecretString>,
     pub npm_registry: Option<String>,
     /// CA certificates (PEM) runners trust for their callback, passed on as
     /// `BG_AGENT_CALLBACK_CA`.
@@ -68,8 +72,6 @@ pub struct SupervisorSettings {
     pub poll: Duration,
     /// What becomes of a change no validation command checked.
     pub unvalidated: Unvalidated,
-    /// The coding agent of agent tasks (see [`agent_provider_for`]).
-    pub agent_provider: AgentProvider,
     /// Opens stored agent credentials; `None`: agents that need one cannot run.
     pub encryption_keys: Option<Keyring>,
     /// The scope guard's policy, passed to runners in the task spec.
@@ -91,7 +93,7 @@ enum LaunchError {
         "the agent `{agent}` needs a credential for `{provider}`, and none is set for this installation or its requester; set one with `bg-agent credentials set --installation {installation} --provider {provider}` (the value on stdin), then retry"
     )]
     NoCredential {
-        agent: AgentProvider,
+        agent: &'static str,
         provider: Provider,
         installation: i64,
     },
@@ -557,7 +559,7 @@ impl<E: Executor> Supervisor<E> {
             .credential_for(task.installation_id, task.creator_id, provider)
             .await?
             .ok_or(LaunchError::NoCredential {
-                agent,
+                agent: agent.name(),
                 provider,
                 installation: task.installation_id,
             })?;
@@ -628,6 +630,8 @@ impl<E: Executor> Supervisor<E> {
             params: task.params.clone(),
             instructions: task.instructions.clone(),
             agent_command: self.settings.agent_command.clone(),
+            template: task.template.clone(),
+            agent: (task.recipe == Recipe::Agent).then(|| self.settings.agent.clone()),
             author_name: format!("{slug}[bot]"),
             // GitHub's noreply address for an App's bot user.
             author_email: format!(
@@ -725,8 +729,8 @@ impl<E: Executor> Supervisor<E> {
 pub fn agent_provider_for(
     task: &TaskRecord,
     settings: &SupervisorSettings,
-) -> Option<AgentProvider> {
-    (task.recipe == Recipe::Agent).then_some(settings.agent_provider)
+) -> Option<bg_agent_core::protocol::AgentProvider> {
+    (task.recipe == Recipe::Agent).then_some(settings.agent.provider)
 }
 
 /// The task's repository, installation and repository id, as GitHub calls them.

@@ -432,8 +432,8 @@ impl Executor for LocalExecutor {
             .envs(
                 launch
                     .agent_credential
-                    .iter()
-                    .map(|value| (AGENT_CREDENTIAL_ENV, value.expose_secret())),
+                    .as_ref()
+                    .map(|c| (AGENT_CREDENTIAL_ENV, c.expose_secret())),
             )
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

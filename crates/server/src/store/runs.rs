@@ -66,7 +66,11 @@ async fn record_execution(
 }
 
 /// A push to any branch but the task's own is not the task's outcome.
-fn pushed_to_its_branch(outcome: &RunOutcome, task_branch: Option<&str>) -> RunOutcome {
+fn pushed_to_its_branch(
+    outcome: &RunOutcome,
+    task_branch: Option<&str>,
+    task_id: Option<i64>,
+) -> RunOutcome {
     match outcome {
         RunOutcome::Pushed { branch, .. } if Some(branch.as_str()) != task_branch => {
             RunOutcome::Failed {
@@ -75,6 +79,19 @@ fn pushed_to_its_branch(outcome: &RunOutcome, task_branch: Option<&str>) -> RunO
                     task_branch.unwrap_or("(none)")
                 ),
                 failing_command: None,
+                wip_branch: None,
+            }
+        }
+        // A kept change goes only to the task's own WIP branch.
+        RunOutcome::Failed {
+            error,
+            failing_command,
+            wip_branch: Some(wip),
+        } if task_id.is_some_and(|id| *wip != bg_agent_core::protocol::wip_branch(id)) => {
+            RunOutcome::Failed {
+                error: error.clone(),
+                failing_command: failing_command.clone(),
+                wip_branch: None,
             }
         }
         other => other.clone(),
@@ -410,8 +427,78 @@ impl Store {
                 )
                 .await?;
             }
+            RunnerEvent::AgentRound {
+                round,
+                provider,
+                usage,
+            } => {
+                let cost = usage
+                    .cost_usd
+                    .filter(|c| c.is_finite() && *c >= 0.0)
+                    .map(|c| (c * 1_000_000.0).round() as i64);
+                sqlx::query!(
+                    "UPDATE tasks SET agent_provider = $2,
+                         agent_rounds = GREATEST(agent_rounds, $3),
+                         agent_input_tokens = agent_input_tokens + $4,
+                         agent_output_tokens = agent_output_tokens + $5,
+                         agent_cost_microusd = CASE WHEN $6::bigint IS NULL THEN agent_cost_microusd
+                             ELSE COALESCE(agent_cost_microusd, 0) + $6 END,
+                         last_seq = $7, version = version + 1, updated_at = now()
+                     WHERE id = $1",
+                    id as TaskId,
+                    provider.name(),
+                    i32::try_from(*round).unwrap_or(i32::MAX),
+                    i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+                    i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+                    cost,
+                    seq,
+                )
+                .execute(&mut *tx)
+                .await?;
+                append_event(
+                    &mut *tx,
+                    id,
+                    runner,
+                    &format!(
+                        "{} round {round}: {} input and {} output tokens{}",
+                        provider.display(),
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        usage
+                            .cost_usd
+                            .map(|c| format!(", ${c:.4}"))
+                            .unwrap_or_default()
+                    ),
+                    (None, None),
+                )
+                .await?;
+            }
             RunnerEvent::Finished(outcome) => {
-                let outcome = &pushed_to_its_branch(outcome, row.branch.as_deref());
+                let outcome = &pushed_to_its_branch(outcome, row.branch.as_deref(), Some(id.get()));
+                let wip = match outcome {
+                    RunOutcome::Failed {
+                        wip_branch: Some(wip),
+                        ..
+                    } => Some(wip.as_str()),
+                    _ => None,
+                };
+                if let Some(wip) = wip {
+                    sqlx::query!(
+                        "UPDATE tasks SET wip_branch = $2 WHERE id = $1",
+                        id as TaskId,
+                        wip,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    append_event(
+                        &mut *tx,
+                        id,
+                        runner,
+                        &format!("kept the unvalidated change on {wip}"),
+                        (None, None),
+                    )
+                    .await?;
+                }
                 let (branch, commit, changed, files, error, failing) = match outcome {
                     RunOutcome::Pushed {
                         branch,
@@ -429,6 +516,7 @@ impl Store {
                     RunOutcome::Failed {
                         error,
                         failing_command,
+                        ..
                     } => (
                         None,
                         None,

@@ -157,6 +157,12 @@ pub(super) struct TaskRow {
     pub(super) template_source: Option<TemplateSource>,
     pub(super) clone_url: Option<String>,
     pub(super) launched_by: Option<uuid::Uuid>,
+    pub(super) agent_provider: Option<String>,
+    pub(super) agent_rounds: i32,
+    pub(super) agent_input_tokens: i64,
+    pub(super) agent_output_tokens: i64,
+    pub(super) agent_cost_microusd: Option<i64>,
+    pub(super) wip_branch: Option<String>,
 }
 
 impl From<TaskRow> for TaskRecord {
@@ -205,6 +211,12 @@ impl From<TaskRow> for TaskRecord {
             template_source: row.template_source,
             clone_url: row.clone_url,
             launched_by: row.launched_by,
+            agent_provider: row.agent_provider,
+            agent_rounds: row.agent_rounds,
+            agent_input_tokens: row.agent_input_tokens,
+            agent_output_tokens: row.agent_output_tokens,
+            agent_cost_microusd: row.agent_cost_microusd,
+            wip_branch: row.wip_branch,
         }
     }
 }
@@ -233,7 +245,8 @@ macro_rules! task_query {
                     failing_command, execution_id, cancel_requested_by, log_lines, version,
                     summary,
                     template_source AS "template_source: bg_agent_core::task::TemplateSource",
-                    clone_url, launched_by "#
+                    clone_url, launched_by, agent_provider, agent_rounds, agent_input_tokens,
+                    agent_output_tokens, agent_cost_microusd, wip_branch "#
                 + $tail
             $(, $arg)*
         )

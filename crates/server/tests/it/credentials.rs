@@ -433,7 +433,7 @@ async fn the_credential_reaches_agent_tasks_only_and_never_a_log() {
         .configure(move |config| {
             // Unsandboxed, so the recording runner can write where the test reads.
             config.sandbox.mode = SandboxMode::Off;
-            config.run.agent_provider = Some(AgentProvider::ClaudeCode);
+            config.run.agent.provider = AgentProvider::ClaudeCode;
             config.run.encryption_keys = Some(configured);
         })
         .start()
@@ -499,7 +499,7 @@ async fn an_agent_task_without_a_credential_fails_naming_the_command() {
     let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
         .agent(&["sh", "-c", "cat > NOTE.md"])
         .configure(|config| {
-            config.run.agent_provider = Some(AgentProvider::Codex);
+            config.run.agent.provider = AgentProvider::Codex;
             config.run.encryption_keys = Some(keyring(OLD_KEY));
         })
         .start()

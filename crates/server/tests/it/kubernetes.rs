@@ -272,6 +272,9 @@ fn launch(task_id: i64, timeout: Duration) -> Launch {
         callback_url: "http://127.0.0.1:9/".into(),
         task_secret: SecretString::from("the-task-secret-0123456789abcdef".to_owned()),
         runner_token: SecretString::from("ghs_theRunnerToken0123456789".to_owned()),
+        agent_credential: Some(SecretString::from(
+            "sk-ant-theAgentCredential0123".to_owned(),
+        )),
         timeout,
         env: vec![
             ("BG_AGENT_TASK_SPEC".into(), "{\"task_id\":7}".into()),
@@ -431,6 +434,7 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     for secret in [
         "the-task-secret-0123456789abcdef",
         "ghs_theRunnerToken0123456789",
+        "sk-ant-theAgentCredential0123",
     ] {
         assert!(
             !serialized.contains(secret),
@@ -450,6 +454,10 @@ async fn a_launch_creates_exactly_the_job_and_its_secret() {
     assert_eq!(
         data,
         BTreeMap::from([
+            (
+                "BG_AGENT_AGENT_CREDENTIAL".to_owned(),
+                "sk-ant-theAgentCredential0123".to_owned()
+            ),
             (
                 "BG_AGENT_RUNNER_TOKEN".to_owned(),
                 "ghs_theRunnerToken0123456789".to_owned()

@@ -157,6 +157,8 @@ impl World {
             params: BTreeMap::new(),
             instructions: "Upgrade lodash to 4.17.21.\n\nIt has an advisory.".into(),
             agent_command: None,
+            template: None,
+            agent: None,
             author_name: BOT_NAME.into(),
             author_email: BOT_EMAIL.into(),
             commit_title: format!("[bg-agent] task {task_id}: upgrade lodash"),
@@ -460,6 +462,7 @@ async fn failing_tests_after_the_change_mean_no_push() {
         &RunOutcome::Failed {
             error: "validation failed: npm test exited with 1".into(),
             failing_command: Some("npm test".into()),
+            wip_branch: None,
         }
     );
     let validations = run.validations();
@@ -697,6 +700,7 @@ async fn an_agent_recipe_without_an_agent_fails_clearly() {
         &RunOutcome::Failed {
             error: "no coding agent is configured".into(),
             failing_command: None,
+            wip_branch: None,
         }
     );
     assert_nothing_pushed(&repo, &spec, &main_before);
@@ -721,6 +725,7 @@ async fn a_bad_token_fails_the_clone_without_showing_the_token() {
     let RunOutcome::Failed {
         error,
         failing_command,
+        ..
     } = run.outcome()
     else {
         panic!("not failed: {:?}", run.outcome());
@@ -753,6 +758,7 @@ async fn a_package_that_is_not_a_dependency_is_named() {
         &RunOutcome::Failed {
             error: "left-pad is not a dependency in package.json".into(),
             failing_command: None,
+            wip_branch: None,
         }
     );
     assert_nothing_pushed(&repo, &spec, &main_before);

@@ -168,6 +168,7 @@ async fn each_report_is_applied_once_and_logs_are_redacted() {
     let finished = RunnerEvent::Finished(RunOutcome::Failed {
         error: "validation failed: npm test exited with 1".into(),
         failing_command: Some("npm test".into()),
+        wip_branch: None,
     });
     assert_eq!(api.report(4, finished.clone()).await, 200);
     let task = api.h.store().task(api.task).await.unwrap().unwrap();

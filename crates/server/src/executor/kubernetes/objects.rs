@@ -274,6 +274,7 @@ mod tests {
             callback_url: "http://bg-agent.bg-agent.svc:3000".into(),
             task_secret: SecretString::from("task-secret-value"),
             runner_token: SecretString::from("ghs_runner-token-value"),
+            agent_credential: Some(SecretString::from("sk-agent-credential-value")),
             timeout: Duration::from_secs(600),
             env: vec![("BG_AGENT_TASK_SPEC".into(), "{\"task_id\":42}".into())],
         }
@@ -294,6 +295,7 @@ mod tests {
         let job = serde_json::to_string(&job(&launch(), &settings())).unwrap();
         assert!(!job.contains("task-secret-value"), "{job}");
         assert!(!job.contains("ghs_runner-token-value"), "{job}");
+        assert!(!job.contains("sk-agent-credential-value"), "{job}");
         assert!(job.contains("\"envFrom\":[{\"secretRef\":{\"name\":\"bg-agent-task-42\""));
     }
 
@@ -310,9 +312,17 @@ mod tests {
         let data = secret.data.unwrap();
         assert_eq!(
             data.keys().collect::<Vec<_>>(),
-            ["BG_AGENT_RUNNER_TOKEN", "BG_AGENT_TASK_SECRET"]
+            [
+                "BG_AGENT_AGENT_CREDENTIAL",
+                "BG_AGENT_RUNNER_TOKEN",
+                "BG_AGENT_TASK_SECRET"
+            ]
         );
         assert_eq!(data["BG_AGENT_TASK_SECRET"].0, b"task-secret-value");
+        assert_eq!(
+            data["BG_AGENT_AGENT_CREDENTIAL"].0,
+            b"sk-agent-credential-value"
+        );
         assert_eq!(secret.metadata.owner_references.unwrap(), [owner]);
     }
 

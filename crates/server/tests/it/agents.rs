@@ -1,0 +1,624 @@
+//! The real coding-agent CLIs behind the validation gate, against the test kit's scripted
+//! model API: a `/bg-agent run` comment, the CLI (installed by `.ci/run`, found on `PATH`)
+//! edits the checkout through its own tools as the script tells it, the repository's
+//! checks run, and a pull request is opened. The credential reaches the model API and
+//! nothing else; failing checks go back to the agent; limits stop it; a failed change is
+//! kept on a WIP branch.
+
+use bg_agent_core::protocol::{AgentProvider, AgentSpec};
+use bg_agent_core::task::{TaskRecord, TaskState};
+use bg_agent_testkit::harness::{Harness, LEAD, Scenario};
+use bg_agent_testkit::model_api::{ModelApi, Step};
+use serde_json::json;
+
+/// The provider credential the tests hand to agents; it must reach only the model API.
+const CREDENTIAL: &str = "sk-test-agent-credential-7f3a9c";
+/// Where the runner's checkout is inside its sandbox (the CLIs want absolute paths).
+const CHECKOUT: &str = "/workspace/repo";
+
+/// Validation that fails if any variable of the checks' environment holds the
+/// credential or names an API key, then the project's tests.
+const VALIDATION: &str = "validation:\n  - [node, -e, \"const leak = Object.entries(process.env).some(([k, v]) => v.includes('sk-test-agent') || /API_KEY/.test(k)); if (leak) { console.error('the credential reached validation'); process.exit(1) }\"]\n  - node test.js\n";
+
+/// The project's test: `hello.txt` must say `fixed`.
+const HELLO_TEST: &str = "const text = require('fs').readFileSync('hello.txt', 'utf8');\nif (text !== 'fixed\\n') { console.error('hello.txt is wrong: ' + JSON.stringify(text) + ', expected \"fixed\"'); process.exit(1); }\nconsole.log('1 passed, 0 failed');\n";
+
+/// The only task, once it has ended in `state` (else the test fails with its log).
+async fn ended(h: &Harness, state: TaskState) -> TaskRecord {
+    let task = h.only_task().await.wait(|t| t.state.is_terminal()).await;
+    if task.state != state {
+        let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+        panic!(
+            "task ended {:?}, not {state:?}: {:?}\n{log}",
+            task.state, task.error
+        );
+    }
+    h.task(task.id).reported_end().await
+}
+
+fn program_on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The CLI must be installed: `.ci/run` installs the pinned versions and puts them on
+/// `PATH`. A missing one fails the test (it is never skipped).
+fn require(provider: AgentProvider) {
+    let program = provider.program().unwrap_or_default();
+    assert!(
+        program_on_path(program),
+        "{program} is not on PATH: run .ci/run (it installs the pinned coding-agent CLIs into /usr/local/lib/bg-agent-agents)"
+    );
+}
+
+fn agent(provider: AgentProvider, api: &ModelApi) -> AgentSpec {
+    AgentSpec {
+        base_url: Some(match provider {
+            AgentProvider::Codex => format!("{}/v1", api.url()),
+            _ => api.url(),
+        }),
+        max_turns: 10,
+        ..AgentSpec::new(provider)
+    }
+}
+
+fn scenario(provider: AgentProvider, api: &ModelApi) -> Scenario {
+    require(provider);
+    Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
+        .tests(HELLO_TEST)
+        .file(".github/bg-agent.yml", VALIDATION)
+        .agent_spec(agent(provider, api))
+        .agent_credential(CREDENTIAL)
+}
+
+/// Claude Code's own tools: `Write` a new file, then finish.
+fn claude_writes(content: &str) -> Vec<Step> {
+    vec![
+        Step::tool(
+            "Write",
+            json!({"file_path": format!("{CHECKOUT}/hello.txt"), "content": content}),
+        ),
+        Step::text("I wrote hello.txt."),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
+    let api = ModelApi::start(CREDENTIAL, claude_writes("fixed\n")).await;
+    let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
+    let commented = std::time::Instant::now();
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    // The harness's own overhead, reported (not asserted): comment -> first model request
+    // (intake, launch, clone, CLI start) and last model request -> the task's reported
+    // end (the checks, the commit, the push, the PR).
+    let requests = api.requests();
+    if let (Some(first), Some(last)) = (requests.first(), requests.last()) {
+        eprintln!(
+            "overhead: comment -> first model request {:?}; last model request -> reported end {:?}",
+            first.at - commented,
+            last.at.elapsed()
+        );
+    }
+    // The real CLI wrote the file through its Write tool.
+    let branch = task.branch.clone().unwrap();
+    assert_eq!(h.show(&branch, "hello.txt"), "fixed\n");
+    assert_eq!(h.pulls().len(), 1);
+    assert_eq!(task.changed_files, vec!["hello.txt".to_owned()]);
+    // What the model was asked, and what came back to it.
+    let asked = api.agent_requests();
+    assert_eq!(
+        asked.len(),
+        2,
+        "{:#?}",
+        api.requests().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert!(asked[0].text().contains("Make hello.txt say fixed"));
+    assert!(
+        asked[1].text().contains("tool_result"),
+        "the Write result is fed back"
+    );
+    // The credential reached the model API, as the provider's own header, every time.
+    for request in api.requests() {
+        assert!(request.authorized, "{}", request.path);
+        assert_eq!(request.header("x-api-key"), Some(CREDENTIAL));
+    }
+    // ...and nothing else: not the checks (the first validation command passed), not
+    // the log, the check run or the pull request.
+    assert_eq!(task.agent_provider.as_deref(), Some("claude_code"));
+    assert_eq!(task.agent_rounds, 1);
+    assert_eq!(task.agent_input_tokens, 200);
+    assert_eq!(task.agent_output_tokens, 40);
+    assert!(task.agent_cost_microusd.is_some_and(|c| c > 0));
+    let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+    assert!(
+        log.contains("claude uses Write /workspace/repo/hello.txt"),
+        "{log}"
+    );
+    let pr = h.pr(task.pr_number.unwrap() as u64);
+    let check = h.check_run(task.id);
+    for text in [
+        log.as_str(),
+        pr.body.as_str(),
+        format!("{:?}", check.output).as_str(),
+        &format!("{:?}", h.bot_comments()),
+    ] {
+        assert!(!text.contains(CREDENTIAL));
+    }
+    assert!(
+        pr.body.contains(
+            "### Coding agent\n\nClaude Code, 1 round: 200 input and 40 output tokens, $"
+        ),
+        "{}",
+        pr.body
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_goes_back_to_claude_code_and_the_second_round_passes() {
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            Step::tool(
+                "Write",
+                json!({"file_path": format!("{CHECKOUT}/hello.txt"), "content": "broken\n"}),
+            ),
+            Step::text("Done."),
+            Step::tool(
+                "Bash",
+                json!({"command": "printf 'fixed\\n' > hello.txt", "description": "Fix hello.txt"}),
+            ),
+            Step::text("Fixed."),
+        ],
+    )
+    .await;
+    let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    let asked = api.agent_requests();
+    assert_eq!(asked.len(), 4);
+    // The second round's first request holds the failing command and its output.
+    let second = asked[2].text();
+    assert!(
+        second.contains("failed the repository's checks: `node test.js`"),
+        "{second}"
+    );
+    assert!(second.contains("hello.txt is wrong"), "{second}");
+    assert!(!asked[0].text().contains("hello.txt is wrong"));
+    assert_eq!(task.agent_rounds, 2);
+    assert_eq!(h.pulls().len(), 1);
+    let validations = h.task(task.id).validations().await;
+    assert_eq!(
+        validations.iter().filter(|v| !v.passed()).count(),
+        1,
+        "{validations:#?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_still_fails_is_kept_on_a_wip_branch_without_a_pull_request() {
+    let api = ModelApi::start(CREDENTIAL, claude_writes("broken\n")).await;
+    let h = scenario(AgentProvider::ClaudeCode, &api)
+        .agent_spec(AgentSpec {
+            verifier_rounds: 0,
+            ..agent(AgentProvider::ClaudeCode, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Failed).await;
+    let wip = format!("bg-agent/wip/{}", task.id);
+    assert_eq!(task.wip_branch.as_deref(), Some(wip.as_str()));
+    assert_eq!(h.show(&wip, "hello.txt"), "broken\n");
+    assert!(h.pulls().is_empty());
+    assert_eq!(task.failing_command.as_deref(), Some("node test.js"));
+    let comment = h.task(task.id).reported_end().await;
+    let _ = comment;
+    let comments = h.bot_comments();
+    let tracking = comments
+        .iter()
+        .find(|c| c.contains("**failed**"))
+        .expect("the tracking comment says failed");
+    assert!(
+        tracking.contains(&format!("kept on branch `{wip}` (no pull request)")),
+        "{tracking}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_limit_stops_claude_code_when_the_model_keeps_asking_for_more() {
+    let api = ModelApi::start(CREDENTIAL, Vec::new()).await;
+    api.forever(Step::tool(
+        "Bash",
+        json!({"command": "echo still working", "description": "Work"}),
+    ));
+    let h = scenario(AgentProvider::ClaudeCode, &api)
+        .agent_spec(AgentSpec {
+            max_turns: 3,
+            verifier_rounds: 0,
+            ..agent(AgentProvider::ClaudeCode, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Failed).await;
+    let error = task.error.clone().unwrap_or_default();
+    assert!(
+        // The runner counts the turns the CLI reports and stops it past the limit.
+        error.starts_with("Claude Code was stopped: it passed the limit of 3 turns"),
+        "{error}"
+    );
+    assert!(
+        api.agent_requests().len() <= 4,
+        "{}",
+        api.agent_requests().len()
+    );
+    assert!(h.pulls().is_empty());
+    assert_eq!(task.wip_branch, None, "no change, nothing kept");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_stops_claude_code_once_its_reported_cost_passes_it() {
+    let api = ModelApi::start(CREDENTIAL, Vec::new()).await;
+    api.forever(Step::tool(
+        "Bash",
+        json!({"command": "echo still working", "description": "Work"}),
+    ));
+    // A million tokens each way per answer: dollars per turn at any price.
+    api.usage_per_answer(1_000_000, 1_000_000);
+    let h = scenario(AgentProvider::ClaudeCode, &api)
+        .agent_spec(AgentSpec {
+            budget_usd: Some(0.5),
+            verifier_rounds: 0,
+            ..agent(AgentProvider::ClaudeCode, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Failed).await;
+    let error = task.error.clone().unwrap_or_default();
+    assert!(error.contains("budget"), "{error}");
+    assert!(
+        api.agent_requests().len() < 10,
+        "{}",
+        api.agent_requests().len()
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_issue_is_marked_as_such_in_what_the_model_receives() {
+    let api = ModelApi::start(CREDENTIAL, claude_writes("fixed\n")).await;
+    let h = scenario(AgentProvider::ClaudeCode, &api).start().await;
+    h.label(LEAD, "bg-agent").await;
+    ended(&h, TaskState::Succeeded).await;
+    let first = api.agent_requests()[0].text();
+    assert!(first.contains("untrusted-issue-text"), "{first}");
+    assert!(
+        first.contains("untrusted input written by a person"),
+        "{first}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_crashes_fails_the_task_with_its_last_output() {
+    let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
+        .agent(&[
+            "sh",
+            "-c",
+            "echo reading the task; echo 'panic: the model vanished' >&2; exit 3",
+        ])
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Failed).await;
+    let error = task.error.clone().unwrap_or_default();
+    assert!(error.contains("agent command failed (exit 3)"), "{error}");
+    assert!(error.contains("panic: the model vanished"), "{error}");
+    assert!(h.pulls().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_hangs_is_stopped_after_its_time_limit() {
+    let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
+        .agent(&["sh", "-c", "echo thinking; exec sleep 600"])
+        .agent_spec(AgentSpec {
+            timeout_secs: Some(2),
+            ..AgentSpec::new(AgentProvider::Command)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Failed).await;
+    let error = task.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("agent command was stopped: it ran past its time limit (2s)"),
+        "{error}"
+    );
+    assert!(error.contains("thinking"), "{error}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            Step::tool(
+                "exec_command",
+                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
+            ),
+            Step::text("I wrote hello.txt."),
+        ],
+    )
+    .await;
+    let h = scenario(AgentProvider::Codex, &api).start().await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+    assert_eq!(task.changed_files, vec!["hello.txt".to_owned()], "{log}");
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    assert_eq!(h.pulls().len(), 1);
+    let asked = api.agent_requests();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[0].path.starts_with("/v1/responses"),
+        "{}",
+        asked[0].path
+    );
+    assert!(asked[0].text().contains("Make hello.txt say fixed"));
+    assert!(
+        asked[1].text().contains("function_call_output"),
+        "the command's result is fed back"
+    );
+    for request in api.requests() {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {CREDENTIAL}").as_str())
+        );
+    }
+    assert_eq!(task.agent_provider.as_deref(), Some("codex"));
+    assert_eq!(
+        (task.agent_input_tokens, task.agent_output_tokens),
+        (200, 40)
+    );
+    assert_eq!(task.agent_cost_microusd, None, "Codex reports no cost");
+    let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+    assert!(!log.contains(CREDENTIAL));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_limit_stops_codex_which_takes_none_itself() {
+    let api = ModelApi::start(CREDENTIAL, Vec::new()).await;
+    api.forever(Step::tool(
+        "exec_command",
+        json!({"cmd": "echo still working"}),
+    ));
+    let h = scenario(AgentProvider::Codex, &api)
+        .agent_spec(AgentSpec {
+            max_turns: 2,
+            verifier_rounds: 0,
+            ..agent(AgentProvider::Codex, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Failed).await;
+    let error = task.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("Codex CLI was stopped: it passed the limit of 2 turns"),
+        "{error}"
+    );
+    assert!(h.pulls().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            Step::tool(
+                "write_file",
+                json!({"file_path": format!("{CHECKOUT}/hello.txt"), "content": "fixed\n"}),
+            ),
+            Step::text("I wrote hello.txt."),
+        ],
+    )
+    .await;
+    let h = scenario(AgentProvider::Gemini, &api)
+        .agent_spec(AgentSpec {
+            model: Some("gemini-2.5-flash".into()),
+            ..agent(AgentProvider::Gemini, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    assert_eq!(h.pulls().len(), 1);
+    let asked = api.agent_requests();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[0]
+            .path
+            .starts_with("/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+        "{}",
+        asked[0].path
+    );
+    assert!(asked[0].text().contains("Make hello.txt say fixed"));
+    assert!(
+        asked[1].text().contains("functionResponse"),
+        "the write's result is fed back"
+    );
+    for request in api.requests() {
+        assert_eq!(request.header("x-goog-api-key"), Some(CREDENTIAL));
+    }
+    assert_eq!(task.agent_provider.as_deref(), Some("gemini"));
+    assert_eq!(
+        (task.agent_input_tokens, task.agent_output_tokens),
+        (200, 40)
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aider_edits_in_its_whole_format_and_the_change_becomes_a_pull_request() {
+    // Aider uses no tool calls: the model's answer is the edit, in the `whole` format.
+    let api = ModelApi::start(CREDENTIAL, vec![Step::text("hello.txt\n```\nfixed\n```\n")]).await;
+    let h = scenario(AgentProvider::Aider, &api)
+        .agent_spec(AgentSpec {
+            base_url: Some(format!("{}/v1", api.url())),
+            model: Some("gpt-4.1".into()),
+            ..agent(AgentProvider::Aider, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    assert_eq!(
+        task.changed_files,
+        vec!["hello.txt".to_owned()],
+        "no Aider files in the change"
+    );
+    assert_eq!(h.pulls().len(), 1);
+    let asked = api.agent_requests();
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].path.starts_with("/v1/chat/completions"),
+        "{}",
+        asked[0].path
+    );
+    assert!(asked[0].text().contains("Make hello.txt say fixed"));
+    for request in api.requests() {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {CREDENTIAL}").as_str())
+        );
+    }
+    assert_eq!(task.agent_provider.as_deref(), Some("aider"));
+    assert_eq!(
+        (task.agent_input_tokens, task.agent_output_tokens),
+        (100, 20)
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cline_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            Step::tool(
+                "run_commands",
+                json!({"commands": ["printf 'fixed\\n' > hello.txt"]}),
+            ),
+            Step::text("I wrote hello.txt."),
+        ],
+    )
+    .await;
+    let h = scenario(AgentProvider::Cline, &api)
+        .agent_spec(AgentSpec {
+            base_url: Some(format!("{}/v1", api.url())),
+            model: Some("gpt-4.1".into()),
+            ..agent(AgentProvider::Cline, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    assert_eq!(task.changed_files, vec!["hello.txt".to_owned()]);
+    assert_eq!(h.pulls().len(), 1);
+    let asked = api.agent_requests();
+    assert!(
+        asked[0].path.starts_with("/v1/chat/completions"),
+        "{}",
+        asked[0].path
+    );
+    assert!(asked[0].text().contains("Make hello.txt say fixed"));
+    for request in api.requests() {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {CREDENTIAL}").as_str())
+        );
+    }
+    assert_eq!(task.agent_provider.as_deref(), Some("cline"));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_chooses_its_coding_agent_in_its_config() {
+    // The server's default is Aider; the repository's .github/bg-agent.yml says Codex.
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            Step::tool(
+                "exec_command",
+                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
+            ),
+            Step::text("I wrote hello.txt."),
+        ],
+    )
+    .await;
+    require(AgentProvider::Codex);
+    let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
+        .tests(HELLO_TEST)
+        .file(
+            ".github/bg-agent.yml",
+            format!("{VALIDATION}agent: {{ provider: codex, model: gpt-test }}\n"),
+        )
+        .agent_spec(AgentSpec {
+            base_url: Some(format!("{}/v1", api.url())),
+            ..AgentSpec::new(AgentProvider::Aider)
+        })
+        .agent_credential(CREDENTIAL)
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(task.agent_provider.as_deref(), Some("codex"));
+    assert_eq!(api.agent_requests()[0].body["model"], "gpt-test");
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    h.finish().await;
+}
