@@ -97,7 +97,15 @@ impl RunningServer {
         handler: Arc<H>,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
-        Self::start_with(config, store, handler, listener, Signal::new(), Vec::new())
+        Self::start_with(
+            config,
+            store,
+            handler,
+            listener,
+            Signal::new(),
+            Vec::new(),
+            None,
+        )
     }
 
     /// As [`Self::start`], with background loops (the task engine's) that run until the
@@ -109,6 +117,7 @@ impl RunningServer {
         listener: TcpListener,
         signal: Signal,
         loops: Vec<BackgroundLoop>,
+        api: Option<Arc<TaskIntake>>,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         // One stop request for everything; a group per kind of work, so shutdown can
@@ -129,6 +138,27 @@ impl RunningServer {
         for start in loops {
             start(&engine);
         }
+        // The JSON API and MCP where tasks can be made (the intake is there), and metrics.
+        let mut extra = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::serve))
+            .with_state(crate::metrics::MetricsState {
+                store: store.clone(),
+                token: config.metrics_token.clone(),
+            });
+        if let Some(intake) = api {
+            let state = crate::web::api::ApiState {
+                store: store.clone(),
+                intake,
+                auth: crate::web::auth::AuthState::none(),
+                signal: signal.clone(),
+                public_url: config.run.public_url.clone(),
+                agent_available: config.run.agent_command.is_some(),
+                shutdown: background.token().clone(),
+            };
+            extra = extra
+                .merge(crate::web::api::router(state.clone()))
+                .merge(crate::web::mcp::router(state));
+        }
         let router = crate::web::router(
             store,
             Arc::new(config.webhook_secrets.clone()),
@@ -136,6 +166,7 @@ impl RunningServer {
             crate::webhook::unverified::UnverifiedBodies::new(&config.intake),
             signal,
             config.run.public_url.clone(),
+            extra,
         );
         let stopping = background.clone();
         let task = tokio::spawn(async move {
@@ -354,13 +385,15 @@ pub fn start_app_on<E: Executor>(
             engine.spawn("retention", retention.run(engine.clone()));
         }));
     }
+    let intake = Arc::new(intake);
     RunningServer::start_with(
         config,
         store,
-        Arc::new(intake),
+        intake.clone(),
         listener,
         signal,
         background,
+        Some(intake),
     )
 }
 

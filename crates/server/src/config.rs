@@ -186,6 +186,8 @@ pub struct Config {
     /// to a sandbox.
     pub config_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// What `GET /metrics` requires as a bearer token; `None`: `/metrics` is off.
+    pub metrics_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -457,6 +459,7 @@ impl Config {
             sandbox,
             config_file: s.config.map(PathBuf::from),
             log_format,
+            metrics_token: s.metrics_token,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod github_app;
+pub mod metrics;
 pub mod store;
 mod unix_access;
 pub mod web;

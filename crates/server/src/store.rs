@@ -11,11 +11,14 @@
 //! dropped and locked by generated names, in a dev-only crate).
 
 pub mod embedded;
+pub mod listing;
+pub mod logs;
 pub mod redeliveries;
 pub mod reports;
 pub mod retention;
 pub mod runs;
 pub mod tasks;
+pub mod templates;
 
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! The HTTP router: webhook intake, the runners' reports, task pages and health.
 
+pub mod api;
+pub mod auth;
+pub mod mcp;
 pub mod pages;
 pub mod runner_api;
 
@@ -31,6 +34,7 @@ pub fn router(
     bodies: UnverifiedBodies,
     signal: Signal,
     public_url: String,
+    extra: Router,
 ) -> Router {
     // The handler receives the body itself, under `bodies`' limits (size included).
     let webhook = Router::new()
@@ -63,7 +67,8 @@ pub fn router(
             .with_state(store)
             .merge(webhook)
             .merge(runners)
-            .merge(pages),
+            .merge(pages)
+            .merge(extra),
     )
 }
 

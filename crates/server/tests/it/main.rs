@@ -1,6 +1,7 @@
 //! The server's integration tests, one binary: each module is one part of the product
 //! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
 
+mod api;
 mod cli;
 mod embedded_postgres;
 mod engine_e2e;
