@@ -27,6 +27,8 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/app", get(app_info))
         .route("/tokens", post(create_token))
         .route("/ping", post(ping))
+        .route("/oauth/approver", post(set_approver))
+        .route("/oauth/tokens", post(user_token))
         .route("/repos/{owner}/{repo}/issues", post(open_issue))
         .route(
             "/repos/{owner}/{repo}/issues/{number}/comments",
@@ -113,6 +115,35 @@ async fn create_token(
         request.repository_ids.as_deref(),
         permissions,
     )?;
+    Ok(Json(json!({"token": token})))
+}
+
+#[derive(Deserialize)]
+struct ApproverRequest {
+    /// Who is "signed in to GitHub" and approves sign-ins; `null`: nobody.
+    login: Option<String>,
+}
+
+/// Who approves `/login/oauth/authorize` from now on.
+async fn set_approver(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<ApproverRequest>,
+) -> ControlResult {
+    shared.mutate(|s| s.oauth.approver = request.login.clone());
+    Ok(Json(json!({"approver": request.login})))
+}
+
+#[derive(Deserialize)]
+struct UserTokenRequest {
+    login: String,
+}
+
+/// A `ghu_` user token for a user, as sign-in would give.
+async fn user_token(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<UserTokenRequest>,
+) -> ControlResult {
+    let token = shared.mutate(|s| s.oauth.mint(&request.login));
     Ok(Json(json!({"token": token})))
 }
 

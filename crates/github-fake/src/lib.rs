@@ -35,6 +35,7 @@ mod faults;
 mod git;
 mod hooks;
 mod npm;
+mod oauth;
 pub mod openapi;
 mod render;
 mod rest;
@@ -435,6 +436,35 @@ impl RunningSim {
             .webhook_url
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = url;
+    }
+
+    // ---- Sign-in with GitHub ----
+
+    /// The App's OAuth client id (what `/login/oauth/authorize` wants).
+    pub fn oauth_client_id(&self) -> String {
+        self.shared.read(|s| s.app.client_id.clone())
+    }
+
+    /// The App's OAuth client secret (public: the development App's).
+    pub fn oauth_client_secret(&self) -> &'static str {
+        oauth::DEV_OAUTH_CLIENT_SECRET
+    }
+
+    /// Who approves sign-ins from now on, as if signed in to GitHub in the browser;
+    /// `None`: nobody (the authorize page refuses).
+    pub fn approve_sign_in_as(&self, login: Option<&str>) {
+        self.shared
+            .mutate(|s| s.oauth.approver = login.map(str::to_owned));
+    }
+
+    /// A `ghu_` user token for `login`, as the code exchange would give.
+    pub fn user_token(&self, login: &str) -> String {
+        self.shared.mutate(|s| s.oauth.mint(login))
+    }
+
+    /// Every user token of `login` stops working.
+    pub fn revoke_user_tokens(&self, login: &str) {
+        self.shared.mutate(|s| s.oauth.revoke_user(login));
     }
 
     // ---- Seeding ----

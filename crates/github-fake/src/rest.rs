@@ -13,12 +13,13 @@ use serde_json::{Value, json};
 
 use super::auth::new_installation_token;
 use super::git::is_sha;
+use super::oauth;
 use super::render::{REACTION_CONTENTS, decode_segment};
 use super::server::{ApiError, Caller, Reply, Shared};
 use super::state::{
     Access, CheckAction, CheckOutput, CheckRunRecord, CheckRunRevision, CommentRecord, IssueRecord,
     IssueState, LabelRecord, Permissions, PullRecord, ReactionRecord, RepoRecord, RevokedToken,
-    TokenGrant,
+    Role, SimState, TokenGrant, UserRecord,
 };
 use crate::openapi::PathMatch;
 
@@ -78,7 +79,7 @@ impl Ctx<'_> {
             Caller::App => Ok(()),
             Caller::Rejected(message) => Err(ApiError::Unauthorized(message.clone())),
             Caller::Anonymous => Err(ApiError::Unauthorized("Requires authentication".into())),
-            Caller::Installation(_) => Err(ApiError::Unauthorized(
+            Caller::Installation(_) | Caller::User(_) => Err(ApiError::Unauthorized(
                 "A JSON web token could not be decoded".into(),
             )),
         }
@@ -89,7 +90,17 @@ impl Ctx<'_> {
             Caller::Installation(grant) => Ok(grant),
             Caller::Rejected(message) => Err(ApiError::Unauthorized(message.clone())),
             Caller::Anonymous => Err(ApiError::Unauthorized("Requires authentication".into())),
-            Caller::App => Err(ApiError::not_accessible()),
+            Caller::App | Caller::User(_) => Err(ApiError::not_accessible()),
+        }
+    }
+
+    /// The user of a user-to-server token.
+    fn require_user(&self) -> Result<&UserRecord, ApiError> {
+        match self.caller {
+            Caller::User(user) => Ok(user),
+            Caller::Rejected(message) => Err(ApiError::Unauthorized(message.clone())),
+            Caller::Anonymous => Err(ApiError::Unauthorized("Requires authentication".into())),
+            Caller::App | Caller::Installation(_) => Err(ApiError::not_accessible()),
         }
     }
 
@@ -183,6 +194,11 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> ApiResult {
         ("GET", "/installation/repositories") => list_installation_repos(ctx),
         ("DELETE", "/installation/token") => revoke_token(ctx),
         ("GET", "/repos/{owner}/{repo}") => get_repo(ctx),
+        ("GET", "/user") => get_user(ctx),
+        ("GET", "/user/installations") => user_installations(ctx),
+        ("GET", "/user/installations/{installation_id}/repositories") => {
+            user_installation_repos(ctx)
+        }
         ("GET", "/repos/{owner}/{repo}/branches/{branch}") => get_branch(ctx).await,
         ("GET", "/repos/{owner}/{repo}/git/ref/{ref}") => get_ref(ctx).await,
         ("POST", "/repos/{owner}/{repo}/git/refs") => create_ref(ctx).await,
@@ -472,6 +488,19 @@ fn repo_permissions(grant: &TokenGrant) -> Value {
 }
 
 fn get_repo(ctx: &Ctx<'_>) -> ApiResult {
+    if let Caller::User(user) = ctx.caller {
+        // A user token sees a repository both the user and the App can see.
+        let (owner, name) = (ctx.param("owner"), ctx.param("repo"));
+        let found = ctx.shared.read(|s| {
+            let repo = s.repo_by_name(&owner, &name)?.clone();
+            let role = oauth::user_role(&repo, &user.login)?;
+            Some((repo, role))
+        });
+        let (repo, role) = found.ok_or(ApiError::NotFound)?;
+        return Ok(Reply::ok(ctx.shared.render(|r| {
+            r.repository(&repo, Some(oauth::permissions_json(role)))
+        })));
+    }
     let repo = ctx.repo(&[])?;
     let grant = ctx.require_installation()?;
     let permissions = repo_permissions(grant);
@@ -479,6 +508,83 @@ fn get_repo(ctx: &Ctx<'_>) -> ApiResult {
         ctx.shared
             .render(|r| r.repository(&repo, Some(permissions))),
     ))
+}
+
+/// `GET /user` with a user token: a `private-user` (the user's own view).
+fn get_user(ctx: &Ctx<'_>) -> ApiResult {
+    let user = ctx.require_user()?;
+    let body = ctx.shared.render(|r| {
+        let mut body = r.account(user);
+        let extra = json!({
+            "user_view_type": "private",
+            "name": null, "company": null, "blog": "", "location": null, "email": null,
+            "hireable": null, "bio": null, "twitter_username": null,
+            "public_repos": 0, "public_gists": 0, "followers": 0, "following": 0,
+            "created_at": "2020-01-01T00:00:00Z", "updated_at": "2020-01-01T00:00:00Z",
+            "private_gists": 0, "total_private_repos": 0, "owned_private_repos": 0,
+            "disk_usage": 0, "collaborators": 0, "two_factor_authentication": true,
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    });
+    Ok(Reply::ok(body))
+}
+
+/// The repositories of an installation `login` can see with a user token, with their role.
+fn user_repos(state: &SimState, installation_id: u64, login: &str) -> Vec<(RepoRecord, Role)> {
+    state
+        .repos
+        .values()
+        .filter(|r| r.installation_id == Some(installation_id))
+        .filter_map(|r| oauth::user_role(r, login).map(|role| (r.clone(), role)))
+        .collect()
+}
+
+/// `GET /user/installations`: installations where the user can see a repository.
+fn user_installations(ctx: &Ctx<'_>) -> ApiResult {
+    let user = ctx.require_user()?;
+    let items: Vec<Value> = ctx.shared.render(|r| {
+        r.state
+            .installations
+            .values()
+            .filter(|i| !user_repos(r.state, i.id, &user.login).is_empty())
+            .map(|i| r.installation(i))
+            .collect()
+    });
+    let total = items.len();
+    let (page, link) = ctx.paginate(items);
+    let reply = Reply::ok(json!({"total_count": total, "installations": page}));
+    Ok(match link {
+        Some(link) => reply.header("link", &link),
+        None => reply,
+    })
+}
+
+/// `GET /user/installations/{installation_id}/repositories`.
+fn user_installation_repos(ctx: &Ctx<'_>) -> ApiResult {
+    let user = ctx.require_user()?;
+    let installation_id = ctx.id_param("installation_id")?;
+    let repos = ctx
+        .shared
+        .read(|s| user_repos(s, installation_id, &user.login));
+    if repos.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let items: Vec<Value> = ctx.shared.render(|r| {
+        repos
+            .iter()
+            .map(|(repo, role)| r.repository(repo, Some(oauth::permissions_json(*role))))
+            .collect()
+    });
+    let total = items.len();
+    let (page, link) = ctx.paginate(items);
+    let reply = Reply::ok(json!({"total_count": total, "repositories": page}));
+    Ok(match link {
+        Some(link) => reply.header("link", &link),
+        None => reply,
+    })
 }
 
 const CONTENTS_READ: &[(&str, Access)] = &[("contents", Access::Read)];

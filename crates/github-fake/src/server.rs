@@ -150,9 +150,20 @@ impl Shared {
                 }
             }
             Presented::Token(token) => {
-                let grant = self.read(|s| s.tokens.get(token).cloned());
-                match grant {
-                    Some(grant) if grant.expires_at > Utc::now() => Caller::Installation(grant),
+                let (grant, user) = self.read(|s| {
+                    (
+                        s.tokens.get(token).cloned(),
+                        s.oauth
+                            .token_user(token)
+                            .and_then(|login| s.user(login))
+                            .cloned(),
+                    )
+                });
+                match (grant, user) {
+                    (Some(grant), _) if grant.expires_at > Utc::now() => {
+                        Caller::Installation(grant)
+                    }
+                    (_, Some(user)) => Caller::User(user),
                     _ => Caller::Rejected("Bad credentials".into()),
                 }
             }
@@ -166,6 +177,8 @@ pub(crate) enum Caller {
     Anonymous,
     App,
     Installation(TokenGrant),
+    /// A user-to-server token (`ghu_`) from sign-in.
+    User(super::state::UserRecord),
     /// Credentials were presented and refused, with GitHub's message.
     Rejected(String),
 }
@@ -178,6 +191,7 @@ impl Caller {
             Self::Installation(grant) => Credential::InstallationToken {
                 installation_id: grant.installation_id,
             },
+            Self::User(user) => Credential::UserToken { user_id: user.id },
             Self::Rejected(_) => Credential::Rejected,
         }
     }
@@ -224,6 +238,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .nest("/_sim", super::control::router())
         .nest("/npm", super::npm::router())
+        .route(
+            "/login/oauth/authorize",
+            axum::routing::get(super::oauth::authorize),
+        )
+        .route(
+            "/login/oauth/access_token",
+            axum::routing::post(super::oauth::access_token),
+        )
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -783,7 +805,7 @@ async fn git_http(
         Caller::Anonymous => {
             return git_error(StatusCode::UNAUTHORIZED, "Authentication required", true);
         }
-        Caller::App | Caller::Rejected(_) => {
+        Caller::App | Caller::User(_) | Caller::Rejected(_) => {
             return git_error(
                 StatusCode::UNAUTHORIZED,
                 "Invalid username or token. Password authentication is not supported for Git operations.",

@@ -375,6 +375,10 @@ pub enum Credential {
     InstallationToken {
         installation_id: u64,
     },
+    /// A user-to-server token from sign-in.
+    UserToken {
+        user_id: u64,
+    },
     /// Something was presented but not accepted (bad JWT, unknown or expired token).
     Rejected,
 }
@@ -579,6 +583,9 @@ pub struct SimState {
     pub(crate) tokens: HashMap<String, TokenGrant>,
     #[serde(skip)]
     pub(crate) faults: Vec<FaultRule>,
+    /// Sign-in with GitHub: who approves, codes given out, user tokens.
+    #[serde(skip)]
+    pub(crate) oauth: super::oauth::OAuthState,
 }
 
 mod duration_secs {
@@ -614,6 +621,7 @@ impl SimState {
             ids: IdCounters::default(),
             tokens: HashMap::new(),
             faults: Vec::new(),
+            oauth: Default::default(),
         }
     }
 

@@ -138,6 +138,14 @@ impl RunningServer {
         for start in loops {
             start(&engine);
         }
+        let auth = crate::web::auth::AuthState::new(
+            &config.auth,
+            &config.github.api_url,
+            &config.run.public_url,
+            &config.data_dir,
+            config.tasks.required_permission,
+            store.clone(),
+        )?;
         // The JSON API and MCP where tasks can be made (the intake is there), and metrics.
         let mut extra = axum::Router::new()
             .route("/metrics", axum::routing::get(crate::metrics::serve))
@@ -149,7 +157,7 @@ impl RunningServer {
             let state = crate::web::api::ApiState {
                 store: store.clone(),
                 intake,
-                auth: crate::web::auth::AuthState::none(),
+                auth: auth.clone(),
                 signal: signal.clone(),
                 public_url: config.run.public_url.clone(),
                 agent_available: config.run.agent_command.is_some(),
@@ -166,6 +174,7 @@ impl RunningServer {
             crate::webhook::unverified::UnverifiedBodies::new(&config.intake),
             signal,
             config.run.public_url.clone(),
+            auth,
             extra,
         );
         let stopping = background.clone();

@@ -182,6 +182,8 @@ pub struct Config {
     pub tasks: TaskSettings,
     pub run: RunSettings,
     pub sandbox: SandboxSettings,
+    /// Sign-in for the status pages and the API.
+    pub auth: AuthSettings,
     /// The configuration file (`BG_AGENT_CONFIG`), which may hold secrets: never shown
     /// to a sandbox.
     pub config_file: Option<PathBuf>,
@@ -225,6 +227,90 @@ fn read_callback_ca(path: &str) -> Result<String, ConfigError> {
         return Err(invalid("it holds no PEM certificate".into()));
     }
     Ok(pem)
+}
+
+/// Sign-in: the mode, the App's OAuth client, where GitHub's web pages are, the cookie key.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: crate::web::auth::AuthMode,
+    /// The App's OAuth client; always set in `github` mode.
+    pub oauth: Option<OAuthClient>,
+    /// GitHub's web base URL, without a trailing slash.
+    pub github_web_url: String,
+    /// `None`: generated and kept in the data directory.
+    pub session_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+/// Least length of BG_AGENT_SESSION_KEY.
+const MIN_SESSION_KEY_CHARS: usize = 32;
+
+fn auth_settings(s: &Settings, listen: SocketAddr) -> Result<AuthSettings, ConfigError> {
+    use crate::web::auth::AuthMode;
+    let mode = match s.auth.as_deref() {
+        None if listen.ip().is_loopback() => AuthMode::None,
+        None | Some("github") => AuthMode::GitHub,
+        Some("none") if listen.ip().is_loopback() => AuthMode::None,
+        Some("none") => {
+            return Err(invalid(
+                "auth",
+                "none",
+                format!(
+                    "refused: the server listens on {listen}, beyond this machine; without \
+                     sign-in anyone who reaches it reads every task and cancels them, so \
+                     `none` is for local use on a loopback address only"
+                ),
+            ));
+        }
+        Some(other) => return Err(invalid("auth", other, "expected `github` or `none`")),
+    };
+    let oauth = match (&s.oauth_client_id, &s.oauth_client_secret) {
+        (Some(client_id), Some(client_secret)) => Some(OAuthClient {
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+        }),
+        _ => None,
+    };
+    if mode == AuthMode::GitHub && oauth.is_none() {
+        let missing = if s.oauth_client_id.is_none() {
+            "oauth_client_id"
+        } else {
+            "oauth_client_secret"
+        };
+        return Err(ConfigError::Missing {
+            name: env_name(missing),
+            needed_for: "to sign people in with GitHub (BG_AGENT_AUTH=github, the default \
+                         beyond loopback)",
+        });
+    }
+    let github_web_url = s.github_web_url.trim().trim_end_matches('/').to_owned();
+    if !(github_web_url.starts_with("https://") || github_web_url.starts_with("http://")) {
+        return Err(invalid(
+            "github_web_url",
+            &s.github_web_url,
+            "must start with http:// or https://",
+        ));
+    }
+    if let Some(key) = &s.session_key
+        && key.expose_secret().chars().count() < MIN_SESSION_KEY_CHARS
+    {
+        return Err(invalid(
+            "session_key",
+            "[REDACTED]",
+            format!("is shorter than {MIN_SESSION_KEY_CHARS} characters"),
+        ));
+    }
+    Ok(AuthSettings {
+        mode,
+        oauth,
+        github_web_url,
+        session_key: s.session_key.clone(),
+    })
 }
 
 /// What becomes of a change in a repository with no validation commands.
@@ -384,6 +470,7 @@ impl Config {
             max_global: positive("max_tasks", &s.max_tasks)?,
         };
         let sandbox = sandbox_settings(&s, listen)?;
+        let auth = auth_settings(&s, listen)?;
         let agent_command = match &s.agent_command {
             None => None,
             Some(line) => match bg_agent_core::task::repo_config::split_words(line) {
@@ -457,6 +544,7 @@ impl Config {
             tasks,
             run,
             sandbox,
+            auth,
             config_file: s.config.map(PathBuf::from),
             log_format,
             metrics_token: s.metrics_token,
@@ -770,6 +858,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sign_in_is_needed_beyond_loopback_and_none_is_refused_there() {
+        use crate::web::auth::AuthMode;
+        let config = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config.auth.mode, AuthMode::None);
+        assert_eq!(config.auth.github_web_url, "https://github.com");
+
+        let err = Config::from_vars(&vars(&[
+            ("BG_AGENT_AUTH", "none"),
+            ("BG_AGENT_LISTEN", "0.0.0.0:3000"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("BG_AGENT_AUTH"), "{err}");
+        assert!(err.to_string().contains("loopback"), "{err}");
+
+        // Beyond loopback the default is sign-in, which needs the App's OAuth client.
+        let err = Config::from_vars(&vars(&[("BG_AGENT_LISTEN", "0.0.0.0:3000")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("BG_AGENT_OAUTH_CLIENT_ID is not set"),
+            "{err}"
+        );
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_LISTEN", "0.0.0.0:3000"),
+            ("BG_AGENT_OAUTH_CLIENT_ID", "Iv23li"),
+            ("BG_AGENT_OAUTH_CLIENT_SECRET", "s3cret"),
+            ("BG_AGENT_GITHUB_WEB_URL", "https://ghe.example.com/"),
+        ]))
+        .unwrap();
+        assert_eq!(config.auth.mode, AuthMode::GitHub);
+        assert_eq!(config.auth.github_web_url, "https://ghe.example.com");
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        let config = Config::from_vars(&vars(&[
+            ("BG_AGENT_AUTH", "github"),
+            ("BG_AGENT_OAUTH_CLIENT_ID", "Iv23li"),
+            ("BG_AGENT_OAUTH_CLIENT_SECRET", "s3cret"),
+        ]))
+        .unwrap();
+        assert_eq!(config.auth.mode, AuthMode::GitHub);
+        let err = Config::from_vars(&vars(&[("BG_AGENT_AUTH", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("`github` or `none`"), "{err}");
+        let err = Config::from_vars(&vars(&[("BG_AGENT_SESSION_KEY", "tiny-key")])).unwrap_err();
+        assert!(err.to_string().starts_with("BG_AGENT_SESSION_KEY"), "{err}");
+        assert!(!err.to_string().contains("tiny-key"), "{err}");
+    }
+
+    #[test]
     fn a_callback_ca_file_must_hold_a_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let (good, bad) = (dir.path().join("ca.pem"), dir.path().join("junk.pem"));
@@ -848,7 +983,9 @@ pub(crate) mod tests {
             [
                 "DATABASE_URL",
                 "GITHUB_WEBHOOK_SECRET",
-                "GITHUB_PRIVATE_KEY"
+                "GITHUB_PRIVATE_KEY",
+                "BG_AGENT_OAUTH_CLIENT_SECRET",
+                "BG_AGENT_SESSION_KEY"
             ]
         );
         assert!(

@@ -17,6 +17,7 @@ pub mod redeliveries;
 pub mod reports;
 pub mod retention;
 pub mod runs;
+pub mod sessions;
 pub mod tasks;
 pub mod templates;
 

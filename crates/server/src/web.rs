@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod github_user;
+pub mod login;
 pub mod mcp;
 pub mod pages;
 pub mod runner_api;
@@ -24,6 +26,7 @@ use crate::engine::Signal;
 use crate::store::Store;
 use crate::webhook::inbox::{IntakeWriter, WebhookState, receive};
 use crate::webhook::unverified::UnverifiedBodies;
+use auth::AuthState;
 use pages::PagesState;
 use runner_api::RunnerApiState;
 
@@ -34,6 +37,7 @@ pub fn router(
     bodies: UnverifiedBodies,
     signal: Signal,
     public_url: String,
+    auth: AuthState,
     extra: Router,
 ) -> Router {
     // The handler receives the body itself, under `bodies`' limits (size included).
@@ -52,14 +56,14 @@ pub fn router(
         .layer(DefaultBodyLimit::max(runner_api::MAX_REPORT_BYTES))
         .with_state(RunnerApiState {
             store: store.clone(),
-            signal,
+            signal: signal.clone(),
         });
-    let pages = Router::new()
-        .route("/tasks/{id}", get(pages::task_page))
-        .with_state(PagesState {
-            store: store.clone(),
-            public_url,
-        });
+    let pages = pages::routes().with_state(PagesState {
+        store: store.clone(),
+        public_url,
+        auth,
+        signal,
+    });
     observed(
         Router::new()
             .route("/healthz", get(healthz))

@@ -64,6 +64,7 @@ pub struct Scenario {
     database_behind_proxy: bool,
     redelivery: Option<RedeliverySettings>,
     in_process: bool,
+    sign_in: bool,
 }
 
 impl Scenario {
@@ -79,6 +80,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            sign_in: false,
         }
     }
 
@@ -96,6 +98,7 @@ impl Scenario {
             database_behind_proxy: false,
             redelivery: None,
             in_process: true,
+            sign_in: false,
         }
     }
 
@@ -130,6 +133,13 @@ impl Scenario {
     /// (see [`crate::server_process`]) on the scenario's database and fake GitHub.
     pub fn without_server(mut self) -> Self {
         self.in_process = false;
+        self
+    }
+
+    /// The status pages and API ask people to sign in with the fake GitHub
+    /// (`BG_AGENT_AUTH=github`, the fake's OAuth client); see `RunningSim::approve_sign_in_as`.
+    pub fn sign_in(mut self) -> Self {
+        self.sign_in = true;
         self
     }
 
@@ -175,6 +185,19 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        if self.sign_in {
+            // The user calls of sign-in go to the API the App's client uses.
+            config.github.api_url = sim.api_url().to_owned();
+            config.auth = bg_agent::config::AuthSettings {
+                mode: bg_agent::web::auth::AuthMode::GitHub,
+                oauth: Some(bg_agent::config::OAuthClient {
+                    client_id: sim.oauth_client_id(),
+                    client_secret: sim.oauth_client_secret().to_owned().into(),
+                }),
+                github_web_url: sim.base_url().to_owned(),
+                session_key: None,
+            };
+        }
         let redelivery = self.redelivery.unwrap_or_default();
         let engine = self.runner.map(|runner| EngineOptions {
             poll: Duration::from_millis(200),

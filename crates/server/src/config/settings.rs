@@ -141,6 +141,34 @@ pub struct Settings {
     #[arg(long, env = "BG_AGENT_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
+    /// Who may use the status pages and the API: `github` (sign in with GitHub; each person
+    /// sees the repositories they can read) or `none` (everyone is an admin; for local use,
+    /// refused unless BG_AGENT_LISTEN is loopback). Unset: `none` on loopback, else `github`.
+    #[arg(long, env = "BG_AGENT_AUTH", value_name = "github|none")]
+    pub auth: Option<String>,
+
+    /// The GitHub App's OAuth client id (sign in with GitHub; needed with BG_AGENT_AUTH=github).
+    #[arg(long, env = "BG_AGENT_OAUTH_CLIENT_ID", value_name = "ID")]
+    pub oauth_client_id: Option<String>,
+
+    /// The GitHub App's OAuth client secret (needed with BG_AGENT_AUTH=github).
+    #[arg(long, env = "BG_AGENT_OAUTH_CLIENT_SECRET", hide_env_values = true, value_name = "SECRET", value_parser = secret)]
+    pub oauth_client_secret: Option<SecretString>,
+
+    /// GitHub's web base URL, where people sign in; for GitHub Enterprise Server `https://HOST`.
+    #[arg(
+        long,
+        env = "BG_AGENT_GITHUB_WEB_URL",
+        default_value = "https://github.com",
+        value_name = "URL"
+    )]
+    pub github_web_url: String,
+
+    /// Key that signs session cookies (at least 32 characters). Unset: a random key is made
+    /// once and kept in BG_AGENT_DATA_DIR/session-key (sessions survive restarts).
+    #[arg(long, env = "BG_AGENT_SESSION_KEY", hide_env_values = true, value_name = "KEY", value_parser = secret)]
+    pub session_key: Option<SecretString>,
+
     /// Most tasks running at once per installation; more wait, queued.
     #[arg(
         long,

@@ -711,8 +711,8 @@ impl TaskIntake {
                 .reply(origin, &reply::not_retryable(task.id, task.state))
                 .await;
         }
-        let request = TaskRequest::retry(task, trigger, comment_id);
-        self.create(origin, request).await
+        self.create(origin, TaskRequest::retry(task, trigger, comment_id))
+            .await
     }
 
     async fn cancel(
@@ -813,6 +813,94 @@ impl TaskIntake {
 /// The templates usable in a repository, or why its configuration is unusable.
 type Templates = Result<Vec<Template>, String>;
 
+/// Someone asking outside a webhook: a person on the status page or the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    pub login: &'a str,
+    pub user_id: i64,
+}
+
+/// What a retry asked for outside GitHub came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Only failed, cancelled and timed-out tasks are retried.
+    NotRetryable,
+    Created(TaskRecord),
+    /// The task was already retried (by any path: one retry per task): that attempt.
+    AlreadyRetried(TaskRecord),
+    /// The requester already has an active task.
+    CreatorBusy {
+        active_task: TaskId,
+    },
+}
+
+/// A new attempt of `task`, asked for on the status page or through the API: the same
+/// request [`TaskIntake`] makes for `/bg-agent retry` and the check run's Retry button
+/// (same idempotency key, so each task is retried once whichever way is used), reported
+/// on GitHub like any other task; `by` becomes its creator.
+pub async fn retry_task(
+    store: &Store,
+    signal: &Signal,
+    task: &TaskRecord,
+    by: Requester<'_>,
+) -> Result<RetryOutcome, StoreError> {
+    if !task.state.is_retryable() {
+        return Ok(RetryOutcome::NotRetryable);
+    }
+    let request = TaskRequest::retry(task, TaskTrigger::Api, None);
+    let new = NewTask {
+        installation_id: task.installation_id,
+        repository_id: task.repository_id,
+        repository: task.repository.clone(),
+        issue_number: task.issue_number,
+        comment_id: None,
+        delivery_guid: None,
+        trigger: request.trigger,
+        idempotency_key: request.key,
+        creator_login: by.login.to_owned(),
+        creator_id: by.user_id,
+        template: request.template,
+        params: request.params,
+        recipe: request.recipe,
+        instructions: request.instructions,
+        summary: request.summary,
+        timeout_secs: request.timeout_secs,
+        retry_of: request.retry_of,
+        base_branch: task.base_branch.clone(),
+        clone_url: task.clone_url.clone(),
+    };
+    Ok(match store.create_task(&new).await? {
+        CreatedTask::Created(task) => {
+            tracing::info!(task = task.id.get(), attempt = task.attempt, by = %by.login, "task retried");
+            signal.wake();
+            RetryOutcome::Created(task)
+        }
+        CreatedTask::Duplicate(task) => RetryOutcome::AlreadyRetried(task),
+        CreatedTask::CreatorBusy { active_task } => RetryOutcome::CreatorBusy { active_task },
+    })
+}
+
+/// Cancels `task` for someone on the status page or the API, as `/bg-agent cancel` and
+/// the check run's Cancel button do: a queued task at once, an executing one stopped by
+/// the supervisor.
+pub async fn cancel_task(
+    store: &Store,
+    signal: &Signal,
+    task: &TaskRecord,
+    by: Requester<'_>,
+) -> Result<Option<CancelRequested>, StoreError> {
+    let actor = AuditActor {
+        name: by.login,
+        delivery_guid: None,
+    };
+    let outcome = store.request_cancel(task.id, actor).await?;
+    if let Some(CancelRequested::Cancelled(_) | CancelRequested::Stopping(_)) = &outcome {
+        tracing::info!(task = task.id.get(), by = %by.login, "cancel requested");
+        signal.wake();
+    }
+    Ok(outcome)
+}
+
 struct TaskRequest {
     retry_of: Option<(TaskId, i32)>,
     key: String,
@@ -839,8 +927,7 @@ struct Place<'a> {
 type RequestOrigin = (String, TaskTrigger, Option<i64>);
 
 impl TaskRequest {
-    /// A new attempt of `task`: same request, attempt + 1, linked by `retry_of`. The key
-    /// makes each task retried at most once, whoever asks and however.
+    /// The next attempt of `task`: same request, attempt + 1, one per task.
     fn retry(task: &TaskRecord, trigger: TaskTrigger, comment_id: Option<i64>) -> Self {
         Self {
             retry_of: Some((task.id, task.attempt)),

@@ -1,4 +1,6 @@
-//! The task list: filters, newest first, keyset pagination by id, and the total.
+//! The task list of the status page and `GET /api/v1/tasks`: filters, cursor paging (by
+//! id, newest first), the total, and today's counts. One static query per need; an unset
+//! filter is a NULL parameter, so each query's plan is prepared once.
 
 use chrono::{DateTime, Utc};
 
@@ -6,119 +8,289 @@ use super::tasks::{TaskId, TaskRecord, task_query};
 use super::{Store, StoreError};
 use bg_agent_core::task::TaskState;
 
-/// Which tasks to list; every filter given must hold.
-#[derive(Debug, Clone, Default)]
+/// Most rows one page may ask for.
+pub const MAX_PAGE: i64 = 100;
+
+/// What the list is narrowed to. Every field is optional; all given ones must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
-    /// `owner/name`.
-    pub repo: Option<String>,
-    /// Only these repositories (`owner/name`): the ones the viewer may read.
-    pub repos: Option<Vec<String>>,
-    pub state: Option<TaskState>,
-    /// The creator's login.
+    /// Only these repositories (ids): the ones the viewer can read. `None`: all of them
+    /// (no sign-in). An empty list matches nothing.
+    pub readable: Option<Vec<i64>>,
+    /// `owner/name`, compared without case.
+    pub repository: Option<String>,
+    pub states: Vec<TaskState>,
+    /// The creator's login, compared without case.
     pub creator: Option<String>,
     pub template: Option<String>,
+    /// Created at or after.
     pub since: Option<DateTime<Utc>>,
+    /// Created before.
     pub until: Option<DateTime<Utc>>,
-    /// Words in the instructions or the summary (case-insensitive substring).
+    /// Words searched for in the summary, the instructions and the repository (substring,
+    /// without case).
     pub q: Option<String>,
 }
 
-/// One page: the tasks, the cursor of the next page (tasks older than the last), and how
-/// many tasks match in all.
+/// One page of the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as `cursor` for the next (older) page; `None` on the last page.
+    pub next_cursor: Option<TaskId>,
+    /// How many tasks match the filter in all pages.
+    pub total: i64,
+}
+
+/// Tasks by state: the ones running or queued now, the ones finished since a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub running: i64,
+    pub queued: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+/// `%`, `_` and `\` taken literally in a LIKE pattern.
+fn like_pattern(q: &str) -> String {
+    let mut escaped = String::with_capacity(q.len() + 2);
+    escaped.push('%');
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+struct Params {
+    readable: Option<Vec<i64>>,
+    repository: Option<String>,
+    states: Option<Vec<String>>,
+    creator: Option<String>,
+    template: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    q: Option<String>,
+}
+
+impl Params {
+    fn of(filter: &TaskFilter) -> Self {
+        let blank = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            readable: filter.readable.clone(),
+            repository: blank(&filter.repository),
+            states: (!filter.states.is_empty()).then(|| {
+                filter
+                    .states
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect()
+            }),
+            creator: blank(&filter.creator),
+            template: blank(&filter.template),
+            since: filter.since,
+            until: filter.until,
+            q: blank(&filter.q).map(|q| like_pattern(&q)),
+        }
+    }
+}
+
+/// A page of tasks matching `filter`, newest first, older than `cursor` if given; `limit`
+/// is clamped to 1..=[`MAX_PAGE`].
 pub async fn list_tasks(
     store: &Store,
     filter: &TaskFilter,
     cursor: Option<TaskId>,
     limit: i64,
-) -> Result<(Vec<TaskRecord>, Option<TaskId>, i64), StoreError> {
-    let limit = limit.clamp(1, 200);
-    // `%`, `_` and `\` in the search are literal.
-    let q = filter.q.as_deref().map(|q| {
-        let escaped = q
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        format!("%{escaped}%")
-    });
+) -> Result<TaskPage, StoreError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let p = Params::of(filter);
+    // One more than asked: whether there is a next page.
     let rows = task_query!(
         "SELECT",
-        "FROM tasks
-         WHERE ($1::text IS NULL OR repository = $1)
-           AND ($2::text[] IS NULL OR repository = ANY($2))
-           AND ($3::text IS NULL OR state = $3)
-           AND ($4::text IS NULL OR creator_login = $4)
+        r#"FROM tasks
+         WHERE ($1::bigint[] IS NULL OR repository_id = ANY($1))
+           AND ($2::text IS NULL OR lower(repository) = lower($2))
+           AND ($3::text[] IS NULL OR state = ANY($3))
+           AND ($4::text IS NULL OR lower(creator_login) = lower($4))
            AND ($5::text IS NULL OR template = $5)
            AND ($6::timestamptz IS NULL OR created_at >= $6)
            AND ($7::timestamptz IS NULL OR created_at < $7)
-           AND ($8::text IS NULL OR instructions ILIKE $8 OR summary ILIKE $8)
+           AND ($8::text IS NULL OR summary ILIKE $8 OR instructions ILIKE $8
+                OR repository ILIKE $8)
            AND ($9::bigint IS NULL OR id < $9)
-         ORDER BY id DESC LIMIT $10",
-        filter.repo,
-        filter.repos.as_deref(),
-        filter.state.map(TaskState::as_str),
-        filter.creator,
-        filter.template,
-        filter.since,
-        filter.until,
-        q,
-        cursor.map(TaskId::get),
+         ORDER BY id DESC LIMIT $10"#,
+        p.readable.as_deref(),
+        p.repository,
+        p.states.as_deref(),
+        p.creator,
+        p.template,
+        p.since,
+        p.until,
+        p.q,
+        cursor.map(i64::from),
         limit + 1,
     )
     .fetch_all(&store.pool)
     .await?;
-    let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "total!" FROM tasks
-         WHERE ($1::text IS NULL OR repository = $1)
-           AND ($2::text[] IS NULL OR repository = ANY($2))
-           AND ($3::text IS NULL OR state = $3)
-           AND ($4::text IS NULL OR creator_login = $4)
-           AND ($5::text IS NULL OR template = $5)
-           AND ($6::timestamptz IS NULL OR created_at >= $6)
-           AND ($7::timestamptz IS NULL OR created_at < $7)
-           AND ($8::text IS NULL OR instructions ILIKE $8 OR summary ILIKE $8)"#,
-        filter.repo,
-        filter.repos.as_deref(),
-        filter.state.map(TaskState::as_str),
-        filter.creator,
-        filter.template,
-        filter.since,
-        filter.until,
-        q,
-    )
-    .fetch_one(&store.pool)
-    .await?;
     let mut tasks: Vec<TaskRecord> = rows.into_iter().map(TaskRecord::from).collect();
-    let next = if tasks.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
-        tasks.pop();
+    let more = tasks.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    tasks.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more {
         tasks.last().map(|t| t.id)
     } else {
         None
     };
-    Ok((tasks, next, total))
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!" FROM tasks
+         WHERE ($1::bigint[] IS NULL OR repository_id = ANY($1))
+           AND ($2::text IS NULL OR lower(repository) = lower($2))
+           AND ($3::text[] IS NULL OR state = ANY($3))
+           AND ($4::text IS NULL OR lower(creator_login) = lower($4))
+           AND ($5::text IS NULL OR template = $5)
+           AND ($6::timestamptz IS NULL OR created_at >= $6)
+           AND ($7::timestamptz IS NULL OR created_at < $7)
+           AND ($8::text IS NULL OR summary ILIKE $8 OR instructions ILIKE $8
+                OR repository ILIKE $8)"#,
+        p.readable.as_deref(),
+        p.repository,
+        p.states.as_deref(),
+        p.creator,
+        p.template,
+        p.since,
+        p.until,
+        p.q,
+    )
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(TaskPage {
+        tasks,
+        next_cursor,
+        total,
+    })
 }
 
-impl Store {
-    /// Every repository (`owner/name`) that has tasks: what a viewer's readable set is
-    /// chosen from.
-    pub async fn task_repositories(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar!("SELECT DISTINCT repository FROM tasks ORDER BY repository")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
+/// Running and queued tasks now, succeeded and failed (timed out included) ones finished
+/// since `since` (the page passes the start of today, UTC), among `readable` repositories.
+pub async fn task_counts(
+    store: &Store,
+    readable: Option<&[i64]>,
+    since: DateTime<Utc>,
+) -> Result<TaskCounts, StoreError> {
+    let row = sqlx::query!(
+        r#"SELECT
+             count(*) FILTER (WHERE state IN ('starting', 'running')) AS "running!",
+             count(*) FILTER (WHERE state = 'queued') AS "queued!",
+             count(*) FILTER (WHERE state = 'succeeded' AND finished_at >= $2) AS "succeeded!",
+             count(*) FILTER (WHERE state IN ('failed', 'timed_out') AND finished_at >= $2)
+               AS "failed!"
+           FROM tasks
+           WHERE ($1::bigint[] IS NULL OR repository_id = ANY($1))
+             AND (state IN ('queued', 'starting', 'running') OR finished_at >= $2)"#,
+        readable,
+        since,
+    )
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(TaskCounts {
+        running: row.running,
+        queued: row.queued,
+        succeeded: row.succeeded,
+        failed: row.failed,
+    })
 }
 
-impl Store {
-    /// How many tasks are in each state (states without any are absent).
-    pub async fn task_state_counts(&self) -> Result<Vec<(TaskState, i64)>, StoreError> {
-        Ok(sqlx::query!(
-            r#"SELECT state AS "state: TaskState", count(*) AS "n!" FROM tasks GROUP BY state"#
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|row| (row.state, row.n))
-        .collect())
+/// One log line with its number (the SSE event id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub seq: i32,
+    pub line: String,
+}
+
+/// A template's use among some repositories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateStats {
+    pub name: String,
+    pub uses: i64,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Tasks of the template that succeeded, and that finished at all.
+    pub succeeded: i64,
+    pub finished: i64,
+}
+
+/// Task `id`'s log lines numbered above `after` (all with `None`), oldest first, at most
+/// `limit`.
+pub async fn log_lines_after(
+    store: &Store,
+    id: TaskId,
+    after: Option<i32>,
+    limit: i64,
+) -> Result<Vec<LogLine>, StoreError> {
+    Ok(sqlx::query_as!(
+        LogLine,
+        "SELECT seq, line FROM task_logs
+         WHERE task_id = $1 AND ($2::integer IS NULL OR seq > $2)
+         ORDER BY seq LIMIT $3",
+        id as TaskId,
+        after,
+        limit.clamp(1, 10_000),
+    )
+    .fetch_all(&store.pool)
+    .await?)
+}
+
+/// The number of task `id`'s last log line, if it has any.
+pub async fn last_log_seq(store: &Store, id: TaskId) -> Result<Option<i32>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT max(seq) FROM task_logs WHERE task_id = $1",
+        id as TaskId,
+    )
+    .fetch_one(&store.pool)
+    .await?)
+}
+
+/// Use and success of every template among `readable` repositories (all with `None`).
+pub async fn template_stats(
+    store: &Store,
+    readable: Option<&[i64]>,
+) -> Result<Vec<TemplateStats>, StoreError> {
+    Ok(sqlx::query_as!(
+        TemplateStats,
+        r#"SELECT u.name AS "name!", u.uses AS "uses!", u.last_used_at,
+                  coalesce(t.succeeded, 0) AS "succeeded!", coalesce(t.finished, 0) AS "finished!"
+           FROM (SELECT name, sum(uses)::bigint AS uses, max(last_used_at) AS last_used_at
+                 FROM template_usage
+                 WHERE $1::bigint[] IS NULL OR repository_id = ANY($1)
+                 GROUP BY name) u
+           LEFT JOIN (SELECT template,
+                             count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                             count(*) FILTER (WHERE finished_at IS NOT NULL) AS finished
+                      FROM tasks
+                      WHERE template IS NOT NULL
+                        AND ($1::bigint[] IS NULL OR repository_id = ANY($1))
+                      GROUP BY template) t ON t.template = u.name
+           ORDER BY u.name"#,
+        readable,
+    )
+    .fetch_all(&store.pool)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(like_pattern("a%b_c\\d"), "%a\\%b\\_c\\\\d%");
+        assert_eq!(like_pattern(""), "%%");
     }
 }

@@ -69,3 +69,17 @@ impl Store {
         .await?)
     }
 }
+
+impl Store {
+    /// How many tasks are in each state (states without any are absent).
+    pub async fn task_state_counts(&self) -> Result<Vec<(TaskState, i64)>, StoreError> {
+        Ok(sqlx::query!(
+            r#"SELECT state AS "state: TaskState", count(*) AS "n!" FROM tasks GROUP BY state"#
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| (row.state, row.n))
+        .collect())
+    }
+}

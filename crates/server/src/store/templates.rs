@@ -54,6 +54,20 @@ impl Store {
             .collect())
     }
 
+    /// The templates shared by every installation (stored before templates were per
+    /// installation).
+    pub async fn shared_templates(&self) -> Result<Vec<Template>, StoreError> {
+        let rows = sqlx::query!(
+            "SELECT name, definition FROM templates WHERE installation_id IS NULL ORDER BY name"
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| decode(&row.name, row.definition))
+            .collect())
+    }
+
     /// As [`Self::database_templates`], with ownership and usage.
     pub async fn installation_templates(
         &self,

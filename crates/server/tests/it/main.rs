@@ -2,6 +2,7 @@
 //! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
 
 mod api;
+mod browser;
 mod cli;
 mod embedded_postgres;
 mod engine_e2e;
@@ -19,6 +20,7 @@ mod runner;
 mod runner_api;
 mod sandbox;
 mod task_store;
+mod web_auth;
 mod webhook_decode;
 mod webhook_intake;
 mod webhook_limits;

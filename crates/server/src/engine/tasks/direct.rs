@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use bg_agent_core::task::{ParamError, Permission, TaskState, Template};
 use bg_agent_github::{GitHubError, RepoName};
 
-use super::{Place, TaskIntake, TaskRequest, Templates};
+use super::{
+    Place, Requester, RetryOutcome, TaskIntake, TaskRequest, Templates, cancel_task, retry_task,
+};
 use crate::store::StoreError;
 use crate::store::runs::CancelRequested;
-use crate::store::tasks::{AuditActor, CreatedTask, TaskRecord, TaskTrigger};
+use crate::store::tasks::{CreatedTask, TaskRecord, TaskTrigger};
 use crate::webhook::trigger::{Actor, RepoRef};
 
 /// What a caller asks a task to do.
@@ -159,46 +161,32 @@ impl TaskIntake {
         task: &TaskRecord,
         by: &Actor,
     ) -> Result<CreatedTask, RequestError> {
-        if !task.state.is_retryable() {
-            return Err(RequestError::NotRetryable {
+        let by = Requester {
+            login: &by.login,
+            user_id: by.id,
+        };
+        match retry_task(&self.store, &self.signal, task, by).await? {
+            RetryOutcome::NotRetryable => Err(RequestError::NotRetryable {
                 task: task.id,
                 state: task.state,
-            });
-        }
-        let (owner, name) = task
-            .repository
-            .split_once('/')
-            .unwrap_or((task.repository.as_str(), ""));
-        let repository = RepoRef {
-            id: task.repository_id,
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-            full_name: task.repository.clone(),
-            default_branch: None,
-            clone_url: None,
-            private: true,
-        };
-        let place = Place {
-            installation_id: task.installation_id,
-            repository: &repository,
-            issue_number: task.issue_number,
-            delivery_guid: None,
-            creator: by,
-        };
-        let new = self.new_task(place, TaskRequest::retry(task, TaskTrigger::Api, None));
-        match self.store_task(&new).await? {
-            CreatedTask::CreatorBusy { active_task } => Err(RequestError::Busy { active_task }),
-            created => Ok(created),
+            }),
+            RetryOutcome::Created(task) => Ok(CreatedTask::Created(task)),
+            RetryOutcome::AlreadyRetried(task) => Ok(CreatedTask::Duplicate(task)),
+            RetryOutcome::CreatorBusy { active_task } => Err(RequestError::Busy { active_task }),
         }
     }
 
     /// Cancels `task` for `by`: at once when queued, by the supervisor when executing.
-    pub async fn cancel_as(&self, task: &TaskRecord, by: &str) -> Result<TaskRecord, RequestError> {
-        let actor = AuditActor {
-            name: by,
-            delivery_guid: None,
+    pub async fn cancel_as(
+        &self,
+        task: &TaskRecord,
+        by: &Actor,
+    ) -> Result<TaskRecord, RequestError> {
+        let by = Requester {
+            login: &by.login,
+            user_id: by.id,
         };
-        match self.request_cancel(task, actor).await? {
+        match cancel_task(&self.store, &self.signal, task, by).await? {
             Some(CancelRequested::Cancelled(task) | CancelRequested::Stopping(task)) => Ok(*task),
             Some(CancelRequested::AlreadyEnded(task)) => Err(RequestError::AlreadyEnded {
                 task: task.id,

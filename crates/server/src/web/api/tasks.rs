@@ -189,7 +189,7 @@ pub struct ListQuery {
     pub q: Option<String>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
-    /// Tasks per page, 1 to 200 (default 50).
+    /// Tasks per page, 1 to 100 (default 50).
     pub limit: Option<i64>,
 }
 
@@ -450,30 +450,26 @@ pub async fn list(
                 .map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))
         })
         .transpose()?;
-    // Only repositories the viewer may read: chosen from those that have tasks.
-    let mut readable = Vec::new();
-    for repository in state.store.task_repositories().await? {
-        let (owner, name) = split_repo(&repository);
-        if viewer.can_read(&state.auth, owner, name).await? {
-            readable.push(repository);
-        }
-    }
+    // Only repositories the viewer can read (all of them without sign-in).
+    let readable = viewer
+        .readable_repositories(&state.auth)
+        .await?
+        .map(|ids| ids.as_ref().clone());
     let filter = TaskFilter {
-        repo: query.repo,
-        repos: Some(readable),
-        state: task_state,
+        readable,
+        repository: query.repo,
+        states: task_state.into_iter().collect(),
         creator: query.creator,
         template: query.template,
         since: query.since,
         until: query.until,
-        q: query.q.filter(|q| !q.trim().is_empty()),
+        q: query.q,
     };
-    let (tasks, next, total) =
-        list_stored(&state.store, &filter, cursor, query.limit.unwrap_or(50)).await?;
+    let page = list_stored(&state.store, &filter, cursor, query.limit.unwrap_or(50)).await?;
     Ok(TaskPage {
-        tasks: tasks.iter().map(|t| summary(state, t)).collect(),
-        next_cursor: next.map(|id| id.to_string()),
-        total,
+        tasks: page.tasks.iter().map(|t| summary(state, t)).collect(),
+        next_cursor: page.next_cursor.map(|id| id.to_string()),
+        total: page.total,
     })
 }
 
@@ -534,7 +530,11 @@ pub async fn cancel(state: &ApiState, viewer: &Viewer, id: i64) -> Result<TaskDe
     let task = readable(state, viewer, id).await?;
     let (owner, name) = split_repo(&task.repository);
     require_write(state, viewer, owner, name).await?;
-    let task = state.intake.cancel_as(&task, &viewer.login).await?;
+    let by = Actor {
+        id: viewer.user_id,
+        login: viewer.login.clone(),
+    };
+    let task = state.intake.cancel_as(&task, &by).await?;
     detail(state, task).await
 }
 
