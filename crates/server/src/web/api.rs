@@ -243,7 +243,7 @@ pub struct ApiPath<T>(pub T);
     info(
         title = "bg-agent",
         description = "Background coding tasks on GitHub repositories: create, follow, retry and cancel them, and manage an installation's templates. Authenticate with `Authorization: Bearer <GitHub user token>` (or the session cookie of the status page).",
-        license(name = "MIT"),
+        license(name = "MIT", identifier = "MIT"),
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
