@@ -919,3 +919,96 @@ async fn an_mcp_client_drives_tasks_with_the_same_rules_as_the_api() {
     client.cancel().await.unwrap();
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_mcp_need_a_github_token_and_the_comment_paths_permission() {
+    use bg_agent_testkit::harness::{DRIVE_BY, REPO};
+    use github_fake::Role;
+
+    let h = scenario().sign_in().start().await;
+    h.add_user("reader", Role::Read);
+    h.sim.set_permission(REPO, DRIVE_BY, None).unwrap();
+    let api = Api::new(&h);
+    let as_user = |login: &str, request: reqwest::RequestBuilder| {
+        request.bearer_auth(h.sim.user_token(login))
+    };
+    let create = |login: &str| {
+        as_user(
+            login,
+            api.client.post(api.url("/api/v1/repos/acme/widgets/tasks")),
+        )
+        .json(&upgrade())
+    };
+
+    // No token: 401 in JSON, for the API and for MCP.
+    assert_error(
+        &api.get("/api/v1/tasks").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        None,
+    );
+    assert_error(
+        &api.send(api.client.post(api.url("/mcp")).json(&json!({})))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        None,
+    );
+    // Read access is not enough to start a task; no access at all is "not found".
+    assert_error(
+        &api.send(create("reader")).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    assert_error(
+        &api.send(create(DRIVE_BY)).await,
+        StatusCode::NOT_FOUND,
+        "not found",
+        None,
+    );
+
+    let (status, task) = api.send(create(LEAD)).await;
+    assert_eq!(status, StatusCode::CREATED, "{task:#}");
+    assert_eq!(task["creator"], LEAD);
+    let id = task["id"].as_i64().unwrap();
+    let path = format!("/api/v1/tasks/{id}");
+    // Someone who cannot read the repository sees neither the task nor its log.
+    for path in [path.clone(), format!("{path}/logs")] {
+        assert_error(
+            &api.send(as_user(DRIVE_BY, api.client.get(api.url(&path))))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not found",
+            None,
+        );
+    }
+    let (_, listed) = api
+        .send(as_user(DRIVE_BY, api.client.get(api.url("/api/v1/tasks"))))
+        .await;
+    assert_eq!(listed["total"], 0, "{listed:#}");
+    // A reader sees it, but may not cancel it.
+    let (status, _) = api
+        .send(as_user("reader", api.client.get(api.url(&path))))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(
+        &api.send(as_user(
+            "reader",
+            api.client.post(api.url(&format!("{path}/cancel"))),
+        ))
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    let (status, _) = api
+        .send(as_user(
+            LEAD,
+            api.client.post(api.url(&format!("{path}/cancel"))),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    h.task(id).reported_end().await;
+    h.finish().await;
+}
