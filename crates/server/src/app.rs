@@ -175,8 +175,8 @@ impl RunningServer {
             signal,
             config.run.public_url.clone(),
             auth,
-            extra,
         );
+        let router = crate::web::observed(router.merge(extra));
         let stopping = background.clone();
         let task = tokio::spawn(async move {
             let stop_serving = stopping.token().clone().cancelled_owned();
