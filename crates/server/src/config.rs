@@ -985,7 +985,8 @@ pub(crate) mod tests {
                 "GITHUB_WEBHOOK_SECRET",
                 "GITHUB_PRIVATE_KEY",
                 "BG_AGENT_OAUTH_CLIENT_SECRET",
-                "BG_AGENT_SESSION_KEY"
+                "BG_AGENT_SESSION_KEY",
+                "BG_AGENT_METRICS_TOKEN",
             ]
         );
         assert!(
