@@ -304,6 +304,27 @@ async fn bad_requests_are_refused_in_json_naming_the_field() {
         None,
     );
     assert!(h.tasks().await.is_empty());
+    // The messages as people read them.
+    let mut texts = Vec::new();
+    for body in [
+        json!({"instructions": ""}),
+        json!({"template": "nope"}),
+        json!({"template": "upgrade", "parameters": {"package": "lodash", "version": "$(reboot)"}}),
+        json!({"template": "upgrade", "parameters": {"package": "lodash", "version": "1", "extra": "x"}}),
+    ] {
+        let (_, answer) = api.create(&body).await;
+        texts.push(format!(
+            "{}: {}",
+            answer["field"].as_str().unwrap_or("-"),
+            answer["message"].as_str().unwrap()
+        ));
+    }
+    insta::assert_snapshot!(texts.join("\n"), @r#"
+    instructions: instructions are empty
+    template: no template named "nope" here (available: upgrade)
+    parameters.version: parameter version is "$(reboot)", which does not match the expected form
+    parameters.extra: unknown parameter extra
+    "#);
     h.finish().await;
 }
 
