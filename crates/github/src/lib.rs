@@ -261,6 +261,34 @@ impl GitHubApp {
         decode(&response, "GET /app")
     }
 
+    /// `GET /repos/{owner}/{repo}/installation`: the id of the App's installation that
+    /// reaches `repo`, or `None` when the App is not installed there (or the repository
+    /// does not exist: GitHub does not tell the two apart).
+    pub async fn repository_installation(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<u64>, GitHubError> {
+        #[derive(Deserialize)]
+        struct InstallationWire {
+            id: u64,
+        }
+        let path = format!(
+            "/repos/{}/{}/installation",
+            http::encode_component(&repo.owner),
+            http::encode_component(&repo.name)
+        );
+        let request = Request::new(Method::GET, "/repos/{owner}/{repo}/installation", path);
+        match self.inner.call(&Credential::AppJwt, request).await {
+            Ok(response) => {
+                let wire: InstallationWire =
+                    decode(&response, "GET /repos/{owner}/{repo}/installation")?;
+                Ok(Some(wire.id))
+            }
+            Err(GitHubError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /app/hook/deliveries`: one page of the App's webhook deliveries, newest first.
     /// `per_page` is clamped to GitHub's 1..=100; pass the page's `next_cursor` to go on.
     pub async fn list_deliveries(
@@ -424,6 +452,20 @@ impl Inner {
                 }
                 Err(error) => Err(error),
             };
+            let status = match &outcome {
+                Ok(response) => response.status.to_string(),
+                Err(AttemptError::Network(_)) => "network".to_owned(),
+                Err(AttemptError::Timeout) => "timeout".to_owned(),
+                Err(AttemptError::Build(_)) => "invalid".to_owned(),
+            };
+            // By request template (`PATCH /repos/{owner}/{repo}/check-runs/{id}`), not path.
+            metrics::counter!(
+                "bg_agent_github_requests_total",
+                "method" => request.method.as_str().to_owned(),
+                "path" => request.template,
+                "status" => status,
+            )
+            .increment(1);
             let (error, wait) = match outcome {
                 Err(AttemptError::Build(message)) => {
                     return Err(GitHubError::InvalidRequest(message));
@@ -463,7 +505,11 @@ impl Inner {
                                 retry_after: wait,
                             };
                             match retry::bounded_wait(wait, self.max_retry_wait) {
-                                Some(wait) => (error, wait),
+                                Some(wait) => {
+                                    metrics::counter!("bg_agent_github_rate_limit_waits_total")
+                                        .increment(1);
+                                    (error, wait)
+                                }
                                 None => {
                                     tracing::warn!(
                                         status = response.status,

@@ -100,7 +100,15 @@ impl RunningServer {
         handler: Arc<H>,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
-        Self::start_with(config, store, handler, listener, Signal::new(), Vec::new())
+        Self::start_with(
+            config,
+            store,
+            handler,
+            listener,
+            Signal::new(),
+            Vec::new(),
+            None,
+        )
     }
 
     /// As [`Self::start`], with background loops (the task engine's) that run until the
@@ -112,6 +120,7 @@ impl RunningServer {
         listener: TcpListener,
         signal: Signal,
         loops: Vec<BackgroundLoop>,
+        api: Option<Arc<TaskIntake>>,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         // One stop request for everything; a group per kind of work, so shutdown can
@@ -140,6 +149,27 @@ impl RunningServer {
             config.tasks.required_permission,
             store.clone(),
         )?;
+        // The JSON API and MCP where tasks can be made (the intake is there), and metrics.
+        let mut extra = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::serve))
+            .with_state(crate::metrics::MetricsState {
+                store: store.clone(),
+                token: config.metrics_token.clone(),
+            });
+        if let Some(intake) = api {
+            let state = crate::web::api::ApiState {
+                store: store.clone(),
+                intake,
+                auth: auth.clone(),
+                signal: signal.clone(),
+                public_url: config.run.public_url.clone(),
+                agent_available: config.run.agent_command.is_some(),
+                shutdown: background.token().clone(),
+            };
+            extra = extra
+                .merge(crate::web::api::router(state.clone()))
+                .merge(crate::web::mcp::router(state));
+        }
         let router = crate::web::router(
             store,
             Arc::new(config.webhook_secrets.clone()),
@@ -150,6 +180,7 @@ impl RunningServer {
             config.run.encryption_keys.clone(),
             auth,
         );
+        let router = crate::web::observed(router.merge(extra));
         let stopping = background.clone();
         let task = tokio::spawn(async move {
             let stop_serving = stopping.token().clone().cancelled_owned();
@@ -441,13 +472,15 @@ pub fn start_app_on<E: Executor>(
             engine.spawn("retention", retention.run(engine.clone()));
         }));
     }
+    let intake = Arc::new(intake);
     RunningServer::start_with(
         config,
         store,
-        Arc::new(intake),
+        intake.clone(),
         listener,
         signal,
         background,
+        Some(intake),
     )
 }
 

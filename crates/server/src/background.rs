@@ -81,6 +81,7 @@ impl Background {
         async move {
             if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
                 panics.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::background_panic();
                 let message = panic
                     .downcast_ref::<&str>()
                     .copied()

@@ -191,6 +191,8 @@ pub struct Config {
     /// to a sandbox.
     pub config_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// What `GET /metrics` requires as a bearer token; `None`: `/metrics` is off.
+    pub metrics_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -661,6 +663,7 @@ impl Config {
             kubernetes,
             config_file: s.config.map(PathBuf::from),
             log_format,
+            metrics_token: s.metrics_token,
         })
     }
 }
@@ -1228,7 +1231,8 @@ pub(crate) mod tests {
                 "GITHUB_PRIVATE_KEY",
                 "BG_AGENT_ENCRYPTION_KEY",
                 "BG_AGENT_OAUTH_CLIENT_SECRET",
-                "BG_AGENT_SESSION_KEY"
+                "BG_AGENT_SESSION_KEY",
+                "BG_AGENT_METRICS_TOKEN",
             ]
         );
         assert!(

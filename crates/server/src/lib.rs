@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod engine;
 pub mod executor;
 pub mod github_app;
+pub mod metrics;
 pub mod store;
 mod unix_access;
 pub mod web;

@@ -13,12 +13,14 @@
 pub mod credentials;
 pub mod embedded;
 pub mod listing;
+pub mod logs;
 pub mod redeliveries;
 pub mod reports;
 pub mod retention;
 pub mod runs;
 pub mod sessions;
 pub mod tasks;
+pub mod templates;
 
 use std::time::Duration;
 

@@ -1,8 +1,10 @@
 //! The HTTP router: webhook intake, the runners' reports, task pages and health.
 
+pub mod api;
 pub mod auth;
 pub mod github_user;
 pub mod login;
+pub mod mcp;
 pub mod pages;
 pub mod runner_api;
 
@@ -28,6 +30,7 @@ use auth::AuthState;
 use pages::PagesState;
 use runner_api::RunnerApiState;
 
+/// The core routes; the caller adds the API, MCP and metrics and wraps them all in [`observed`].
 pub fn router(
     store: Store,
     secrets: Arc<WebhookSecrets>,
@@ -63,15 +66,13 @@ pub fn router(
         auth,
         signal,
     });
-    observed(
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .with_state(store)
-            .merge(webhook)
-            .merge(runners)
-            .merge(pages),
-    )
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(store)
+        .merge(webhook)
+        .merge(runners)
+        .merge(pages)
 }
 
 /// One `request` span per request (method, matched route, then status and latency), and
@@ -80,7 +81,7 @@ pub fn router(
 /// The span is at info so that what handlers log carries the route; the request itself
 /// is logged at debug only: a delivery already logs in its own `delivery` span, and
 /// failures are logged where they happen (the panic handler below included).
-fn observed(routes: Router) -> Router {
+pub fn observed(routes: Router) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request| {
             // The route, not the URI: `/tasks/{id}`, one value per route, and no query

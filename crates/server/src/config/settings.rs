@@ -223,6 +223,10 @@ pub struct Settings {
         value_name = "N"
     )]
     pub verifier_rounds: String,
+    /// Bearer token that `GET /metrics` requires (Prometheus' `authorization` setting).
+    /// Unset: `/metrics` answers 404, so nothing about the server's work is exposed.
+    #[arg(long, env = "BG_AGENT_METRICS_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = secret)]
+    pub metrics_token: Option<SecretString>,
 
     /// npm registry the `upgrade` recipe resolves versions from. Unset: npm's default.
     #[arg(long, env = "BG_AGENT_NPM_REGISTRY", value_name = "URL")]

@@ -166,10 +166,12 @@ impl Redelivery {
             }
             match self.github.redeliver(attempts.newest_id).await {
                 Ok(()) => {
+                    crate::metrics::redelivery_request("requested");
                     swept.requested += 1;
                     tracing::info!(%guid, event = %attempts.event, "asked GitHub to redeliver a missed delivery");
                 }
                 Err(e) => {
+                    crate::metrics::redelivery_request("failed");
                     swept.refused += 1;
                     tracing::warn!(%guid, error = %e, "GitHub refused to redeliver");
                     self.store.redelivery_failed(guid, &e.to_string()).await?;

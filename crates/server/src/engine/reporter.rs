@@ -327,6 +327,7 @@ impl Reporter {
             error = %e,
             "GitHub refused this part of the report for good; it is recorded and not tried again"
         );
+        crate::metrics::report_permanent_error(step.name());
         if let Err(store) = self
             .store
             .record_report_error(task.id, step.name(), e.status(), &e.to_string())

@@ -14,7 +14,7 @@ use crate::store::tasks::{AuditActor, CreatedTask, NewTask, TaskId, TaskRecord, 
 use crate::store::{Store, StoreError};
 use crate::webhook::Trigger;
 use crate::webhook::trigger::{
-    CheckRunButton, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
+    Actor, CheckRunButton, CheckRunTrigger, CommandTrigger, LabelTrigger, ParsedCommand, RepoRef,
 };
 use bg_agent_core::command::{Command, help_markdown};
 use bg_agent_core::task::template::unknown_template_reply;
@@ -24,9 +24,12 @@ use bg_agent_core::task::{RepoConfig, Template, TemplateSource, builtin_template
 use bg_agent_github::{GitHubApp, GitHubError, InstallationClient, Reaction, RepoName};
 
 use super::{DeliveryMeta, HandlerError, Signal, TriggerHandler};
+
+mod direct;
 use crate::store::runs::CancelRequested;
 use bg_agent_core::task::render::{self, TaskDetails};
 use bg_agent_core::task::reply;
+pub use direct::{RequestError, Requested};
 
 /// How long a looked-up permission is trusted: short, so a revoked collaborator is
 /// refused within a minute, but a burst of commands costs one call.
@@ -79,7 +82,7 @@ struct Origin<'a> {
     installation_id: i64,
     repository: &'a RepoRef,
     issue_number: i64,
-    sender: &'a crate::webhook::trigger::Actor,
+    sender: &'a Actor,
 }
 
 impl Origin<'_> {
@@ -251,26 +254,41 @@ impl TaskIntake {
 
     /// Templates here, by precedence: the repository's, then the database's, then built-in.
     async fn templates(&self, origin: &Origin<'_>) -> Result<Templates, HandlerError> {
-        let client = self.client(origin)?;
-        let repo = origin.repo();
-        let default_branch = match &origin.repository.default_branch {
-            Some(branch) => branch.clone(),
-            None => {
-                client
-                    .repository(&repo)
-                    .await
-                    .map_err(github_error)?
-                    .default_branch
-            }
+        self.templates_in(
+            origin.installation_id,
+            &origin.repo(),
+            origin.repository.default_branch.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            RequestError::GitHub(e) => github_error(e),
+            other => HandlerError::Transient(other.to_string()),
+        })
+    }
+
+    /// The templates usable in `repo` of an installation, by precedence: the repository's
+    /// (`.github/bg-agent.yml` on its default branch), then the installation's in the
+    /// database, then the built-ins. `Ok(Err(..))` when the repository's file is unusable.
+    pub async fn templates_in(
+        &self,
+        installation_id: i64,
+        repo: &RepoName,
+        default_branch: Option<&str>,
+    ) -> Result<Templates, RequestError> {
+        let client = self
+            .github
+            .installation(u64::try_from(installation_id).map_err(|_| RequestError::NotInstalled)?);
+        let default_branch = match default_branch {
+            Some(branch) => branch.to_owned(),
+            None => client.repository(repo).await?.default_branch,
         };
         let file = client
             .file_contents(
-                &repo,
+                repo,
                 bg_agent_core::task::repo_config::PATH,
                 Some(&default_branch),
             )
-            .await
-            .map_err(github_error)?;
+            .await?;
         let repo_config = match file {
             None => RepoConfig::default(),
             Some(file) => match std::str::from_utf8(&file.content)
@@ -282,7 +300,7 @@ impl TaskIntake {
             },
         };
         let mut templates = repo_config.templates;
-        for template in self.store.database_templates().await.map_err(store_error)? {
+        for template in self.store.database_templates(installation_id).await? {
             if !templates.iter().any(|t| t.name == template.name) {
                 templates.push(template);
             }
@@ -507,34 +525,19 @@ impl TaskIntake {
     }
 
     async fn create(&self, origin: &Origin<'_>, request: TaskRequest) -> Result<(), HandlerError> {
-        let new = NewTask {
-            installation_id: origin.installation_id,
-            repository_id: origin.repository.id,
-            repository: origin.repository.full_name.clone(),
-            issue_number: i32::try_from(origin.issue_number).ok(),
-            comment_id: request.comment_id,
-            delivery_guid: Some(origin.meta.guid.clone()),
-            trigger: request.trigger,
-            idempotency_key: request.key,
-            creator_login: origin.sender.login.clone(),
-            creator_id: origin.sender.id,
-            template: request.template,
-            params: request.params,
-            recipe: request.recipe,
-            instructions: request.instructions,
-            summary: request.summary,
-            timeout_secs: request.timeout_secs,
-            retry_of: request.retry_of,
-            base_branch: origin.repository.default_branch.clone(),
-            // Where the runner will clone from: the configured GitHub, not the payload.
-            clone_url: Some(self.github.clone_url(&origin.repo())),
-        };
-        let (task, fresh) = match self.store.create_task(&new).await.map_err(store_error)? {
-            CreatedTask::Created(task) => {
-                tracing::info!(task = task.id.get(), attempt = task.attempt, "task created");
-                self.signal.wake();
-                (task, true)
-            }
+        let comment_id = request.comment_id;
+        let new = self.new_task(
+            Place {
+                installation_id: origin.installation_id,
+                repository: origin.repository,
+                issue_number: i32::try_from(origin.issue_number).ok(),
+                delivery_guid: Some(origin.meta.guid.clone()),
+                creator: origin.sender,
+            },
+            request,
+        );
+        let (task, fresh) = match self.store_task(&new).await.map_err(store_error)? {
+            CreatedTask::Created(task) => (task, true),
             // A redelivery, or this delivery again after a failed acknowledgement: finish
             // acknowledging, nothing more.
             CreatedTask::Duplicate(task) => (task, false),
@@ -547,8 +550,46 @@ impl TaskIntake {
                     .await;
             }
         };
-        self.acknowledge(origin, &task, request.comment_id, fresh)
-            .await
+        self.acknowledge(origin, &task, comment_id, fresh).await
+    }
+
+    /// The row a request makes: the one place a [`TaskRequest`] becomes a [`NewTask`],
+    /// whether it came from a webhook or from the JSON API.
+    fn new_task(&self, place: Place<'_>, request: TaskRequest) -> NewTask {
+        let repo = RepoName::new(&place.repository.owner, &place.repository.name);
+        NewTask {
+            installation_id: place.installation_id,
+            repository_id: place.repository.id,
+            repository: place.repository.full_name.clone(),
+            issue_number: place.issue_number,
+            comment_id: request.comment_id,
+            delivery_guid: place.delivery_guid,
+            trigger: request.trigger,
+            idempotency_key: request.key,
+            creator_login: place.creator.login.clone(),
+            creator_id: place.creator.id,
+            template: request.template,
+            params: request.params,
+            recipe: request.recipe,
+            instructions: request.instructions,
+            summary: request.summary,
+            timeout_secs: request.timeout_secs,
+            retry_of: request.retry_of,
+            base_branch: place.repository.default_branch.clone(),
+            // Where the runner will clone from: the configured GitHub, not the payload.
+            clone_url: Some(self.github.clone_url(&repo)),
+        }
+    }
+
+    /// Stores a new task (once per idempotency key) and wakes the engine for it.
+    async fn store_task(&self, new: &NewTask) -> Result<CreatedTask, StoreError> {
+        let created = self.store.create_task(new).await?;
+        if let CreatedTask::Created(task) = &created {
+            tracing::info!(task = task.id.get(), attempt = task.attempt, trigger = ?new.trigger, "task created");
+            crate::metrics::task_created(new.trigger);
+            self.signal.wake();
+        }
+        Ok(created)
     }
 
     /// 👀 on the command and the tracking comment, each at most once per task. `fresh`:
@@ -681,14 +722,11 @@ impl TaskIntake {
         comment_id: Option<i64>,
     ) -> Result<(), HandlerError> {
         match self
-            .store
-            .request_cancel(task.id, origin.actor())
+            .request_cancel(task, origin.actor())
             .await
             .map_err(store_error)?
         {
             Some(CancelRequested::Cancelled(_)) | Some(CancelRequested::Stopping(_)) => {
-                tracing::info!(task = task.id.get(), by = %origin.sender.login, "cancel requested");
-                self.signal.wake();
                 if let Some(comment_id) = comment_id {
                     self.client(origin)?
                         .add_comment_reaction(&origin.repo(), number(comment_id)?, Reaction::Eyes)
@@ -703,6 +741,21 @@ impl TaskIntake {
             }
             None => Ok(()),
         }
+    }
+
+    /// Cancels a queued task or asks the supervisor to stop an executing one, whoever
+    /// asks and however (a comment, a button, the API).
+    async fn request_cancel(
+        &self,
+        task: &TaskRecord,
+        actor: AuditActor<'_>,
+    ) -> Result<Option<CancelRequested>, StoreError> {
+        let requested = self.store.request_cancel(task.id, actor).await?;
+        if let Some(CancelRequested::Cancelled(_) | CancelRequested::Stopping(_)) = &requested {
+            tracing::info!(task = task.id.get(), by = %actor.name, "cancel requested");
+            self.signal.wake();
+        }
+        Ok(requested)
     }
 
     /// The check run's Re-run, Retry and Cancel: the task is the run's `external_id`.
@@ -861,6 +914,15 @@ struct TaskRequest {
     timeout_secs: u32,
 }
 
+/// Where a task is made and by whom, for [`TaskIntake::new_task`].
+struct Place<'a> {
+    installation_id: i64,
+    repository: &'a RepoRef,
+    issue_number: Option<i32>,
+    delivery_guid: Option<String>,
+    creator: &'a Actor,
+}
+
 /// (idempotency key, trigger, command comment)
 type RequestOrigin = (String, TaskTrigger, Option<i64>);
 
@@ -933,7 +995,7 @@ impl TaskIntake {
         &self,
         meta: &DeliveryMeta,
         repository: &RepoRef,
-        sender: &crate::webhook::trigger::Actor,
+        sender: &Actor,
     ) -> Result<(), HandlerError> {
         let Some(named) = &repository.clone_url else {
             return Ok(());

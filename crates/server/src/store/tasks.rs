@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
 use super::{Store, StoreError};
-use bg_agent_core::task::{IllegalTransition, Phase, Recipe, TaskState, Template, TemplateSource};
+use bg_agent_core::task::{IllegalTransition, Phase, Recipe, TaskState, TemplateSource};
 pub use bg_agent_core::task::{TaskId, TaskRecord};
 
 /// What started a task.
@@ -326,7 +326,15 @@ pub(super) async fn transition_in(
     .await?;
     let Some(row) = row else { return Ok(None) };
     append_event(conn, id, actor, "transition", (Some(from), Some(to))).await?;
-    Ok(Some(row.into()))
+    let task = TaskRecord::from(row);
+    if to.is_terminal() {
+        let ran = task
+            .started_at
+            .zip(task.finished_at)
+            .and_then(|(start, end)| (end - start).to_std().ok());
+        crate::metrics::task_finished(to, ran);
+    }
+    Ok(Some(task))
 }
 
 impl Store {
@@ -703,46 +711,6 @@ impl Store {
         .into_iter()
         .map(|row| (row.actor, row.reason))
         .collect())
-    }
-
-    /// Stores (or replaces) a template; it must already be valid.
-    pub async fn save_template(&self, template: &Template) -> Result<(), StoreError> {
-        sqlx::query!(
-            "INSERT INTO templates (name, definition) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET definition = $2, updated_at = now()",
-            template.name,
-            Json(template) as Json<&Template>,
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The database's templates. One that no longer decodes or validates (written by an
-    /// older version) is skipped with a warning rather than hiding all the others.
-    pub async fn database_templates(&self) -> Result<Vec<Template>, StoreError> {
-        let rows = sqlx::query!("SELECT name, definition FROM templates ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let (name, definition) = (row.name, row.definition);
-                let template = serde_json::from_value::<Template>(definition)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| t.validate().map(|()| t).map_err(|e| e.to_string()));
-                match template {
-                    Ok(mut template) => {
-                        template.source = TemplateSource::Database;
-                        Some(template)
-                    }
-                    Err(error) => {
-                        tracing::warn!(template = %name, %error, "stored template is unusable");
-                        None
-                    }
-                }
-            })
-            .collect())
     }
 
     /// (installation, repository) of every task occupying an executor.

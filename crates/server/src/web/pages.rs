@@ -877,7 +877,8 @@ pub async fn templates_page(State(state): State<PagesState>, viewer: Viewer) -> 
             listing::template_stats(&state.store, readable.as_deref().map(|v| v.as_slice()))
                 .await?;
         let mut templates = builtin_templates();
-        templates.extend(state.store.database_templates().await?);
+        // Installations' own templates are listed per repository by the API.
+        templates.extend(state.store.shared_templates().await?);
         Ok::<_, PageError>((templates, stats))
     }
     .await;

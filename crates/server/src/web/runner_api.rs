@@ -103,12 +103,17 @@ async fn handle_report(
                 tracing::info!(task = task_id, state = %task.state, "runner finished");
             }
             state.signal.wake();
+            crate::metrics::runner_report("applied");
             Json(json!({ "applied": true, "state": task.state })).into_response()
         }
         Ok(ReportApplied::Duplicate) => {
+            crate::metrics::runner_report("duplicate");
             Json(json!({ "applied": false, "duplicate": true })).into_response()
         }
-        Ok(ReportApplied::Ended) => error(StatusCode::GONE, "this task is not running"),
+        Ok(ReportApplied::Ended) => {
+            crate::metrics::runner_report("ended");
+            error(StatusCode::GONE, "this task is not running")
+        }
         Err(e) => {
             tracing::error!(task = task_id, error = %e, "cannot apply a runner report");
             error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")

@@ -235,12 +235,14 @@ pub async fn receive(
 ) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(event) = header("x-github-event") else {
+        crate::metrics::delivery("refused", "bad_headers");
         return error(
             StatusCode::BAD_REQUEST,
             "the X-GitHub-Event header is missing",
         );
     };
     let Some(guid) = header("x-github-delivery") else {
+        crate::metrics::delivery("refused", "bad_headers");
         return error(
             StatusCode::BAD_REQUEST,
             "the X-GitHub-Delivery header is missing",
@@ -254,6 +256,7 @@ pub async fn receive(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     {
+        crate::metrics::delivery("refused", "bad_headers");
         return error(
             StatusCode::BAD_REQUEST,
             "the X-GitHub-Event header is not an event name",
@@ -265,6 +268,7 @@ pub async fn receive(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     {
+        crate::metrics::delivery("refused", "bad_headers");
         return error(
             StatusCode::BAD_REQUEST,
             "the X-GitHub-Delivery header is not a delivery id",
@@ -276,12 +280,16 @@ pub async fn receive(
         // The headers were checked first: a request that is no delivery takes no turn.
         let received = match state.bodies.receive(&headers, body).await {
             Ok(received) => received,
-            Err(e) => return error(e.status(), e.to_string()),
+            Err(e) => {
+                crate::metrics::delivery("refused", "body");
+                return error(e.status(), e.to_string());
+            }
         };
         let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
         let verified = verify_signature(&state.secrets, &received.body, signature);
         let body = received.checked();
         if let Err(e) = verified {
+            crate::metrics::delivery("refused", "signature");
             return error(StatusCode::UNAUTHORIZED, e.to_string());
         }
         // The body is not parsed here: the worker does that, and marks a non-JSON one failed.
@@ -295,14 +303,17 @@ pub async fn receive(
             .unwrap_or(Err(IntakeError::TooSlow));
         match stored {
             Ok(true) => {
+                crate::metrics::delivery("stored", "new");
                 tracing::debug!("delivery stored");
                 acknowledge(StatusCode::ACCEPTED, "accepted", &guid)
             }
             Ok(false) => {
+                crate::metrics::delivery("stored", "duplicate");
                 tracing::info!("redelivery of a stored delivery; not processed again");
                 acknowledge(StatusCode::OK, "duplicate", &guid)
             }
             Err(e) => {
+                crate::metrics::delivery("refused", "not_stored");
                 tracing::error!(error = %e, "delivery not stored");
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,

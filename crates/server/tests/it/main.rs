@@ -2,6 +2,7 @@
 //! exercised for real (PostgreSQL, git, the runner, the fake GitHub through the real client).
 
 mod agents;
+mod api;
 mod browser;
 mod cli;
 mod credentials;
