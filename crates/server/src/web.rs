@@ -31,6 +31,8 @@ use pages::PagesState;
 use runner_api::RunnerApiState;
 
 /// The core routes; the caller adds the API, MCP and metrics and wraps them all in [`observed`].
+// Each argument is one part's state, built by `app`; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn router(
     store: Store,
     secrets: Arc<WebhookSecrets>,
