@@ -254,8 +254,8 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    /// The coding agent of agent tasks: as set, else `command` when an agent command is
-    /// configured, else `claude_code`.
+    /// The coding agent of agent tasks (`BG_AGENT_AGENT_PROVIDER`; a repository may choose
+    /// another).
     pub fn agent_provider(&self) -> bg_agent_core::protocol::AgentProvider {
         self.agent.provider
     }
@@ -572,8 +572,7 @@ impl Config {
             provider: {
                 use bg_agent_core::protocol::AgentProvider;
                 match s.agent_provider.as_deref().filter(|p| !p.is_empty()) {
-                    None if agent_command.is_some() => AgentProvider::Command,
-                    None => AgentProvider::ClaudeCode,
+                    None => AgentProvider::Command,
                     Some(name) => AgentProvider::parse(name).ok_or_else(|| {
                         invalid(
                             "agent_provider",
@@ -1229,10 +1228,10 @@ pub(crate) mod tests {
                 "DATABASE_URL",
                 "GITHUB_WEBHOOK_SECRET",
                 "GITHUB_PRIVATE_KEY",
-                "BG_AGENT_ENCRYPTION_KEY",
                 "BG_AGENT_OAUTH_CLIENT_SECRET",
                 "BG_AGENT_SESSION_KEY",
                 "BG_AGENT_METRICS_TOKEN",
+                "BG_AGENT_ENCRYPTION_KEY",
             ]
         );
         assert!(

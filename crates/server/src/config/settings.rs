@@ -234,8 +234,8 @@ pub struct Settings {
 
     /// The coding agent of agent tasks: `command` (BG_AGENT_AGENT_COMMAND), `claude_code`,
     /// `codex`, `gemini`, `aider` or `cline`; all but `command` need a credential
-    /// (`bg-agent credentials set`). Unset: `command` if BG_AGENT_AGENT_COMMAND is set,
-    /// else `claude_code`. A repository's .github/bg-agent.yml may choose another.
+    /// (`bg-agent credentials set`). Unset: `command`. A repository's .github/bg-agent.yml
+    /// may choose another.
     #[arg(long, env = "BG_AGENT_AGENT_PROVIDER", value_name = "PROVIDER")]
     pub agent_provider: Option<String>,
 

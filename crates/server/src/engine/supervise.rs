@@ -547,7 +547,7 @@ impl<E: Executor> Supervisor<E> {
     async fn agent_credential(
         &self,
         task: &TaskRecord,
-    ) -> Result<Option<(i64, SecretString)>, LaunchError> {
+    ) -> Result<Option<(Option<i64>, SecretString)>, LaunchError> {
         let Some(agent) = agent_provider_for(task, &self.settings) else {
             return Ok(None);
         };
@@ -557,19 +557,25 @@ impl<E: Executor> Supervisor<E> {
         let stored = self
             .store
             .credential_for(task.installation_id, task.creator_id, provider)
-            .await?
-            .ok_or(LaunchError::NoCredential {
-                agent: agent.name(),
-                provider,
-                installation: task.installation_id,
-            })?;
+            .await?;
+        // None stored: the credential the embedding code gave every agent task, if any.
+        if stored.is_none()
+            && let Some(given) = &self.settings.agent_credential
+        {
+            return Ok(Some((None, given.clone())));
+        }
+        let stored = stored.ok_or(LaunchError::NoCredential {
+            agent: agent.name(),
+            provider,
+            installation: task.installation_id,
+        })?;
         let keys = self
             .settings
             .encryption_keys
             .as_ref()
             .ok_or(CredentialError::NoKey)?;
         let value = keys.open(&stored.scope, &stored.sealed)?;
-        Ok(Some((stored.id, value)))
+        Ok(Some((Some(stored.id), value)))
     }
 
     async fn try_launch(&self, task: &TaskRecord) -> Result<ExecutionId, LaunchError> {
@@ -646,7 +652,7 @@ impl<E: Executor> Supervisor<E> {
         let spec = serde_json::to_string(&spec)
             .map_err(|e| LaunchError::Invalid(format!("cannot encode the task spec: {e}")))?;
         // Recorded before the runner starts: its reports are redacted of the value too.
-        if let Some((id, _)) = &agent_credential {
+        if let Some((Some(id), _)) = &agent_credential {
             self.store.credential_used(*id, task.id).await?;
         }
         let execution = self

@@ -426,9 +426,10 @@ async fn the_credential_reaches_agent_tasks_only_and_never_a_log() {
     let keys = keyring(OLD_KEY);
     let configured = keys.clone();
     let h = Scenario::engine(runner)
-        // The agent prints what it was told to leak; the runner does not hand it the
-        // credential yet (the agent providers do), so the log line holds the value only
-        // if something leaked it.
+        // The server picks the credential for its agent (Claude Code's, below); the
+        // repository runs its own command instead, which prints the value: the log line
+        // holds it only if the runner's redaction failed.
+        .file(".github/bg-agent.yml", "agent: { provider: command }\n")
         .agent(&["sh", "-c", &format!("echo 'leak? {VALUE}'; cat > NOTE.md")])
         .configure(move |config| {
             // Unsandboxed, so the recording runner can write where the test reads.
