@@ -7,6 +7,12 @@
 //!
 //!     cargo bench --bench launch              # TASKS=200 RATE=20 by default
 //!     TASKS=500 RATE=25 cargo bench --bench launch
+//!     EXECUTOR=kubernetes JOBS=500 TASKS=200 cargo bench --bench launch
+//!
+//! With `EXECUTOR=kubernetes` the tasks run as Jobs on a real kube-apiserver and Job
+//! controller (`scripts/envtest.sh`), with `JOBS` other Jobs of ours present; "runner
+//! started" is then the Job and its Secret created and recorded (no kubelet runs, so the
+//! Pods stay pending), and the watch's CPU is measured while the server is idle.
 //!
 //! Each task gets its own repository and requester (the limits allow one active task per
 //! repository and per user) and a tiny npm project without a lockfile or tests, so a run
@@ -136,6 +142,10 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?;
     let runner = std::path::PathBuf::from(env!("CARGO_BIN_EXE_bg-agent"));
+    let kubernetes = match std::env::var("EXECUTOR").as_deref() {
+        Ok("kubernetes") => Some(kubernetes::Cluster::start(&mut config).await?),
+        _ => None,
+    };
     let server = start_app(
         &config,
         store.clone(),
@@ -146,7 +156,17 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     .await?;
     sim.set_webhook_url(Some(format!("http://{}/webhook", server.addr)));
 
-    println!("delivery → launch: {tasks} tasks, {rate} comments/s, loopback");
+    if let Some(cluster) = &kubernetes {
+        cluster.add_jobs(env_number("JOBS", 500)).await?;
+    }
+    println!(
+        "delivery → launch: {tasks} tasks, {rate} comments/s, loopback, {} executor",
+        if kubernetes.is_some() {
+            "kubernetes"
+        } else {
+            "local"
+        }
+    );
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = tokio::time::Instant::now();
     let mut deliveries = Vec::with_capacity(tasks);
@@ -175,6 +195,10 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
                 .count()
         });
         if (active == 0 && all >= tasks) || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        // No kubelet runs the Jobs' Pods: every task launched is as far as they go.
+        if kubernetes.is_some() && launched(&db, tasks).await? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -273,9 +297,138 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
             summary(&format!("  {route}"), times);
         }
     }
+    if kubernetes.is_some() {
+        // The server's CPU (this process: the server is in it) with the Jobs present and
+        // nothing to do: the watch's cost at idle.
+        let idle = Duration::from_secs(20);
+        let before = cpu_seconds();
+        tokio::time::sleep(idle).await;
+        let used = cpu_seconds() - before;
+        println!(
+            "idle with the Jobs present: {:.2} % of one core over {} s",
+            used / idle.as_secs_f64() * 100.0,
+            idle.as_secs()
+        );
+    }
     server.stop().await?;
+    drop(kubernetes);
     if let Ok(sim) = Arc::try_unwrap(sim) {
         sim.stop().await;
     }
     Ok(())
+}
+
+/// Whether `tasks` tasks have left `queued` and `starting` (their Jobs exist).
+async fn launched(db: &TestDb, tasks: usize) -> anyhow::Result<bool> {
+    let executing = db.store().executing_tasks().await?;
+    Ok(executing.len() >= tasks
+        && executing
+            .iter()
+            .all(|t| t.state == bg_agent_core::task::TaskState::Running))
+}
+
+/// This process's CPU time (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are the 14th and 15th fields (11th and 12th after the name).
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second.max(1.0)
+}
+
+mod kubernetes {
+    use std::collections::BTreeMap;
+
+    use bg_agent::config::{Config, ExecutorKind};
+    use bg_agent_testkit::envtest::ControlPlane;
+    use k8s_openapi::api::batch::v1::{Job, JobSpec};
+    use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::Api;
+    use kube::api::PostParams;
+
+    const NAMESPACE: &str = "bench-tasks";
+
+    /// A control plane of its own, the namespace the Jobs go to, and an admin client.
+    pub struct Cluster {
+        _plane: ControlPlane,
+        client: kube::Client,
+    }
+
+    impl Cluster {
+        pub async fn start(config: &mut Config) -> anyhow::Result<Self> {
+            let plane = ControlPlane::start();
+            let kubeconfig = plane.admin_kubeconfig();
+            let (client, _) = bg_agent::executor::kubernetes::client(Some(&kubeconfig)).await?;
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            let namespace = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NAMESPACE.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            namespaces
+                .create(&PostParams::default(), &namespace)
+                .await?;
+            config.executor = ExecutorKind::Kubernetes;
+            config.kubernetes.kubeconfig = Some(kubeconfig);
+            config.kubernetes.namespace = Some(NAMESPACE.into());
+            config.kubernetes.runner_image = Some("bg-agent-runner:bench".into());
+            Ok(Self {
+                _plane: plane,
+                client,
+            })
+        }
+
+        /// `count` Jobs labelled as ours, of tasks that are not in the database (another
+        /// replica's, as far as this server knows).
+        pub async fn add_jobs(&self, count: usize) -> anyhow::Result<()> {
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
+            for i in 0..count {
+                let task_id = 1_000_000 + i;
+                let job = Job {
+                    metadata: ObjectMeta {
+                        name: Some(format!("bg-agent-task-{task_id}")),
+                        labels: Some(BTreeMap::from([
+                            (
+                                "app.kubernetes.io/managed-by".to_owned(),
+                                "bg-agent".to_owned(),
+                            ),
+                            ("bg-agent/task-id".to_owned(), task_id.to_string()),
+                        ])),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(JobSpec {
+                        backoff_limit: Some(0),
+                        template: PodTemplateSpec {
+                            spec: Some(PodSpec {
+                                restart_policy: Some("Never".into()),
+                                containers: vec![Container {
+                                    name: "runner".into(),
+                                    image: Some("bg-agent-runner:bench".into()),
+                                    ..Container::default()
+                                }],
+                                ..PodSpec::default()
+                            }),
+                            ..PodTemplateSpec::default()
+                        },
+                        ..JobSpec::default()
+                    }),
+                    ..Job::default()
+                };
+                jobs.create(&PostParams::default(), &job).await?;
+            }
+            println!("{count} other Jobs of ours present");
+            Ok(())
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bg_agent::engine::redelivery::RedeliverySettings;
 use bg_agent_core::task::render::CHECK_RUN_NAME;
-use bg_agent_core::task::{Phase, TaskRecord, TaskState};
+use bg_agent_core::task::{Phase, TaskId, TaskRecord, TaskState};
 use bg_agent_testkit::harness::{Harness, ISSUE, LEAD, REPO, Scenario, WAIT};
 use bg_agent_testkit::process::free_port;
 use bg_agent_testkit::server_process::ServerProcess;
@@ -204,6 +204,30 @@ async fn validating_task(h: &Harness, hold: Hold) -> (TaskRecord, Held, i32) {
     (running_task, held, runner)
 }
 
+/// The held runner is let go: its task succeeds, once — one task, one check run, one pull
+/// request, one tracking comment.
+async fn succeeds_once_released(
+    h: &Harness,
+    task: TaskId,
+    held: Held,
+    killed: Instant,
+    fault: &str,
+) {
+    held.release().await;
+    let done = h.task(task).expect_state(TaskState::Succeeded).await;
+    println!(
+        "fault: {fault}: succeeded {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(done.error, None);
+    assert_eq!(h.tasks().await.len(), 1);
+    assert_eq!(
+        figures(h),
+        (1, 1, 1),
+        "(check runs, pull requests, comments)"
+    );
+}
+
 /// The server is killed (SIGKILL) while its runner validates; the runner lives on, a new
 /// server on the same database and address adopts it, its reports are accepted, and the
 /// task succeeds — once: one check run, one pull request, one tracking comment.
@@ -231,20 +255,14 @@ async fn a_runner_outlives_its_killed_server_and_its_task_succeeds() {
         "fault: SIGKILL while running: adopted by the new server {:.1} s after the kill",
         killed.elapsed().as_secs_f64()
     );
-    held.release().await;
-
-    let done = h.task(task).expect_state(TaskState::Succeeded).await;
-    println!(
-        "fault: SIGKILL while running, runner alive: succeeded {:.1} s after the kill",
-        killed.elapsed().as_secs_f64()
-    );
-    assert_eq!(done.error, None);
-    assert_eq!(h.tasks().await.len(), 1);
-    assert_eq!(
-        figures(&h),
-        (1, 1, 1),
-        "(check runs, pull requests, comments)"
-    );
+    succeeds_once_released(
+        &h,
+        task,
+        held,
+        killed,
+        "SIGKILL while running, runner alive",
+    )
+    .await;
     let run = h.check_run(task);
     assert_eq!(
         (run.status.as_str(), run.conclusion.as_deref()),
@@ -330,20 +348,7 @@ async fn a_server_killed_while_starting_a_runner_leaves_a_task_that_still_succee
         "fault: SIGKILL while starting: runner found by the new server {:.1} s after the kill",
         killed.elapsed().as_secs_f64()
     );
-    held.release().await;
-
-    let done = h.task(task).expect_state(TaskState::Succeeded).await;
-    println!(
-        "fault: SIGKILL while starting: succeeded {:.1} s after the kill",
-        killed.elapsed().as_secs_f64()
-    );
-    assert_eq!(done.error, None);
-    assert_eq!(h.tasks().await.len(), 1);
-    assert_eq!(
-        figures(&h),
-        (1, 1, 1),
-        "(check runs, pull requests, comments)"
-    );
+    succeeds_once_released(&h, task, held, killed, "SIGKILL while starting").await;
     drop(logs_shown);
     assert!(second.stop().await.success(), "{}", second.log());
     h.finish().await;
