@@ -179,6 +179,7 @@ impl RunningServer {
             config.run.public_url.clone(),
             config.run.encryption_keys.clone(),
             auth,
+            background.token().clone(),
         );
         let router = crate::web::observed(router.merge(extra));
         let stopping = background.clone();

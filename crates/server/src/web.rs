@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod github_user;
+pub mod live_log;
 pub mod login;
 pub mod mcp;
 pub mod pages;
@@ -42,6 +43,7 @@ pub fn router(
     public_url: String,
     credential_keys: Option<crate::credentials::Keyring>,
     auth: AuthState,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Router {
     // The handler receives the body itself, under `bodies`' limits (size included).
     let webhook = Router::new()
@@ -67,6 +69,7 @@ pub fn router(
         public_url,
         auth,
         signal,
+        shutdown,
     });
     Router::new()
         .route("/healthz", get(healthz))

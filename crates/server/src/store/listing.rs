@@ -208,13 +208,6 @@ pub async fn task_counts(
     })
 }
 
-/// One log line with its number (the SSE event id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub seq: i32,
-    pub line: String,
-}
-
 /// A template's use among some repositories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateStats {
@@ -224,27 +217,6 @@ pub struct TemplateStats {
     /// Tasks of the template that succeeded, and that finished at all.
     pub succeeded: i64,
     pub finished: i64,
-}
-
-/// Task `id`'s log lines numbered above `after` (all with `None`), oldest first, at most
-/// `limit`.
-pub async fn log_lines_after(
-    store: &Store,
-    id: TaskId,
-    after: Option<i32>,
-    limit: i64,
-) -> Result<Vec<LogLine>, StoreError> {
-    Ok(sqlx::query_as!(
-        LogLine,
-        "SELECT seq, line FROM task_logs
-         WHERE task_id = $1 AND ($2::integer IS NULL OR seq > $2)
-         ORDER BY seq LIMIT $3",
-        id as TaskId,
-        after,
-        limit.clamp(1, 10_000),
-    )
-    .fetch_all(&store.pool)
-    .await?)
 }
 
 /// The number of task `id`'s last log line, if it has any.

@@ -9,17 +9,13 @@
 //! Retry/Cancel are form posts carrying the session's CSRF token, allowed with the
 //! permission the comment path requires.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{Form, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use futures_util::stream::{self, Stream, StreamExt as _};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
@@ -36,8 +32,6 @@ use bg_agent_core::task::{Permission, TaskRecord, TaskState, Template, builtin_t
 const PAGE_LOG_LINES: i64 = 200;
 /// Tasks per page of the list.
 const LIST_PAGE: i64 = 50;
-/// How often the log stream looks for new lines.
-const STREAM_POLL: Duration = Duration::from_millis(500);
 
 /// Seconds between reloads while the task is active, without JavaScript.
 const REFRESH_SECS: u32 = 3;
@@ -78,8 +72,8 @@ ol.timeline{padding-left:1.25rem}\
 const LIVE_LOG_JS: &str = "(function(){var log=document.getElementById('log');\
 if(!log||!window.EventSource)return;\
 var es=new EventSource(log.getAttribute('data-stream'));\
-es.onmessage=function(e){var end=log.scrollTop+log.clientHeight>=log.scrollHeight-8;\
-log.textContent+=(log.textContent?'\\n':'')+e.data;if(end)log.scrollTop=log.scrollHeight;};\
+es.addEventListener('log',function(e){var end=log.scrollTop+log.clientHeight>=log.scrollHeight-8;\
+log.textContent+=(log.textContent?'\\n':'')+e.data;if(end)log.scrollTop=log.scrollHeight;});\
 es.addEventListener('end',function(){es.close();location.reload();});})();";
 
 #[derive(Clone)]
@@ -87,8 +81,10 @@ pub struct PagesState {
     pub store: Store,
     pub public_url: String,
     pub auth: AuthState,
-    /// Wakes the engine after a retry or cancel.
+    /// Wakes the engine after a retry or cancel, and live logs when a runner reports.
     pub signal: Signal,
+    /// Ends live logs when the server stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl FromRef<PagesState> for AuthState {
@@ -704,60 +700,17 @@ pub async fn log_stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i32>().ok());
-    let after = resume.or(query.after);
-    Sse::new(log_events(state.store, id, after))
+    let after = resume.or(query.after).map(i64::from);
+    let events = crate::web::live_log::events(
+        state.store.clone(),
+        &state.signal,
+        state.shutdown.clone(),
+        id.into(),
+        after,
+    );
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-fn log_events(
-    store: Store,
-    id: i64,
-    after: Option<i32>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    // State: where we are; `None` once the end was sent.
-    stream::unfold(Some(after), move |at| {
-        let store = store.clone();
-        async move {
-            let mut after = at?;
-            loop {
-                let lines = match listing::log_lines_after(&store, id.into(), after, 500).await {
-                    Ok(lines) => lines,
-                    Err(e) => {
-                        tracing::warn!(task = id, error = %e, "log stream: cannot read the log");
-                        return None;
-                    }
-                };
-                if let Some(last) = lines.last() {
-                    after = Some(last.seq);
-                    let events: Vec<Result<Event, Infallible>> = lines
-                        .into_iter()
-                        .map(|l| {
-                            // SSE data cannot hold a newline; a stored line has none, but
-                            // a carriage return would still split it for the browser.
-                            let line = l.line.replace(['\r', '\n'], " ");
-                            Ok(Event::default().id(l.seq.to_string()).data(line))
-                        })
-                        .collect();
-                    return Some((events, Some(after)));
-                }
-                match store.task(id.into()).await {
-                    Ok(Some(task)) if task.state.is_active() => {
-                        tokio::time::sleep(STREAM_POLL).await;
-                    }
-                    Ok(_) => {
-                        let end = Event::default().event("end").data("");
-                        return Some((vec![Ok(end)], None));
-                    }
-                    Err(e) => {
-                        tracing::warn!(task = id, error = %e, "log stream: cannot read the task");
-                        return None;
-                    }
-                }
-            }
-        }
-    })
-    .flat_map(stream::iter)
 }
 
 // ---- Retry and cancel ----

@@ -5,17 +5,14 @@
 //! forbidden (that would tell it exists); creating, retrying and cancelling need the
 //! permission the comment path needs.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
-use std::time::Duration;
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -33,8 +30,6 @@ const LOG_TAIL_LINES: i64 = 50;
 /// Lines one read of the log returns at most (the whole stored log fits: runners' logs
 /// keep the newest 2 000).
 const MAX_LOG_PAGE: i64 = 5_000;
-/// A live stream looks at the database at least this often without a wake-up.
-const STREAM_POLL: Duration = Duration::from_secs(2);
 
 /// A template parameter's value: text, a whole number or a boolean (bound as text, as a
 /// comment's arguments are).
@@ -712,80 +707,16 @@ pub async fn get_task_logs(
         })
         .transpose()?;
     let after = last_event_id.or(query.after);
-    Ok(Sse::new(live_log(state, task.id, after))
+    let events = crate::web::live_log::events(
+        state.store.clone(),
+        &state.signal,
+        state.shutdown.clone(),
+        task.id,
+        after,
+    );
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-/// The log's lines after `after` as they come, then `end` once the task has ended and
-/// every line is out; also ends when the server stops.
-fn live_log(
-    state: ApiState,
-    id: TaskId,
-    after: Option<i64>,
-) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    struct Cursor {
-        state: ApiState,
-        wakeups: crate::engine::Wakeups,
-        after: Option<i64>,
-        pending: VecDeque<Event>,
-        done: bool,
-    }
-    let wakeups = state.signal.subscribe();
-    let cursor = Cursor {
-        state,
-        wakeups,
-        after,
-        pending: VecDeque::new(),
-        done: false,
-    };
-    futures_util::stream::unfold(cursor, move |mut c| async move {
-        loop {
-            if let Some(event) = c.pending.pop_front() {
-                return Some((Ok(event), c));
-            }
-            if c.done || c.state.shutdown.is_cancelled() {
-                return None;
-            }
-            // The state first: lines read after seeing it ended are all there are.
-            let task = match c.state.store.task(id).await {
-                Ok(Some(task)) => task,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::warn!(task = id.get(), error = %e, "live log: database unavailable");
-                    c.wakeups.next(STREAM_POLL, &c.state.shutdown).await;
-                    continue;
-                }
-            };
-            let lines = match c.state.store.log_lines(id, c.after, None, 500).await {
-                Ok(lines) => lines,
-                Err(e) => {
-                    tracing::warn!(task = id.get(), error = %e, "live log: database unavailable");
-                    c.wakeups.next(STREAM_POLL, &c.state.shutdown).await;
-                    continue;
-                }
-            };
-            let more = lines.len() == 500;
-            for line in lines {
-                c.after = Some(line.seq);
-                c.pending.push_back(
-                    Event::default()
-                        .event("log")
-                        .id(line.seq.to_string())
-                        .data(line.line),
-                );
-            }
-            if c.pending.is_empty() && task.state.is_terminal() {
-                c.done = true;
-                c.pending
-                    .push_back(Event::default().event("end").data(task.state.as_str()));
-                continue;
-            }
-            if c.pending.is_empty() && !more {
-                c.wakeups.next(STREAM_POLL, &c.state.shutdown).await;
-            }
-        }
-    })
 }
 
 /// Retry a task.
