@@ -29,7 +29,12 @@ impl<'h> Api<'h> {
     fn new(h: &'h Harness) -> Self {
         Self {
             h,
-            client: reqwest::Client::new(),
+            // A connection per request: the server closes one whose oversized body it
+            // refused unread, and a pooled connection reused just then fails to send.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 
