@@ -285,6 +285,59 @@ impl Usage {
     }
 }
 
+/// Where a log line comes from, lowest first: `output` is what the commands printed; the
+/// others are the runner's own lines (`info`: what it does, such as a command it starts;
+/// `warn`: something a person should look at, such as a command stopped or a change kept
+/// on a WIP branch; `error`: why a step failed). A filter by level keeps that level and
+/// the ones above it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    #[default]
+    Output,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 4] = [Self::Output, Self::Info, Self::Warn, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Output => "output",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == text)
+    }
+
+    fn is_output(&self) -> bool {
+        *self == Self::Output
+    }
+
+    /// The levels a filter at `self` keeps: this one and those above it.
+    pub fn and_above(self) -> impl Iterator<Item = LogLevel> {
+        Self::ALL.into_iter().filter(move |l| *l >= self)
+    }
+}
+
 /// One report from the runner. `seq` starts at 1 and grows by one per report; the server
 /// applies each sequence number once, so a report retried after a lost answer is harmless.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -298,8 +351,13 @@ pub struct RunnerReport {
 pub enum RunnerEvent {
     /// Entering a phase, or progress within it (0–100 overall).
     Phase { phase: Phase, progress: Option<u8> },
-    /// Output lines, already redacted by the runner (the server redacts again).
-    Log { lines: Vec<String> },
+    /// Lines of one level, already redacted by the runner (the server redacts again).
+    Log {
+        lines: Vec<String>,
+        /// Absent means `output` (what the commands printed).
+        #[serde(default, skip_serializing_if = "LogLevel::is_output")]
+        level: LogLevel,
+    },
     /// One validation command finished.
     Validation(ValidationResult),
     /// What the scope guard found in the change (sent before `Finished`, once).
@@ -483,5 +541,36 @@ mod tests {
             serde_json::from_value::<RunnerEvent>(json).unwrap(),
             finished
         );
+    }
+
+    #[test]
+    fn log_reports_carry_their_level_and_output_is_the_default() {
+        let output = serde_json::json!({"type": "log", "lines": ["npm ok"]});
+        assert_eq!(
+            serde_json::from_value::<RunnerEvent>(output.clone()).unwrap(),
+            RunnerEvent::Log {
+                lines: vec!["npm ok".into()],
+                level: LogLevel::Output
+            }
+        );
+        let warn = RunnerEvent::Log {
+            lines: vec!["stopping npm".into()],
+            level: LogLevel::Warn,
+        };
+        let json = serde_json::to_value(&warn).unwrap();
+        assert_eq!(json["level"], "warn");
+        assert_eq!(serde_json::from_value::<RunnerEvent>(json).unwrap(), warn);
+        assert!(
+            serde_json::from_value::<RunnerEvent>(
+                serde_json::json!({"type": "log", "lines": [], "level": "loud"})
+            )
+            .is_err()
+        );
+        assert_eq!(
+            LogLevel::Warn.and_above().collect::<Vec<_>>(),
+            [LogLevel::Warn, LogLevel::Error]
+        );
+        assert_eq!(LogLevel::parse("info"), Some(LogLevel::Info));
+        assert_eq!(LogLevel::parse("INFO"), None);
     }
 }

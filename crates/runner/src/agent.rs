@@ -130,7 +130,7 @@ pub async fn invoke(ctx: &AgentContext<'_>, prompt: &str) -> Result<Usage, Agent
         env = env.with(var, credential.expose_secret());
     }
     ctx.events
-        .log(format!("$ {} < instructions", invocation.argv.join(" ")))
+        .info(format!("$ {} < instructions", invocation.argv.join(" ")))
         .await?;
     let mut command = env
         .command(&invocation.argv, ctx.repo_dir)

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::Redactor;
 use bg_agent_core::output;
 use bg_agent_core::protocol::{
-    AgentProvider, CALLBACK_CA_ENV, MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport, Usage,
-    ValidationResult,
+    AgentProvider, CALLBACK_CA_ENV, LogLevel, MAX_LOG_LINES, RunOutcome, RunnerEvent, RunnerReport,
+    Usage, ValidationResult,
 };
 use bg_agent_core::task::Phase;
 
@@ -44,7 +44,7 @@ pub enum EventError {
 }
 
 enum Message {
-    Log(String),
+    Log(LogLevel, String),
     Event(RunnerEvent),
     Finish(RunOutcome, oneshot::Sender<Result<(), EventError>>),
 }
@@ -85,9 +85,28 @@ impl EventSender {
         self.tx.send(message).await.map_err(|_| EventError::Closed)
     }
 
-    /// One line of output (redacted here; cut if very long).
+    /// One line a command printed (redacted here; cut if very long).
     pub async fn log(&self, line: impl AsRef<str>) -> Result<(), EventError> {
-        self.send(Message::Log(clip(&self.redactor.redact(line.as_ref()))))
+        self.line(LogLevel::Output, line.as_ref()).await
+    }
+
+    /// One line of the runner's own: what it does.
+    pub async fn info(&self, line: impl AsRef<str>) -> Result<(), EventError> {
+        self.line(LogLevel::Info, line.as_ref()).await
+    }
+
+    /// One line of the runner's own that a person should look at.
+    pub async fn warn(&self, line: impl AsRef<str>) -> Result<(), EventError> {
+        self.line(LogLevel::Warn, line.as_ref()).await
+    }
+
+    /// One line of the runner's own saying why a step failed.
+    pub async fn error(&self, line: impl AsRef<str>) -> Result<(), EventError> {
+        self.line(LogLevel::Error, line.as_ref()).await
+    }
+
+    async fn line(&self, level: LogLevel, line: &str) -> Result<(), EventError> {
+        self.send(Message::Log(level, clip(&self.redactor.redact(line))))
             .await
     }
 
@@ -176,8 +195,9 @@ fn clip(line: &str) -> String {
 /// error messages and output tails).
 fn redact_event(event: RunnerEvent, redactor: &Redactor) -> RunnerEvent {
     match event {
-        RunnerEvent::Log { lines } => RunnerEvent::Log {
+        RunnerEvent::Log { lines, level } => RunnerEvent::Log {
             lines: lines.iter().map(|l| redactor.redact(l)).collect(),
+            level,
         },
         RunnerEvent::Validation(result) => RunnerEvent::Validation(ValidationResult {
             command: redactor.redact(&result.command),
@@ -210,37 +230,63 @@ const TAIL_LINES: usize = MAX_LOG_LINES / 2 - 1;
 /// The lines past the live budget: the last [`TAIL_LINES`] and how many were left out.
 #[derive(Default)]
 struct Overflow {
-    lines: std::collections::VecDeque<String>,
+    lines: std::collections::VecDeque<(LogLevel, String)>,
     omitted: u64,
 }
 
 impl Overflow {
-    fn push(&mut self, line: String) {
+    fn push(&mut self, level: LogLevel, line: String) {
         if self.lines.len() == TAIL_LINES {
             self.lines.pop_front();
             self.omitted += 1;
         }
-        self.lines.push_back(line);
+        self.lines.push_back((level, line));
     }
 
-    /// The marker (if lines were left out) and the kept lines, in batches.
-    fn drain(&mut self) -> Vec<Vec<String>> {
-        let mut lines: Vec<String> = Vec::with_capacity(self.lines.len() + 1);
+    /// The marker (if lines were left out) and the kept lines, in batches of one level.
+    fn drain(&mut self) -> Vec<Batch> {
+        let mut batches: Vec<Batch> = Vec::new();
         if self.omitted > 0 {
-            lines.push(format!(
+            let marker = format!(
                 "[bg-agent runner: {} lines left out; the last {} follow]",
                 self.omitted,
                 self.lines.len()
-            ));
+            );
+            batches.push(Batch::of(LogLevel::Warn, marker));
         }
-        lines.extend(self.lines.drain(..));
+        for (level, line) in self.lines.drain(..) {
+            match batches.last_mut() {
+                Some(batch) if batch.level == level && batch.lines.len() < BATCH_LINES => {
+                    batch.lines.push(line);
+                }
+                _ => batches.push(Batch::of(level, line)),
+            }
+        }
         self.omitted = 0;
-        lines.chunks(BATCH_LINES).map(<[String]>::to_vec).collect()
+        batches
+    }
+}
+
+/// Lines waiting to be sent in one report: all of one level.
+struct Batch {
+    level: LogLevel,
+    lines: Vec<String>,
+}
+
+impl Batch {
+    fn of(level: LogLevel, line: String) -> Self {
+        Self {
+            level,
+            lines: vec![line],
+        }
     }
 }
 
 async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Redactor) {
-    let mut pending: Vec<String> = Vec::new();
+    let mut pending = Batch {
+        level: LogLevel::Output,
+        lines: Vec::new(),
+    };
     let mut flush_at: Option<Instant> = None;
     let mut live = 0usize;
     let mut overflow = Overflow::default();
@@ -254,18 +300,23 @@ async fn run(mut rx: mpsc::Receiver<Message>, mut sender: Sender, redactor: Reda
             }
         };
         match message {
-            Some(Message::Log(line)) => {
+            Some(Message::Log(level, line)) => {
                 eprintln!("{line}");
                 if live >= LIVE_LINES {
-                    overflow.push(line);
+                    overflow.push(level, line);
                     continue;
                 }
                 live += 1;
-                pending.push(line);
-                if pending.len() == 1 {
+                // A report holds lines of one level.
+                if pending.level != level {
+                    sender.flush(&mut pending).await;
+                    pending.level = level;
+                }
+                pending.lines.push(line);
+                if pending.lines.len() == 1 {
                     flush_at = Some(Instant::now() + BATCH_DELAY);
                 }
-                if pending.len() >= BATCH_LINES {
+                if pending.lines.len() >= BATCH_LINES {
                     sender.flush(&mut pending).await;
                     flush_at = None;
                 }
@@ -325,13 +376,17 @@ impl Sender {
         }
     }
 
-    async fn flush(&mut self, pending: &mut Vec<String>) {
-        if pending.is_empty() {
+    async fn flush(&mut self, pending: &mut Batch) {
+        if pending.lines.is_empty() {
             return;
         }
-        let lines = std::mem::take(pending);
+        let lines = std::mem::take(&mut pending.lines);
         let important = !self.degraded;
-        let _ = self.post(RunnerEvent::Log { lines }, important).await;
+        let event = RunnerEvent::Log {
+            lines,
+            level: pending.level,
+        };
+        let _ = self.post(event, important).await;
     }
 
     /// Sends one report with the next sequence number, retrying transient failures
@@ -487,7 +542,7 @@ mod tests {
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
         let mut lines = Vec::new();
         for report in &received {
-            if let RunnerEvent::Log { lines: batch } = &report.event {
+            if let RunnerEvent::Log { lines: batch, .. } = &report.event {
                 assert!(!batch.is_empty() && batch.len() <= BATCH_LINES);
                 lines.extend(batch.iter().cloned());
             }

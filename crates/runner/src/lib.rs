@@ -213,6 +213,10 @@ pub async fn run(env: RunnerEnv, workspace: &Path) -> Result<RunOutcome, EventEr
     if let Err(e) = reaper::end_descendants().await {
         eprintln!("bg-agent runner: {e}");
     }
+    // Why it failed, also as a line of the log: a reader filtering by level finds it there.
+    if let RunOutcome::Failed { error, .. } = &outcome {
+        events.error(format!("failed: {error}")).await?;
+    }
     events.finish(outcome.clone()).await?;
     Ok(outcome)
 }
@@ -275,7 +279,7 @@ async fn execute(
         // The repository's own choice, read from its default branch as cloned.
         if let Some(choice) = repo_agent_choice(&repo_dir, spec.template.as_deref()).await? {
             events
-                .log(format!(
+                .info(format!(
                     "{} chooses {}{}",
                     bg_agent_core::task::repo_config::PATH,
                     choice.provider.display(),
@@ -327,7 +331,7 @@ async fn execute(
         let staged = git.stage().await?;
         if applied == Applied::NoChanges || staged.changed_files.is_empty() {
             events
-                .log("no changes: nothing to validate or push")
+                .info("no changes: nothing to validate or push")
                 .await?;
             return Ok(RunOutcome::NoChanges);
         }
@@ -356,7 +360,7 @@ async fn execute(
     let ended = reaper::end_descendants().await?;
     if ended > 0 {
         events
-            .log(format!(
+            .info(format!(
                 "ended {ended} processes the repository's code left running"
             ))
             .await?;
@@ -439,7 +443,7 @@ async fn agent_rounds(
         ctx.events.agent_round(round, provider, usage).await?;
         let Some(staged) = changed else {
             ctx.events
-                .log("no changes: nothing to validate or push")
+                .info("no changes: nothing to validate or push")
                 .await?;
             return Ok(Rounds::NoChanges);
         };
@@ -455,7 +459,7 @@ async fn agent_rounds(
             }) => {
                 if round < rounds {
                     ctx.events
-                        .log(format!(
+                        .warn(format!(
                             "round {round}: `{command}` {reason}; its output goes back to the agent (round {} of {rounds})",
                             round + 1
                         ))
@@ -496,7 +500,7 @@ async fn push_wip(
     reaper::end_descendants().await?;
     git.push(events, &commit, &branch).await?;
     events
-        .log(format!(
+        .warn(format!(
             "the unvalidated change is kept on {branch} (no pull request)"
         ))
         .await?;

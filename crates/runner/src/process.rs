@@ -212,7 +212,7 @@ pub async fn run_observed(
                         Verdict::Log(None) => {}
                         Verdict::Stop(reason) => {
                             if stopped.is_none() {
-                                events.log(format!("stopping {program}: {reason}")).await?;
+                                events.warn(format!("stopping {program}: {reason}")).await?;
                                 kill_group(pgid, &mut child);
                                 stopped = Some(reason);
                             }
@@ -230,7 +230,7 @@ pub async fn run_observed(
                     "it ran past its time limit ({}s)",
                     limit.map_or(0, |l| l.as_secs())
                 );
-                events.log(format!("stopping {program}: {reason}")).await?;
+                events.warn(format!("stopping {program}: {reason}")).await?;
                 kill_group(pgid, &mut child);
                 stopped = Some(reason);
             }

@@ -407,7 +407,7 @@ async fn npm_upgrade(
     let (text, edits) = match upgrade_package_json(&text, package, version)? {
         PackageJsonUpgrade::AlreadyAt => {
             events
-                .log(format!("{package} is already at {version} in package.json"))
+                .info(format!("{package} is already at {version} in package.json"))
                 .await?;
             return Ok(Applied::NoChanges);
         }
@@ -422,7 +422,7 @@ async fn npm_upgrade(
         })?;
     for (section, old, new) in edits {
         events
-            .log(format!("package.json: {section}.{package}: {old} -> {new}"))
+            .info(format!("package.json: {section}.{package}: {old} -> {new}"))
             .await?;
     }
     if !NPM_LOCKFILES
@@ -430,7 +430,7 @@ async fn npm_upgrade(
         .any(|name| repo_dir.join(name).exists())
     {
         events
-            .log("no package-lock.json: only package.json changes")
+            .info("no package-lock.json: only package.json changes")
             .await?;
         return Ok(Applied::Ran);
     }
@@ -444,7 +444,7 @@ async fn npm_upgrade(
         "--no-fund",
     ]
     .map(String::from);
-    events.log(format!("$ {}", argv.join(" "))).await?;
+    events.info(format!("$ {}", argv.join(" "))).await?;
     let command = env.command(&argv, repo_dir).ok_or(ProcessError::Empty)?;
     let finished = process::run_streamed(command, "npm", None, events, OUTPUT_TAIL_CHARS).await?;
     if !finished.success() {

@@ -84,7 +84,7 @@ pub async fn guard(spec: &TaskSpec, git: &Git, events: &EventSender) -> Result<(
         return Ok(());
     }
     for finding in &found {
-        events.log(format!("scope guard: {finding}")).await?;
+        events.warn(format!("scope guard: {finding}")).await?;
     }
     events.scope_findings(found.clone()).await?;
     match policy.mode {

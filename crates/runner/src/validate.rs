@@ -119,7 +119,7 @@ pub async fn run_all(
 ) -> Result<(), ValidateError> {
     if commands.is_empty() {
         events
-            .log("no validation commands: .github/bg-agent.yml declares none and package.json has no lint, format:check or test script")
+            .warn("no validation commands: .github/bg-agent.yml declares none and package.json has no lint, format:check or test script")
             .await?;
         return Ok(());
     }
@@ -159,7 +159,7 @@ async fn run_one(
     events: &EventSender,
 ) -> Result<(ValidationResult, String), ValidateError> {
     let display = command.display();
-    events.log(format!("$ {display}")).await?;
+    events.info(format!("$ {display}")).await?;
     let program = command.argv.first().cloned().unwrap_or_default();
     let not_started = |why: String| {
         (
@@ -193,7 +193,7 @@ async fn run_one(
         // A missing program is the repository's check failing, not the runner's fault.
         Err(e) => {
             let why = format!("cannot start {program}: {e}");
-            events.log(&why).await?;
+            events.error(&why).await?;
             Ok(not_started(why))
         }
     }

@@ -24,6 +24,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
+use bg_agent_core::backoff::Backoff;
 use bg_agent_core::protocol::Redactor;
 
 use crate::background::Background;
@@ -59,6 +60,34 @@ const HOPELESS: [&str; 2] = ["InvalidImageName", "ErrImageNeverPull"];
 const LOG_TAIL_LINES: i64 = 20;
 /// Each such line is clipped to this many characters.
 const LOG_LINE_CHARS: usize = 300;
+/// Between a watch's failed attempts (the shared policy): 500 ms doubling to 10 s, half of
+/// it left to chance. kube's default waits up to 30 s, and only starts over two minutes
+/// after the last failure: a Job's end would then be seen half a minute after an API
+/// server restart. A LIST every 10 s while the API server is away costs it little.
+const WATCH_RETRY: Backoff =
+    Backoff::new(Duration::from_millis(500), 2, Duration::from_secs(10)).with_jitter(0.5);
+
+/// [`WATCH_RETRY`] as kube's watcher takes it: started over by the first event after a
+/// failure.
+#[derive(Default)]
+struct WatchBackoff {
+    failures: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        Some(WATCH_RETRY.delay(self.failures, rand::random()))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubernetesError {
@@ -252,7 +281,7 @@ impl KubernetesExecutor {
         let stopping = executor.inner.work.token().clone();
         executor.inner.work.spawn("Kubernetes Job watch", async move {
             let config = watcher::Config::default().labels(&objects::selector());
-            let events = watcher::watcher(inner.jobs.clone(), config).default_backoff();
+            let events = watcher::watcher(inner.jobs.clone(), config).backoff(WatchBackoff::default());
             let mut events = std::pin::pin!(events);
             loop {
                 tokio::select! {
@@ -270,7 +299,7 @@ impl KubernetesExecutor {
         let stopping = executor.inner.work.token().clone();
         executor.inner.work.spawn("Kubernetes Pod watch", async move {
             let config = watcher::Config::default().labels(&objects::selector());
-            let events = watcher::watcher(inner.pods.clone(), config).default_backoff();
+            let events = watcher::watcher(inner.pods.clone(), config).backoff(WatchBackoff::default());
             let mut events = std::pin::pin!(events);
             loop {
                 tokio::select! {
@@ -768,6 +797,21 @@ impl Executor for KubernetesExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_backoff_grows_to_its_cap_and_starts_over() {
+        use kube::runtime::utils::Backoff as _;
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(8).collect();
+        assert!(delays[0] <= Duration::from_millis(500), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(10)),
+            "{delays:?}"
+        );
+        assert!(delays[7] >= Duration::from_secs(5), "{delays:?}");
+        backoff.reset();
+        assert!(backoff.next().unwrap() <= Duration::from_millis(500));
+    }
 
     #[test]
     fn execution_ids_name_the_namespace_and_the_job() {

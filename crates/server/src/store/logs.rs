@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::tasks::TaskId;
 use super::{Store, StoreError};
+use bg_agent_core::protocol::LogLevel;
 use bg_agent_core::task::TaskState;
 
 /// One stored log line; `seq` numbers a task's lines from 0 and is never reused.
@@ -12,7 +13,21 @@ use bg_agent_core::task::TaskState;
 pub struct LogLine {
     pub seq: i64,
     pub at: DateTime<Utc>,
+    pub level: LogLevel,
     pub line: String,
+}
+
+/// Which of a task's lines to read; the default is all of them.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only lines after this sequence number.
+    pub after: Option<i64>,
+    /// Only lines logged at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only lines of this level and above.
+    pub level: Option<LogLevel>,
+    /// Only lines containing this text.
+    pub contains: Option<String>,
 }
 
 /// One attempt of a request: the first task and each retry of it.
@@ -24,28 +39,42 @@ pub struct Attempt {
 }
 
 impl Store {
-    /// Up to `limit` lines after `after` (from the first kept when `None`), oldest
-    /// first, optionally only those at or after `since`.
+    /// Up to `limit` of the lines `filter` keeps, oldest first.
     pub async fn log_lines(
         &self,
         id: TaskId,
-        after: Option<i64>,
-        since: Option<DateTime<Utc>>,
+        filter: &LogFilter,
         limit: i64,
     ) -> Result<Vec<LogLine>, StoreError> {
-        Ok(sqlx::query_as!(
-            LogLine,
-            r#"SELECT seq::bigint AS "seq!", at, line FROM task_logs
+        let levels: Option<Vec<String>> = filter
+            .level
+            .map(|l| l.and_above().map(|l| l.as_str().to_owned()).collect());
+        let rows = sqlx::query!(
+            r#"SELECT seq::bigint AS "seq!", at, level, line FROM task_logs
              WHERE task_id = $1 AND ($2::bigint IS NULL OR seq > $2)
                AND ($3::timestamptz IS NULL OR at >= $3)
-             ORDER BY seq LIMIT $4"#,
+               AND ($4::text[] IS NULL OR level = ANY($4))
+               AND ($5::text IS NULL OR strpos(line, $5) > 0)
+             ORDER BY seq LIMIT $6"#,
             id as TaskId,
-            after,
-            since,
+            filter.after,
+            filter.since,
+            levels.as_deref(),
+            filter.contains.as_deref(),
             limit,
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LogLine {
+                seq: row.seq,
+                at: row.at,
+                // The column's check allows only the known levels.
+                level: LogLevel::parse(&row.level).unwrap_or_default(),
+                line: row.line,
+            })
+            .collect())
     }
 
     /// Every attempt of the request `id` belongs to, first to last.

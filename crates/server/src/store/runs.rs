@@ -315,7 +315,7 @@ impl Store {
                     .await?;
                 }
             }
-            RunnerEvent::Log { lines } => {
+            RunnerEvent::Log { lines, level } => {
                 // The newest lines are kept: a report larger than the cap keeps its end, and
                 // older stored lines past the cap are deleted below. `log_lines` counts every
                 // line received, so the oldest stored `seq` is the number dropped.
@@ -331,12 +331,13 @@ impl Store {
                     .collect();
                 if !kept.is_empty() {
                     sqlx::query!(
-                        "INSERT INTO task_logs (task_id, seq, line)
-                         SELECT $1, $2 + n - 1, line
+                        "INSERT INTO task_logs (task_id, seq, level, line)
+                         SELECT $1, $2 + n - 1, $4, line
                          FROM UNNEST($3::text[]) WITH ORDINALITY AS l(line, n)",
                         id as TaskId,
                         i64::from(log_lines) + skipped as i64,
                         &kept,
+                        level.as_str(),
                     )
                     .execute(&mut *tx)
                     .await?;

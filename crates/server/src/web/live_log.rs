@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Signal;
 use crate::store::Store;
+use crate::store::logs::LogFilter;
 use crate::store::tasks::TaskId;
 
 /// How often to look without a wake-up (a runner's report wakes the stream at once).
@@ -62,7 +63,18 @@ pub fn events(
                     continue;
                 }
             };
-            let lines = match c.store.log_lines(id, c.after, None, BATCH).await {
+            let lines = match c
+                .store
+                .log_lines(
+                    id,
+                    &LogFilter {
+                        after: c.after,
+                        ..LogFilter::default()
+                    },
+                    BATCH,
+                )
+                .await
+            {
                 Ok(lines) => lines,
                 Err(e) => {
                     tracing::warn!(task = id.get(), error = %e, "live log: database unavailable");

@@ -162,9 +162,13 @@ pub struct LogArgs {
     /// Only lines logged at or after this time (RFC 3339).
     #[serde(default)]
     pub since: Option<String>,
-    /// Only lines containing this text (e.g. `error`; runner lines carry no level).
+    /// Only lines containing this text.
     #[serde(default)]
     pub contains: Option<String>,
+    /// Only lines of this level and above: `output` (all), `info` (the runner's own
+    /// lines), `warn`, `error` (why a step failed).
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -295,7 +299,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "A task's log lines (redacted), oldest first; filter by sequence number, time or text."
+        description = "A task's log lines (redacted), oldest first; filter by level, sequence number, time or text."
     )]
     async fn get_task_logs(
         &self,
@@ -306,6 +310,7 @@ impl Tools {
             after: args.after,
             since: time("since", args.since)?,
             contains: args.contains,
+            level: args.level,
         };
         let log = tasks::logs(&self.state, viewer(&parts)?, args.id, &query)
             .await

@@ -141,6 +141,36 @@ async fn a_task_made_through_the_api_becomes_a_pull_request_like_a_comment_task(
         .collect();
     assert!(!seqs.is_empty());
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // By level: the runner's own lines (the commands it ran among them), without what
+    // the commands printed.
+    let (status, own) = api
+        .get(&format!("/api/v1/tasks/{id}/logs?level=info"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let own = own["lines"].as_array().unwrap();
+    assert!(
+        own.iter()
+            .all(|l| ["info", "warn", "error"].contains(&l["level"].as_str().unwrap())),
+        "{own:#?}"
+    );
+    assert!(
+        own.iter()
+            .any(|l| l["line"].as_str().unwrap().starts_with("$ npm")),
+        "{own:#?}"
+    );
+    let levels: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["level"].as_str().unwrap())
+        .collect();
+    assert!(levels.contains(&"output"), "{levels:?}");
+    assert!(own.len() < levels.len());
+    let (status, error) = api
+        .get(&format!("/api/v1/tasks/{id}/logs?level=loud"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["field"], "level", "{error:#}");
 
     // Listed, newest first, with filters, paging and the total.
     h.comment(LEAD, "/bg-agent upgrade lodash 4.17.21").await;
@@ -898,6 +928,29 @@ async fn an_mcp_client_drives_tasks_with_the_same_rules_as_the_api() {
             .iter()
             .all(|l| l["line"].as_str().unwrap().contains("tick"))
     );
+    // The runner's own lines only (the first arrive within a report's batching delay).
+    let started = std::time::Instant::now();
+    let own = loop {
+        let own = json_of(
+            call("get_task_logs", json!({"id": id, "level": "info"}))
+                .await
+                .unwrap(),
+        );
+        let own = own["lines"].as_array().unwrap().clone();
+        if !own.is_empty() {
+            break own;
+        }
+        assert!(started.elapsed() < WAIT, "no line of the runner's own");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(own.iter().all(|l| l["level"] != "output"), "{own:#?}");
+    let bad = call("get_task_logs", json!({"id": id, "level": "loud"}))
+        .await
+        .unwrap_err();
+    let rmcp::ServiceError::McpError(bad) = bad else {
+        panic!("{bad:?}")
+    };
+    assert_eq!(bad.data.unwrap()["field"], "level");
     let templates = json_of(
         call("list_templates", json!({"repo": "acme/widgets"}))
             .await

@@ -1,8 +1,8 @@
 //! The status pages in a real browser: Debian's `chromium`, driven by `chromedriver`
 //! over the W3C WebDriver protocol (a few JSON calls, made here with reqwest). A person
 //! signs in through the fake GitHub, sees only their repositories' tasks, filters the
-//! list, follows a running task's log live (Server-Sent Events), presses Cancel, then
-//! Retry, and cannot open a task of a repository they cannot read. Screenshots of the
+//! list, follows a running task's log live (Server-Sent Events), presses Cancel on it,
+//! presses Retry on a failed task and sees the new attempt, and cannot open a task of a repository they cannot read. Screenshots of the
 //! list and of a task page go to `target/tmp/screenshots/`.
 
 use std::net::TcpListener;
@@ -228,13 +228,16 @@ impl Drop for Browser {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_real_browser_a_person_signs_in_follows_a_log_live_cancels_and_retries() {
-    // The agent writes a line a second, long enough to watch it live and cancel it.
+async fn in_a_real_browser_a_person_signs_in_follows_a_log_live_cancels_and_retries_a_failed_task()
+{
+    // The agent writes a line a second, long enough to watch it live and cancel it;
+    // asked to fail (its instructions arrive on standard input), it fails at once.
     let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
         .agent(&[
             "sh",
             "-c",
-            "for i in $(seq 1 120); do echo \"agent line $i\"; sleep 1; done",
+            "if grep -q 'Fail at once'; then echo 'agent: giving up'; exit 3; fi; \
+             for i in $(seq 1 120); do echo \"agent line $i\"; sleep 1; done",
         ])
         .sign_in()
         .start()
@@ -360,10 +363,18 @@ async fn in_a_real_browser_a_person_signs_in_follows_a_log_live_cancels_and_retr
     browser.go(&format!("{base}/tasks/{id}")).await;
     browser.wait_text("#state", |t| t == "cancelled").await;
 
-    // Retry: a new attempt, linked to this one, shown at once.
+    // A failed task: Retry makes a new attempt, linked to this one, shown at once.
+    h.comment(LEAD, "/bg-agent run Fail at once.").await;
+    let failed = h.tasks().await.last().unwrap().id;
+    assert_ne!(failed, id);
+    let failed = h.task(failed);
+    failed.expect_state(TaskState::Failed).await;
+    let failed = failed.get().await.id;
+    browser.go(&format!("{base}/tasks/{failed}")).await;
+    browser.wait_text("#state", |t| t == "failed").await;
     browser.click("#retry").await;
     let started = Instant::now();
-    while browser.url().await == format!("{base}/tasks/{id}") {
+    while browser.url().await == format!("{base}/tasks/{failed}") {
         assert!(
             started.elapsed() < WAIT,
             "retry did not lead to the new attempt"
@@ -373,7 +384,10 @@ async fn in_a_real_browser_a_person_signs_in_follows_a_log_live_cancels_and_retr
     let attempt = browser
         .wait_text("main p", |t| t.contains("attempt 2"))
         .await;
-    assert!(attempt.contains(&format!("retry of #{id}")), "{attempt}");
+    assert!(
+        attempt.contains(&format!("retry of #{failed}")),
+        "{attempt}"
+    );
     let new_id: i64 = browser
         .url()
         .await
@@ -383,10 +397,9 @@ async fn in_a_real_browser_a_person_signs_in_follows_a_log_live_cancels_and_retr
         .parse()
         .unwrap();
     let retried = h.task(new_id).get().await;
-    assert_eq!(retried.retry_of, Some(id));
-    // Stop the new attempt too, so the scenario ends quietly.
-    browser.click("#cancel").await;
-    h.task(new_id).expect_state(TaskState::Cancelled).await;
+    assert_eq!(retried.retry_of, Some(failed));
+    // The new attempt fails as the first did (same instructions): let it end.
+    h.task(new_id).expect_state(TaskState::Failed).await;
 
     // A task of a repository they cannot read: the same 404 as no task at all.
     browser.go(&format!("{base}/tasks/{}", hidden.id)).await;

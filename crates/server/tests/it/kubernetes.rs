@@ -936,12 +936,29 @@ async fn the_job_watch_survives_an_api_server_restart() {
             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
         }],
     }});
-    pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(&status))
+    // A restarted API server answers /version before it is ready for everything (its
+    // post-start hooks, the watch cache): a refusal then is tried again.
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = pods
+        .patch_status(&pod, &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .unwrap();
-    let observed = tokio::time::timeout(WAIT, executor.wait(&id))
-        .await
-        .unwrap();
+    {
+        assert!(Instant::now() < deadline, "the Pod's status: {e}");
+        println!("kubernetes: the Pod's status not taken yet: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Ok(observed) = tokio::time::timeout(WAIT, executor.wait(&id)).await else {
+        // What stood still: the Job controller (its log) or our watch (the Job's status).
+        let jobs: Api<Job> = Api::namespaced(pods.into_client(), &cluster.namespace);
+        let job = jobs.list(&ListParams::default()).await.map(|l| l.items);
+        let log = std::fs::read_to_string(cluster.plane.dir().join("kube-controller-manager.log"))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "the Job's end was not seen; Jobs: {job:#?}\ncontroller log (newest first):\n{}",
+            tail.join("\n")
+        );
+    };
     assert_eq!(observed, Observed::Exited { code: Some(0) });
     println!(
         "kubernetes: Job completion seen {:.1} s after the restart began",

@@ -222,7 +222,7 @@ impl Run {
         self.reports
             .iter()
             .filter_map(|r| match &r.event {
-                RunnerEvent::Log { lines } => Some(lines.join("\n")),
+                RunnerEvent::Log { lines, .. } => Some(lines.join("\n")),
                 _ => None,
             })
             .collect::<Vec<_>>()

@@ -4,7 +4,7 @@
 
 use bg_agent::engine::supervise::runner_secret_hash;
 use bg_agent::store::tasks::{AuditActor, Caps, CreatedTask, NewTask};
-use bg_agent_core::protocol::{RunOutcome, RunnerEvent, RunnerReport};
+use bg_agent_core::protocol::{LogLevel, RunOutcome, RunnerEvent, RunnerReport};
 use bg_agent_core::task::{Phase, TaskId, TaskState};
 use bg_agent_testkit::fixtures::agent_task;
 use bg_agent_testkit::harness::{Harness, Scenario};
@@ -127,6 +127,7 @@ async fn each_report_is_applied_once_and_logs_are_redacted() {
             format!("oops the secret is {SECRET}"),
             "token ghs_0123456789abcdefghijABCDEFGHIJ leaked".into(),
         ],
+        level: LogLevel::Output,
     };
     assert_eq!(api.report(1, log.clone()).await, 200);
     // The same report again (its answer was lost): acknowledged, not applied twice.
@@ -196,18 +197,48 @@ async fn the_stored_log_keeps_the_newest_bounded_lines() {
         lines[450] = "é".repeat(100_000);
         sent += 900;
         seq += 1;
-        assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+        assert_eq!(
+            api.report(
+                seq,
+                RunnerEvent::Log {
+                    lines,
+                    level: LogLevel::Output
+                }
+            )
+            .await,
+            200
+        );
     }
     let lines: Vec<String> = (sent..sent + MAX_LOG_LINES + 5)
         .map(|i| format!("line {i}"))
         .collect();
     sent += MAX_LOG_LINES + 5;
     seq += 1;
-    assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+    assert_eq!(
+        api.report(
+            seq,
+            RunnerEvent::Log {
+                lines,
+                level: LogLevel::Output
+            }
+        )
+        .await,
+        200
+    );
     let lines: Vec<String> = (sent..sent + 100).map(|i| format!("line {i}")).collect();
     sent += 100;
     seq += 1;
-    assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+    assert_eq!(
+        api.report(
+            seq,
+            RunnerEvent::Log {
+                lines,
+                level: LogLevel::Output
+            }
+        )
+        .await,
+        200
+    );
 
     let log = api.h.store().log_tail(api.task, i64::MAX).await.unwrap();
     // The marker, then exactly the newest MAX_LOG_LINES lines.
@@ -230,7 +261,17 @@ async fn the_stored_log_keeps_the_newest_bounded_lines() {
     // Long lines are cut; the older ones were dropped, so check one kept by a new report.
     seq += 1;
     let lines = vec!["é".repeat(100_000), "after".into()];
-    assert_eq!(api.report(seq, RunnerEvent::Log { lines }).await, 200);
+    assert_eq!(
+        api.report(
+            seq,
+            RunnerEvent::Log {
+                lines,
+                level: LogLevel::Output
+            }
+        )
+        .await,
+        200
+    );
     let log = api.h.store().log_tail(api.task, 2).await.unwrap();
     assert_eq!(
         log,

@@ -19,9 +19,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 use crate::engine::tasks::Requested;
 use crate::store::listing::{TaskFilter, list_tasks as list_stored};
+use crate::store::logs::LogFilter;
 use crate::store::tasks::{CreatedTask, TaskId, TaskRecord};
 use crate::web::auth::Viewer;
 use crate::webhook::trigger::Actor;
+use bg_agent_core::protocol::LogLevel;
 use bg_agent_core::task::render::page_url;
 use bg_agent_core::task::{Permission, TaskState};
 
@@ -194,6 +196,8 @@ pub struct LogLineView {
     /// The line's number in the task's log (also the live stream's event id).
     pub seq: i64,
     pub at: DateTime<Utc>,
+    /// `output` (printed by a command) or the runner's own `info`, `warn`, `error`.
+    pub level: String,
     pub line: String,
 }
 
@@ -218,6 +222,30 @@ pub struct LogQuery {
     pub since: Option<DateTime<Utc>>,
     /// Only lines containing this text.
     pub contains: Option<String>,
+    /// Only lines of this level and above: `output` (everything: what the commands
+    /// printed and the runner's own lines), `info` (the runner's own lines), `warn`, `error`.
+    #[param(value_type = Option<String>, pattern = "^(output|info|warn|error)$")]
+    pub level: Option<String>,
+}
+
+impl LogQuery {
+    fn filter(&self) -> Result<LogFilter, ApiError> {
+        let level = self
+            .level
+            .as_deref()
+            .map(|l| {
+                LogLevel::parse(l).ok_or_else(|| {
+                    ApiError::invalid("level", "must be output, info, warn or error")
+                })
+            })
+            .transpose()?;
+        Ok(LogFilter {
+            after: self.after,
+            since: self.since,
+            level,
+            contains: self.contains.clone().filter(|c| !c.is_empty()),
+        })
+    }
 }
 
 // ---- What the handlers and the MCP tools share ----
@@ -479,20 +507,21 @@ pub async fn logs(
     id: i64,
     query: &LogQuery,
 ) -> Result<LogView, ApiError> {
+    let filter = query.filter()?;
     let task = readable(state, viewer, id).await?;
     let lines = state
         .store
-        .log_lines(task.id, query.after, query.since, MAX_LOG_PAGE)
+        .log_lines(task.id, &filter, MAX_LOG_PAGE)
         .await?;
     Ok(LogView {
         task_id: task.id.get(),
         state: task.state.to_string(),
         lines: lines
             .into_iter()
-            .filter(|l| query.contains.as_deref().is_none_or(|c| l.line.contains(c)))
             .map(|l| LogLineView {
                 seq: l.seq,
                 at: l.at,
+                level: l.level.as_str().to_owned(),
                 line: l.line,
             })
             .collect(),
