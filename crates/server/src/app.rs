@@ -148,14 +148,27 @@ impl RunningServer {
             &config.data_dir,
             config.tasks.required_permission,
             store.clone(),
+            config.run.encryption_keys.clone(),
         )?;
-        // The JSON API and MCP where tasks can be made (the intake is there), and metrics.
+        let credentials = crate::credentials::Manager::new(
+            store.clone(),
+            config.run.encryption_keys.clone(),
+            config.run.provider_endpoints.clone(),
+        );
+        // The JSON API and MCP where tasks can be made (the intake is there), metrics and
+        // the settings page.
         let mut extra = axum::Router::new()
             .route("/metrics", axum::routing::get(crate::metrics::serve))
             .with_state(crate::metrics::MetricsState {
                 store: store.clone(),
                 token: config.metrics_token.clone(),
-            });
+            })
+            .merge(crate::web::settings::routes(
+                crate::web::settings::SettingsState {
+                    auth: auth.clone(),
+                    credentials: credentials.clone(),
+                },
+            ));
         if let Some(intake) = api {
             let state = crate::web::api::ApiState {
                 store: store.clone(),
@@ -165,6 +178,7 @@ impl RunningServer {
                 public_url: config.run.public_url.clone(),
                 agent_available: config.run.agent_command.is_some(),
                 shutdown: background.token().clone(),
+                credentials: credentials.clone(),
             };
             extra = extra
                 .merge(crate::web::api::router(state.clone()))

@@ -238,6 +238,21 @@ impl Keyring {
     }
 
     pub fn seal(&self, scope: &Scope, value: &SecretString) -> Result<Sealed, CredentialError> {
+        self.seal_bound(&scope.aad(), value)
+    }
+
+    pub fn open(&self, scope: &Scope, sealed: &Sealed) -> Result<SecretString, CredentialError> {
+        self.open_bound(&scope.aad(), sealed)
+    }
+
+    /// Encrypts `value` bound to `binding` (the associated data): it opens only with the
+    /// same binding. Bindings of different kinds of value start with different prefixes
+    /// ([`Scope`]'s, a session's in `web::auth`), so they never collide.
+    pub fn seal_bound(
+        &self,
+        binding: &[u8],
+        value: &SecretString,
+    ) -> Result<Sealed, CredentialError> {
         let value = value.expose_secret();
         if value.trim().is_empty() {
             return Err(CredentialError::Empty);
@@ -251,7 +266,7 @@ impl Keyring {
         key.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(scope.aad()),
+                Aad::from(binding),
                 &mut in_out,
             )
             .map_err(|_| CredentialError::Encrypt("AES-GCM refused the value"))?;
@@ -262,7 +277,11 @@ impl Keyring {
         })
     }
 
-    pub fn open(&self, scope: &Scope, sealed: &Sealed) -> Result<SecretString, CredentialError> {
+    pub fn open_bound(
+        &self,
+        binding: &[u8],
+        sealed: &Sealed,
+    ) -> Result<SecretString, CredentialError> {
         let key = self
             .keys
             .iter()
@@ -273,7 +292,7 @@ impl Keyring {
         let mut in_out = sealed.ciphertext.clone();
         let plain = key
             .key
-            .open_in_place(nonce, Aad::from(scope.aad()), &mut in_out)
+            .open_in_place(nonce, Aad::from(binding), &mut in_out)
             .map_err(|_| failed())?;
         let value = String::from_utf8(plain.to_vec()).map_err(|_| failed())?;
         // The buffer held the plaintext: overwritten before it is freed.
@@ -351,6 +370,185 @@ pub async fn test_credential(
     } else {
         TestOutcome::Unexpected(status.as_u16())
     })
+}
+
+/// The longest credential accepted (API keys are well under 1 KiB).
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// Why managing a credential failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("no {provider} credential for installation {installation} {}", user_words(.user))]
+    NotFound {
+        provider: Provider,
+        installation: i64,
+        user: Option<i64>,
+    },
+    #[error("the credential is longer than {MAX_VALUE_BYTES} bytes")]
+    TooLong,
+    /// The provider's API could not be reached (the error has no URL or header in it).
+    #[error("cannot reach {base}: {error}")]
+    Unreachable { base: String, error: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn user_words(user: &Option<i64>) -> String {
+    match user {
+        None => "(every user)".to_owned(),
+        Some(user) => format!("(user {user})"),
+    }
+}
+
+/// What storing a credential did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// A credential of the same scope was replaced.
+    pub replaced: bool,
+    pub fingerprint: String,
+    pub key_id: String,
+}
+
+/// What `test` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tested {
+    pub fingerprint: String,
+    /// The API base the request went to.
+    pub base: String,
+    pub outcome: TestOutcome,
+}
+
+/// Setting, listing, testing and deleting credentials: the one implementation the
+/// command line (`bg-agent credentials`), the JSON API and the settings page share.
+/// Values come in as [`SecretString`]s, are sealed here, and never come back out.
+#[derive(Clone)]
+pub struct Manager {
+    store: crate::store::Store,
+    keys: Option<Keyring>,
+    endpoints: ProviderEndpoints,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("keys", &self.keys)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    pub fn new(
+        store: crate::store::Store,
+        keys: Option<Keyring>,
+        endpoints: ProviderEndpoints,
+    ) -> Self {
+        // A person (or a script) waits on `test`; the provider answers a listing fast.
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            store,
+            keys,
+            endpoints,
+            http,
+        }
+    }
+
+    /// The keyring, or why there is none.
+    pub fn keys(&self) -> Result<&Keyring, CredentialError> {
+        self.keys.as_ref().ok_or(CredentialError::NoKey)
+    }
+
+    pub fn endpoints(&self) -> &ProviderEndpoints {
+        &self.endpoints
+    }
+
+    /// Seals and stores `value` for `scope`, replacing the one it had. A trailing newline
+    /// (from `echo` or a file) is not part of a key and is dropped.
+    pub async fn set(&self, scope: &Scope, value: &SecretString) -> Result<Stored, ManageError> {
+        let value = value.expose_secret().trim_end_matches(['\n', '\r']);
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ManageError::TooLong);
+        }
+        let value = SecretString::from(value.to_owned());
+        let sealed = self.keys()?.seal(scope, &value)?;
+        let fingerprint = fingerprint(value.expose_secret());
+        let replaced = self
+            .store
+            .put_credential(scope, &sealed, &fingerprint)
+            .await?;
+        Ok(Stored {
+            replaced,
+            fingerprint,
+            key_id: sealed.key_id,
+        })
+    }
+
+    /// Every credential (of one installation, if given), without values.
+    pub async fn list(
+        &self,
+        installation: Option<i64>,
+    ) -> Result<Vec<crate::store::credentials::CredentialInfo>, ManageError> {
+        Ok(self.store.credentials(installation).await?)
+    }
+
+    /// The credential of exactly `scope`, without its value.
+    pub async fn info(
+        &self,
+        scope: &Scope,
+    ) -> Result<crate::store::credentials::CredentialInfo, ManageError> {
+        self.list(Some(scope.installation_id))
+            .await?
+            .into_iter()
+            .find(|c| c.user_id == scope.user_id && c.provider == scope.provider.as_str())
+            .ok_or_else(|| not_found(scope))
+    }
+
+    /// Makes the one minimal request to the provider with the stored credential.
+    pub async fn test(&self, scope: &Scope) -> Result<Tested, ManageError> {
+        let keys = self.keys()?;
+        let stored = self
+            .store
+            .credential(scope)
+            .await?
+            .ok_or_else(|| not_found(scope))?;
+        let value = keys.open(&stored.scope, &stored.sealed)?;
+        let base = self.endpoints.base(scope.provider).to_owned();
+        let outcome = test_credential(&self.http, &self.endpoints, scope.provider, &value)
+            .await
+            .map_err(|e| ManageError::Unreachable {
+                base: base.clone(),
+                // Without the URL; reqwest's errors never hold headers.
+                error: e.without_url().to_string(),
+            })?;
+        Ok(Tested {
+            fingerprint: stored.fingerprint,
+            base,
+            outcome,
+        })
+    }
+
+    /// Deletes the credential of `scope`.
+    pub async fn delete(&self, scope: &Scope) -> Result<(), ManageError> {
+        if self.store.delete_credential(scope).await? {
+            Ok(())
+        } else {
+            Err(not_found(scope))
+        }
+    }
+}
+
+fn not_found(scope: &Scope) -> ManageError {
+    ManageError::NotFound {
+        provider: scope.provider,
+        installation: scope.installation_id,
+        user: scope.user_id,
+    }
 }
 
 #[cfg(test)]

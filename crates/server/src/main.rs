@@ -342,27 +342,25 @@ async fn send_webhook(
 }
 
 /// `bg-agent credentials ...`: values are read from stdin, sealed before they reach the
-/// database, and never printed; only fingerprints are.
+/// database, and never printed; only fingerprints are. The work is
+/// `credentials::Manager`'s, which the API and the settings page share.
 async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Result<()> {
-    use bg_agent::credentials::{TestOutcome, fingerprint, test_credential};
-    use secrecy::ExposeSecret as _;
+    use bg_agent::credentials::{ManageError, Manager, TestOutcome};
 
-    let keys = || {
-        config
-            .run
-            .encryption_keys
-            .clone()
-            .ok_or(bg_agent::credentials::CredentialError::NoKey)
-    };
     // Checked before the database is opened (and possibly started).
     if !matches!(
         command,
         CredentialsCommand::List { .. } | CredentialsCommand::Delete { .. }
-    ) {
-        keys()?;
+    ) && config.run.encryption_keys.is_none()
+    {
+        return Err(bg_agent::credentials::CredentialError::NoKey.into());
     }
     let database = Database::open(&config).await?;
-    let store = &database.store;
+    let manager = Manager::new(
+        database.store.clone(),
+        config.run.encryption_keys.clone(),
+        config.run.provider_endpoints.clone(),
+    );
     let result = async {
         match command {
             CredentialsCommand::Set { scope } => {
@@ -370,50 +368,41 @@ async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Res
                 let mut value = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
                     .context("cannot read the credential from stdin")?;
-                // A trailing newline (echo, a file) is not part of a key.
-                let value =
-                    secrecy::SecretString::from(value.trim_end_matches(['\n', '\r']).to_owned());
-                let sealed = keys()?.seal(&scope, &value)?;
-                let fingerprint = fingerprint(value.expose_secret());
-                let replaced = store.put_credential(&scope, &sealed, &fingerprint).await?;
+                let stored = manager
+                    .set(&scope, &secrecy::SecretString::from(value))
+                    .await?;
                 println!(
-                    "{} the {} credential of {} {} (fingerprint {fingerprint}, key {})",
-                    if replaced { "replaced" } else { "stored" },
+                    "{} the {} credential of {} {} (fingerprint {}, key {})",
+                    if stored.replaced {
+                        "replaced"
+                    } else {
+                        "stored"
+                    },
                     scope.provider,
                     installation_words(scope.installation_id),
                     user_words(scope.user_id),
-                    sealed.key_id,
+                    stored.fingerprint,
+                    stored.key_id,
                 );
             }
             CredentialsCommand::List { installation } => {
-                let listed = store.credentials(installation).await?;
+                let listed = manager.list(installation).await?;
                 print!("{}", credential_table(&listed));
             }
             CredentialsCommand::Test { scope } => {
                 let scope = scope.scope();
-                let stored = store.credential(&scope).await?.with_context(|| {
-                    format!(
-                        "no {} credential for {} {}",
-                        scope.provider,
-                        installation_words(scope.installation_id),
-                        user_words(scope.user_id)
-                    )
-                })?;
-                let value = keys()?.open(&stored.scope, &stored.sealed)?;
-                let client = reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(30))
-                    .build()?;
-                let endpoints = &config.run.provider_endpoints;
-                let outcome = test_credential(&client, endpoints, scope.provider, &value)
-                    .await
-                    .with_context(|| format!("cannot reach {}", endpoints.base(scope.provider)))?;
+                let tested = match manager.test(&scope).await {
+                    Ok(tested) => tested,
+                    Err(ManageError::Unreachable { base, error }) => {
+                        anyhow::bail!("cannot reach {base}: {error}")
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let what = format!(
                     "the {} credential (fingerprint {}) at {}",
-                    scope.provider,
-                    stored.fingerprint,
-                    endpoints.base(scope.provider)
+                    scope.provider, tested.fingerprint, tested.base
                 );
-                match outcome {
+                match tested.outcome {
                     TestOutcome::Accepted => println!("ok: {what} was accepted"),
                     TestOutcome::Refused(status) => {
                         anyhow::bail!("refused: {what} was refused ({status}); set a valid one")
@@ -425,14 +414,7 @@ async fn credentials(config: Config, command: CredentialsCommand) -> anyhow::Res
             }
             CredentialsCommand::Delete { scope } => {
                 let scope = scope.scope();
-                let deleted = store.delete_credential(&scope).await?;
-                anyhow::ensure!(
-                    deleted,
-                    "no {} credential for {} {}",
-                    scope.provider,
-                    installation_words(scope.installation_id),
-                    user_words(scope.user_id)
-                );
+                manager.delete(&scope).await?;
                 println!(
                     "deleted the {} credential of {} {}",
                     scope.provider,

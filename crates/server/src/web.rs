@@ -8,6 +8,7 @@ pub mod login;
 pub mod mcp;
 pub mod pages;
 pub mod runner_api;
+pub mod settings;
 
 use std::any::Any;
 use std::sync::Arc;

@@ -25,6 +25,15 @@ pub const ROTATED_SECRET: &str = "previous-test-secret";
 /// The fixtures' App id (tests/fixtures/webhooks/README.md).
 pub const APP_ID: u64 = 310001;
 
+/// `BG_AGENT_ENCRYPTION_KEY` of the tests' servers (32 bytes, base64, named `test`).
+pub const ENCRYPTION_KEY: &str = "test:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The keyring of [`ENCRYPTION_KEY`].
+pub fn encryption_keys() -> bg_agent::credentials::Keyring {
+    bg_agent::credentials::Keyring::parse(&secrecy::SecretString::from(ENCRYPTION_KEY.to_owned()))
+        .expect("the test key parses")
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = fixtures_dir().join("webhooks").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))

@@ -239,6 +239,11 @@ impl Scenario {
         config.data_dir = data.path().to_owned();
         config.run.npm_registry = Some(sim.npm_registry_url());
         config.run.agent_command = self.agent_command;
+        if self.sign_in {
+            // Sessions keep the user's token sealed with the credentials' keyring (a test
+            // may take it away in `configure`).
+            config.run.encryption_keys = Some(crate::fixtures::encryption_keys());
+        }
         if let Some(change) = self.configure {
             change(&mut config);
         }

@@ -168,7 +168,11 @@ enum Api {
     Anthropic,
     Responses,
     Chat,
-    Gemini { stream: bool },
+    Gemini {
+        stream: bool,
+    },
+    /// Listing models: what `bg-agent credentials test` asks each provider.
+    Models,
     Other,
 }
 
@@ -184,6 +188,8 @@ fn api_of(path: &str) -> Api {
         Api::Gemini { stream: true }
     } else if path.contains(":generateContent") {
         Api::Gemini { stream: false }
+    } else if path.ends_with("/models") {
+        Api::Models
     } else {
         Api::Other
     }
@@ -199,6 +205,9 @@ fn credential_of(api: Api, headers: &HeaderMap, path: &str) -> Option<String> {
     let bearer = || get("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
     match api {
         Api::Anthropic => get("x-api-key").or_else(bearer),
+        Api::Models => get("x-api-key")
+            .or_else(|| get("x-goog-api-key"))
+            .or_else(bearer),
         Api::Gemini { .. } => get("x-goog-api-key").or_else(|| {
             path.split_once('?').and_then(|(_, query)| {
                 query
@@ -278,6 +287,7 @@ async fn answer(
             .map(|v| format!("data: {v}\n\n"))
             .collect()),
         Api::Gemini { stream: false } => axum::Json(gemini(&step, usage)).into_response(),
+        Api::Models => axum::Json(json!({"data": [], "models": []})).into_response(),
         Api::Other => (StatusCode::NOT_FOUND, "not a model API path").into_response(),
     }
 }

@@ -239,8 +239,9 @@ pub struct Settings {
     #[arg(long, env = "BG_AGENT_AGENT_PROVIDER", value_name = "PROVIDER")]
     pub agent_provider: Option<String>,
 
-    /// Keys that encrypt stored agent credentials (AES-256-GCM): base64 of 32 random bytes,
-    /// or a keyring `id:key,id:key`; the first encrypts, all decrypt (rotation).
+    /// Keys that encrypt stored agent credentials and sign-in sessions' GitHub tokens
+    /// (AES-256-GCM): base64 of 32 random bytes, or a keyring `id:key,id:key`; the first
+    /// encrypts, all decrypt (rotation). Without one, sign-in is refused.
     #[arg(long, env = "BG_AGENT_ENCRYPTION_KEY", hide_env_values = true, value_name = "KEYS", value_parser = secret)]
     pub encryption_key: Option<SecretString>,
 

@@ -201,6 +201,24 @@ impl Store {
         Ok(row.and_then(Row::into_stored))
     }
 
+    /// The installations this server knows of (from installation webhooks, and any with a
+    /// stored credential), with their account's login when known: what the settings page
+    /// lists when nobody signs in (`BG_AGENT_AUTH=none`).
+    pub async fn known_installations(&self) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id!", account_login AS "account" FROM installations
+               WHERE deleted_at IS NULL
+             UNION
+             SELECT DISTINCT installation_id, NULL FROM agent_credentials c
+               WHERE NOT EXISTS (SELECT 1 FROM installations i
+                                 WHERE i.id = c.installation_id AND i.deleted_at IS NULL)
+             ORDER BY 1"#,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.account)).collect())
+    }
+
     /// Sets an installation's default agent (and model; `None`: the agent's own default).
     pub async fn set_default_agent(
         &self,

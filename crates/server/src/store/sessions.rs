@@ -1,17 +1,19 @@
-//! Sign-in sessions (`migrations/0012_web_sessions.sql`): found by the SHA-256 of the
-//! cookie's session id, never by the id itself.
+//! Sign-in sessions (`migrations/0014_web_sessions_sealed.sql`): found by the SHA-256 of
+//! the cookie's session id, never by the id itself. The user's GitHub token comes in
+//! sealed (`web::auth`, bound to the session) and goes out sealed: nothing here sees it.
 
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
+use crate::credentials::Sealed;
 
 /// A live session.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub user_id: i64,
     pub login: String,
-    /// The user's GitHub token (user-to-server).
-    pub token: String,
+    /// The user's GitHub token (user-to-server), encrypted.
+    pub token: Sealed,
     pub csrf_token: String,
     pub expires_at: DateTime<Utc>,
 }
@@ -33,12 +35,15 @@ impl Store {
         session: &SessionRecord,
     ) -> Result<(), StoreError> {
         sqlx::query!(
-            "INSERT INTO web_sessions (id_hash, user_id, login, token, csrf_token, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO web_sessions (id_hash, user_id, login, token_key_id, token_nonce,
+                                       token_ciphertext, csrf_token, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             id_hash,
             session.user_id,
             session.login,
-            session.token,
+            session.token.key_id,
+            session.token.nonce,
+            session.token.ciphertext,
             session.csrf_token,
             session.expires_at,
         )
@@ -49,14 +54,26 @@ impl Store {
 
     /// The session, unless it expired or was signed out.
     pub async fn session(&self, id_hash: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(sqlx::query_as!(
-            SessionRecord,
-            "SELECT user_id, login, token, csrf_token, expires_at FROM web_sessions
+        let row = sqlx::query!(
+            "SELECT user_id, login, token_key_id, token_nonce, token_ciphertext, csrf_token,
+                    expires_at
+             FROM web_sessions
              WHERE id_hash = $1 AND expires_at > now()",
             id_hash,
         )
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        Ok(row.map(|r| SessionRecord {
+            user_id: r.user_id,
+            login: r.login,
+            token: Sealed {
+                key_id: r.token_key_id,
+                nonce: r.token_nonce,
+                ciphertext: r.token_ciphertext,
+            },
+            csrf_token: r.csrf_token,
+            expires_at: r.expires_at,
+        }))
     }
 
     /// Sign-out.

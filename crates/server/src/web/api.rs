@@ -1,13 +1,15 @@
 //! The JSON API, `/api/v1`: tasks (create, list, read, logs with a live stream, retry,
-//! cancel) and an installation's templates. The OpenAPI 3.1 document at
+//! cancel), an installation's templates and its model-provider credentials. The OpenAPI 3.1 document at
 //! `/api/v1/openapi.json` is generated from the handlers' annotations ([`document`]), so
 //! the router and the document are one list of routes.
 //!
-//! Handlers are thin: each parses, calls the function of the same name in [`tasks`] or
-//! [`templates`] (which the MCP tools call too) and answers. Errors are always
+//! Handlers are thin: each parses, calls the function of the same name in [`tasks`],
+//! [`templates`] or [`credentials`] (which the MCP tools and the settings page call too)
+//! and answers. Errors are always
 //! `{error, message, field?}` ([`ApiError`]); unknown `/api` routes answer 404 and a
 //! wrong method 405, both in that shape; request bodies are bounded ([`MAX_BODY_BYTES`]).
 
+pub mod credentials;
 pub mod tasks;
 pub mod templates;
 
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub agent_available: bool,
     /// Ends live streams when the server stops, so shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// Model-provider credentials (the same manager as `bg-agent credentials`).
+    pub credentials: crate::credentials::Manager,
 }
 
 impl FromRef<ApiState> for AuthState {
@@ -242,7 +246,7 @@ pub struct ApiPath<T>(pub T);
 #[openapi(
     info(
         title = "bg-agent",
-        description = "Background coding tasks on GitHub repositories: create, follow, retry and cancel them, and manage an installation's templates. Authenticate with `Authorization: Bearer <GitHub user token>` (or the session cookie of the status page).",
+        description = "Background coding tasks on GitHub repositories: create, follow, retry and cancel them, and manage an installation's templates and model-provider credentials. Authenticate with `Authorization: Bearer <GitHub user token>` (or the session cookie of the status page).",
         license(name = "MIT", identifier = "MIT"),
     ),
     modifiers(&BearerAuth),
@@ -250,6 +254,7 @@ pub struct ApiPath<T>(pub T);
     tags(
         (name = "tasks", description = "Tasks: what was asked, how far it got, its log"),
         (name = "templates", description = "An installation's templates"),
+        (name = "credentials", description = "An installation's model-provider credentials (write-only values)"),
     ),
 )]
 struct ApiDoc;
@@ -291,6 +296,13 @@ fn described() -> OpenApiRouter<ApiState> {
             templates::put_template,
             templates::delete_template
         ))
+        .routes(routes!(credentials::list_credentials))
+        .routes(routes!(
+            credentials::get_credential,
+            credentials::put_credential,
+            credentials::delete_credential
+        ))
+        .routes(routes!(credentials::test_credential))
         .routes(routes!(openapi_json))
 }
 

@@ -3,8 +3,17 @@
 //! person may do in a repository, checked with their own token and cached briefly.
 //!
 //! The cookie holds only a random session id, signed (HMAC-SHA256); the session row
-//! (`web_sessions`) holds the user's token and is found by the id's SHA-256. With
-//! `BG_AGENT_AUTH=none` (loopback only) everyone is the local admin.
+//! (`web_sessions`) is found by the id's SHA-256 and holds the user's token encrypted
+//! with the credentials' keyring (`BG_AGENT_ENCRYPTION_KEY`), bound to that hash: the
+//! database alone hands out neither sessions nor tokens. Like a credential, a token is
+//! never stored without a key: with none configured, sign-in is refused (saying why).
+//! With `BG_AGENT_AUTH=none` (loopback only) everyone is the local admin.
+//!
+//! Who manages an installation (its credentials, its templates): a person with admin
+//! permission on a repository of it, as GitHub tells them with their own token. The
+//! template routes name that repository; the credential routes name the installation,
+//! so any repository of it where the person is admin counts. An installation where they
+//! see no repository at all looks absent.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +35,7 @@ use subtle::ConstantTimeEq;
 
 use super::github_user::{UserApi, UserApiError};
 use crate::config::{AuthSettings, OAuthClient};
+use crate::credentials::{CredentialError, Keyring};
 use crate::store::{Store, StoreError};
 
 /// How long permission, repository-list and bearer-token answers are reused.
@@ -91,6 +101,11 @@ struct Inner {
     permissions: Cache<(i64, String), Permission>,
     /// user id → the repositories they can read through the App.
     repositories: Cache<i64, Arc<Vec<i64>>>,
+    /// (user id, installation id) → their highest permission on its repositories
+    /// (`None`: they see none of them).
+    installations: Cache<(i64, i64), Option<Permission>>,
+    /// Seals the users' tokens in their sessions; `None`: sign-in is refused.
+    keys: Option<Keyring>,
 }
 
 struct SecretKey(Vec<u8>);
@@ -155,6 +170,27 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.retain(|k, _| !f(k));
     }
+}
+
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(
+        "sign-in needs BG_AGENT_ENCRYPTION_KEY: the session keeps the user's GitHub token encrypted with it"
+    )]
+    NoKey,
+    #[error("cannot encrypt the session's token: {0}")]
+    Seal(#[from] CredentialError),
+    #[error("database unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a session's token is bound to: its id's hash. A sealed token copied to another
+/// session's row does not open; the prefix keeps it apart from credentials' scopes.
+fn session_binding(id_hash: &[u8; 32]) -> Vec<u8> {
+    let mut binding = b"bg-agent session token v1\0".to_vec();
+    binding.extend_from_slice(id_hash);
+    binding
 }
 
 /// The person making a request.
@@ -269,6 +305,58 @@ impl Viewer {
     }
 }
 
+impl Viewer {
+    /// The viewer's highest permission on the repositories of `installation` they can
+    /// see (`None`: they see none, so the installation must look absent), cached briefly.
+    /// The local admin of `BG_AGENT_AUTH=none` is admin everywhere.
+    pub async fn installation_permission(
+        &self,
+        auth: &AuthState,
+        installation: i64,
+    ) -> Result<Option<Permission>, AuthError> {
+        let Some(token) = &self.token else {
+            return Ok(Some(Permission::Admin));
+        };
+        let key = (self.user_id, installation);
+        if let Some(permission) = auth.inner.installations.get(&key) {
+            return Ok(permission);
+        }
+        let permission = auth
+            .checked(
+                self,
+                auth.inner
+                    .github
+                    .installation_permission(token, installation)
+                    .await,
+            )
+            .await?;
+        auth.inner.installations.put(key, permission);
+        Ok(permission)
+    }
+
+    /// The installations the viewer manages (see the module's documentation), with their
+    /// account's login when known. The local admin gets those the server knows of.
+    pub async fn managed_installations(
+        &self,
+        auth: &AuthState,
+    ) -> Result<Vec<(i64, Option<String>)>, AuthError> {
+        let Some(token) = &self.token else {
+            return Ok(auth.inner.store.known_installations().await?);
+        };
+        let visible = auth
+            .checked(self, auth.inner.github.installations(token).await)
+            .await?;
+        let mut managed = Vec::new();
+        for installation in visible {
+            if self.installation_permission(auth, installation.id).await? == Some(Permission::Admin)
+            {
+                managed.push((installation.id, installation.account));
+            }
+        }
+        Ok(managed)
+    }
+}
+
 impl AuthState {
     /// Sets sign-in up as configured: the session key from the settings or the data
     /// directory (made there on first start), and the GitHub client for user calls.
@@ -279,6 +367,7 @@ impl AuthState {
         data_dir: &Path,
         required: Permission,
         store: Store,
+        keys: Option<Keyring>,
     ) -> anyhow::Result<Self> {
         let key = match (&settings.session_key, settings.mode) {
             (Some(key), _) => key.expose_secret().as_bytes().to_vec(),
@@ -292,13 +381,21 @@ impl AuthState {
                  task's instructions and logs and can retry or cancel them. Local use only."
             );
         }
+        if settings.mode == AuthMode::GitHub && keys.is_none() {
+            tracing::warn!(
+                "BG_AGENT_ENCRYPTION_KEY is not set: sign-in is refused (a session keeps the \
+                 user's GitHub token encrypted with it)"
+            );
+        }
         let github = UserApi::new(api_url, &settings.github_web_url)
             .map_err(|e| anyhow::anyhow!("cannot set sign-in up: {e}"))?;
         Ok(Self::with_key(
-            settings, github, public_url, key, required, store,
+            settings, github, public_url, key, required, store, keys,
         ))
     }
 
+    // One argument per part of the state, as `new` received them.
+    #[allow(clippy::too_many_arguments)]
     fn with_key(
         settings: &AuthSettings,
         github: UserApi,
@@ -306,6 +403,7 @@ impl AuthState {
         key: Vec<u8>,
         required: Permission,
         store: Store,
+        keys: Option<Keyring>,
     ) -> Self {
         let public_url = public_url.trim_end_matches('/').to_owned();
         Self {
@@ -322,6 +420,8 @@ impl AuthState {
                 bearers: Cache::new(),
                 permissions: Cache::new(),
                 repositories: Cache::new(),
+                installations: Cache::new(),
+                keys,
             }),
         }
     }
@@ -367,6 +467,7 @@ impl AuthState {
                 let user = viewer.user_id;
                 self.inner.permissions.forget_where(|(id, _)| *id == user);
                 self.inner.repositories.forget_where(|id| *id == user);
+                self.inner.installations.forget_where(|(id, _)| *id == user);
                 self.inner.bearers.forget_where(|_| true);
                 if let How::Session { id_hash, .. } = &viewer.how {
                     self.inner.store.delete_session(id_hash).await?;
@@ -416,10 +517,24 @@ impl AuthState {
         let Some(session) = self.inner.store.session(&id_hash).await? else {
             return Ok(None);
         };
+        let opened = match &self.inner.keys {
+            Some(keys) => keys.open_bound(&session_binding(&id_hash), &session.token),
+            None => Err(CredentialError::NoKey),
+        };
+        let token = match opened {
+            Ok(token) => token,
+            // A key taken out of BG_AGENT_ENCRYPTION_KEY, or an altered row: the session
+            // is unusable; the person signs in again.
+            Err(e) => {
+                tracing::warn!(error = %e, user = %session.login, "a session's token does not open; ending the session");
+                self.inner.store.delete_session(&id_hash).await?;
+                return Ok(None);
+            }
+        };
         Ok(Some(Viewer {
             login: session.login,
             user_id: session.user_id,
-            token: Some(SecretString::from(session.token)),
+            token: Some(token),
             how: How::Session {
                 id_hash,
                 csrf: session.csrf_token,
@@ -464,14 +579,15 @@ impl AuthState {
         &self,
         user: &super::github_user::GitHubUser,
         token: &SecretString,
-    ) -> Result<String, AuthError> {
+    ) -> Result<String, SessionError> {
+        let keys = self.inner.keys.as_ref().ok_or(SessionError::NoKey)?;
         let id = random_bytes::<32>();
         let id_hash: [u8; 32] = Sha256::digest(id).into();
         let now = chrono::Utc::now();
         let session = crate::store::sessions::SessionRecord {
             user_id: user.id,
             login: user.login.clone(),
-            token: token.expose_secret().to_owned(),
+            token: keys.seal_bound(&session_binding(&id_hash), token)?,
             csrf_token: B64.encode(random_bytes::<32>()),
             expires_at: now + SESSION_LIFETIME,
         };
@@ -802,6 +918,33 @@ mod tests {
         assert_eq!(key.verify("session", payload), None);
         let other = SecretKey(b"another key, also 32 bytes long!".to_vec());
         assert_eq!(other.verify("session", &signed), None);
+    }
+
+    #[test]
+    fn a_sessions_token_opens_only_for_that_session() {
+        let keys = Keyring::parse(&SecretString::from(
+            "s:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
+        ))
+        .unwrap();
+        let token = SecretString::from("ghu_token-of-the-user".to_owned());
+        let (one, other) = ([1u8; 32], [2u8; 32]);
+        let sealed = keys.seal_bound(&session_binding(&one), &token).unwrap();
+        assert_eq!(sealed.key_id, "s");
+        assert!(!sealed.ciphertext.windows(4).any(|w| w == b"ghu_"));
+        assert_eq!(
+            keys.open_bound(&session_binding(&one), &sealed)
+                .unwrap()
+                .expose_secret(),
+            "ghu_token-of-the-user"
+        );
+        assert!(keys.open_bound(&session_binding(&other), &sealed).is_err());
+        // Nor as a credential of any scope.
+        let scope = crate::credentials::Scope {
+            installation_id: 1,
+            user_id: None,
+            provider: crate::credentials::Provider::Anthropic,
+        };
+        assert!(keys.open(&scope, &sealed).is_err());
     }
 
     #[test]

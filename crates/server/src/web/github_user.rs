@@ -64,19 +64,50 @@ struct RepoWire {
     permissions: Option<RepoPermissions>,
 }
 
+impl RepoPermissions {
+    fn level(permissions: Option<&Self>) -> Permission {
+        match permissions {
+            Some(p) if p.admin => Permission::Admin,
+            Some(p) if p.maintain || p.push => Permission::Write,
+            Some(p) if p.triage || p.pull => Permission::Read,
+            _ => Permission::None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
-struct IdWire {
+struct AccountWire {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct InstallationWire {
     id: i64,
+    account: Option<AccountWire>,
 }
 
 #[derive(Deserialize)]
 struct InstallationsWire {
-    installations: Vec<IdWire>,
+    installations: Vec<InstallationWire>,
+}
+
+#[derive(Deserialize)]
+struct RepositoryWire {
+    id: i64,
+    permissions: Option<RepoPermissions>,
 }
 
 #[derive(Deserialize)]
 struct RepositoriesWire {
-    repositories: Vec<IdWire>,
+    repositories: Vec<RepositoryWire>,
+}
+
+/// An installation of the App that a user can see (a repository of it is theirs to see).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInstallation {
+    pub id: i64,
+    /// The account it is installed on (`None` when GitHub does not say).
+    pub account: Option<String>,
 }
 
 /// `POST /login/oauth/access_token`'s JSON answer: a token, or an error (with 200).
@@ -137,12 +168,7 @@ impl UserApi {
         match response.status() {
             StatusCode::OK => {
                 let repo: RepoWire = decode(response, ENDPOINT).await?;
-                Ok(match repo.permissions {
-                    Some(p) if p.admin => Permission::Admin,
-                    Some(p) if p.maintain || p.push => Permission::Write,
-                    Some(p) if p.triage || p.pull => Permission::Read,
-                    _ => Permission::None,
-                })
+                Ok(RepoPermissions::level(repo.permissions.as_ref()))
             }
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(Permission::None),
             StatusCode::UNAUTHORIZED => Err(UserApiError::Unauthorized),
@@ -150,11 +176,12 @@ impl UserApi {
         }
     }
 
-    /// The ids of every repository the user can reach through the App: `GET
-    /// /user/installations`, then `GET /user/installations/{id}/repositories` for each.
-    pub async fn repository_ids(&self, token: &SecretString) -> Result<Vec<i64>, UserApiError> {
+    /// The installations of the App the user can see: `GET /user/installations`.
+    pub async fn installations(
+        &self,
+        token: &SecretString,
+    ) -> Result<Vec<UserInstallation>, UserApiError> {
         const INSTALLATIONS: &str = "GET /user/installations";
-        const REPOSITORIES: &str = "GET /user/installations/{installation_id}/repositories";
         let mut installations = Vec::new();
         for page in 1..=MAX_PAGES {
             let path = format!("/user/installations?per_page=100&page={page}");
@@ -165,30 +192,80 @@ impl UserApi {
                 status => return Err(unexpected(INSTALLATIONS, status)),
             };
             let last = wire.installations.len() < 100;
-            installations.extend(wire.installations.into_iter().map(|i| i.id));
+            installations.extend(wire.installations.into_iter().map(|i| UserInstallation {
+                id: i.id,
+                account: i.account.map(|a| a.login),
+            }));
             if last {
                 break;
             }
         }
+        Ok(installations)
+    }
+
+    /// The repositories of `installation` the user can see, with their permission on
+    /// each: `GET /user/installations/{id}/repositories`. `None`: they can see none of
+    /// them (GitHub answers 404), or it is not installed.
+    async fn installation_repositories(
+        &self,
+        token: &SecretString,
+        installation: i64,
+    ) -> Result<Option<Vec<(i64, Permission)>>, UserApiError> {
+        const REPOSITORIES: &str = "GET /user/installations/{installation_id}/repositories";
+        let mut repositories = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let path =
+                format!("/user/installations/{installation}/repositories?per_page=100&page={page}");
+            let response = send(self.get(&path, token), REPOSITORIES).await?;
+            let wire: RepositoriesWire = match response.status() {
+                StatusCode::OK => decode(response, REPOSITORIES).await?,
+                StatusCode::UNAUTHORIZED => return Err(UserApiError::Unauthorized),
+                StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(None),
+                status => return Err(unexpected(REPOSITORIES, status)),
+            };
+            let last = wire.repositories.len() < 100;
+            repositories.extend(
+                wire.repositories
+                    .into_iter()
+                    .map(|r| (r.id, RepoPermissions::level(r.permissions.as_ref()))),
+            );
+            if last {
+                break;
+            }
+        }
+        Ok(Some(repositories))
+    }
+
+    /// The user's highest permission on any repository of `installation` they can see;
+    /// `None`: they can see none.
+    pub async fn installation_permission(
+        &self,
+        token: &SecretString,
+        installation: i64,
+    ) -> Result<Option<Permission>, UserApiError> {
+        Ok(self
+            .installation_repositories(token, installation)
+            .await?
+            .map(|repos| {
+                repos
+                    .into_iter()
+                    .map(|(_, p)| p)
+                    .max()
+                    .unwrap_or(Permission::None)
+            }))
+    }
+
+    /// The ids of every repository the user can reach through the App: `GET
+    /// /user/installations`, then `GET /user/installations/{id}/repositories` for each.
+    pub async fn repository_ids(&self, token: &SecretString) -> Result<Vec<i64>, UserApiError> {
         let mut ids = Vec::new();
-        for installation in installations {
-            for page in 1..=MAX_PAGES {
-                let path = format!(
-                    "/user/installations/{installation}/repositories?per_page=100&page={page}"
-                );
-                let response = send(self.get(&path, token), REPOSITORIES).await?;
-                let wire: RepositoriesWire = match response.status() {
-                    StatusCode::OK => decode(response, REPOSITORIES).await?,
-                    StatusCode::UNAUTHORIZED => return Err(UserApiError::Unauthorized),
-                    // Uninstalled between the two calls.
-                    StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => break,
-                    status => return Err(unexpected(REPOSITORIES, status)),
-                };
-                let last = wire.repositories.len() < 100;
-                ids.extend(wire.repositories.into_iter().map(|r| r.id));
-                if last {
-                    break;
-                }
+        for installation in self.installations(token).await? {
+            // `None`: uninstalled between the two calls.
+            if let Some(repos) = self
+                .installation_repositories(token, installation.id)
+                .await?
+            {
+                ids.extend(repos.into_iter().map(|(id, _)| id));
             }
         }
         ids.sort_unstable();

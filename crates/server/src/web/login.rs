@@ -136,6 +136,15 @@ pub async fn callback(
             }
             response
         }
+        Err(e @ super::auth::SessionError::NoKey) => {
+            tracing::error!(error = %e, "sign-in refused");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                clear,
+                refused("This server cannot keep sessions yet: its operator has not set BG_AGENT_ENCRYPTION_KEY."),
+            )
+                .into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot store a session");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()

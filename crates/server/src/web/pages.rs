@@ -202,6 +202,7 @@ fn nav(nav: Option<Nav<'_>>) -> Markup {
             nav aria-label="Main" {
                 a href="/" { "Tasks" }
                 a href="/templates" { "Templates" }
+                a href="/settings" { "Settings" }
                 @if let Some(nav) = nav {
                     span.me { "@" (nav.login) }
                     @if let (true, Some(csrf)) = (nav.signed_in, nav.csrf) {

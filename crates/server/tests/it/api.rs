@@ -596,6 +596,11 @@ async fn the_openapi_document_is_valid_openapi_3_1_and_describes_every_route() {
         "GET /api/v1/templates/{name}",
         "PUT /api/v1/templates/{name}",
         "DELETE /api/v1/templates/{name}",
+        "GET /api/v1/installations/{id}/credentials",
+        "GET /api/v1/installations/{id}/credentials/{provider}",
+        "PUT /api/v1/installations/{id}/credentials/{provider}",
+        "DELETE /api/v1/installations/{id}/credentials/{provider}",
+        "POST /api/v1/installations/{id}/credentials/{provider}/test",
         "GET /api/v1/openapi.json",
     ]
     .into_iter()
@@ -611,7 +616,8 @@ async fn the_openapi_document_is_valid_openapi_3_1_and_describes_every_route() {
             .replace("{owner}", "acme")
             .replace("{repo}", "widgets")
             .replace("{id}", "424242")
-            .replace("{name}", "nope");
+            .replace("{name}", "nope")
+            .replace("{provider}", "anthropic");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = api
             .client

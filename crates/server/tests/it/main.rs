@@ -26,6 +26,7 @@ mod runner_api;
 mod runner_image;
 mod sandbox;
 mod scope_guard;
+mod settings;
 mod task_store;
 mod web_auth;
 mod webhook_decode;

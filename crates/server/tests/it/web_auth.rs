@@ -13,18 +13,18 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
 /// A browser, as far as sign-in needs one: cookies per host, redirects followed by hand.
-struct Browser {
-    http: reqwest::Client,
+pub(crate) struct Browser {
+    pub(crate) http: reqwest::Client,
     /// host:port → name → value.
     cookies: BTreeMap<String, BTreeMap<String, String>>,
     /// Every `Set-Cookie` received, as sent.
-    set_cookies: Vec<String>,
+    pub(crate) set_cookies: Vec<String>,
 }
 
-struct Page {
-    status: StatusCode,
-    url: String,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) url: String,
+    pub(crate) body: String,
 }
 
 fn host_of(url: &str) -> String {
@@ -33,7 +33,7 @@ fn host_of(url: &str) -> String {
 }
 
 impl Browser {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -44,7 +44,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self, url: &str) -> Option<String> {
+    pub(crate) fn cookie_header(&self, url: &str) -> Option<String> {
         let jar = self.cookies.get(&host_of(url))?;
         (!jar.is_empty()).then(|| {
             jar.iter()
@@ -80,7 +80,7 @@ impl Browser {
     }
 
     /// GET, following redirects across hosts (the server, the fake GitHub) as a browser does.
-    async fn get(&mut self, url: &str) -> Page {
+    pub(crate) async fn get(&mut self, url: &str) -> Page {
         let mut url = url.to_owned();
         for _ in 0..10 {
             let response = self.send(self.http.get(&url), &url).await;
@@ -103,14 +103,19 @@ impl Browser {
     }
 
     /// A form post from one of the server's pages (its `Origin`), not following redirects.
-    async fn post(&mut self, url: &str, form: &[(&str, &str)], origin: &str) -> reqwest::Response {
+    pub(crate) async fn post(
+        &mut self,
+        url: &str,
+        form: &[(&str, &str)],
+        origin: &str,
+    ) -> reqwest::Response {
         let request = self.http.post(url).form(form).header("origin", origin);
         self.send(request, url).await
     }
 }
 
 /// The CSRF token of a page's forms.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     let start = html
         .find(marker)
@@ -144,7 +149,7 @@ async fn task_in(h: &Harness, key: &str, repository: &str, repository_id: i64) -
 }
 
 /// Signs `login` in through the fake GitHub; the list page they land on.
-async fn sign_in(h: &Harness, browser: &mut Browser, login: &str) -> Page {
+pub(crate) async fn sign_in(h: &Harness, browser: &mut Browser, login: &str) -> Page {
     h.sim.approve_sign_in_as(Some(login));
     let page = browser.get(&format!("{}/", h.public_url())).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
