@@ -427,7 +427,7 @@ async fn agent_rounds(
             Err(agent::AgentError::Report(e)) => return Err(e.into()),
             Err(e) => {
                 ctx.events
-                    .agent_round(round, provider, Usage::default())
+                    .agent_round(round, provider, ctx.agent.model.clone(), Usage::default())
                     .await?;
                 return Ok(Rounds::Failed {
                     error: e.to_string(),
@@ -436,7 +436,9 @@ async fn agent_rounds(
                 });
             }
         };
-        ctx.events.agent_round(round, provider, usage).await?;
+        ctx.events
+            .agent_round(round, provider, ctx.agent.model.clone(), usage)
+            .await?;
         let Some(staged) = changed else {
             ctx.events
                 .log("no changes: nothing to validate or push")

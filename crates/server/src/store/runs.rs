@@ -430,6 +430,7 @@ impl Store {
             RunnerEvent::AgentRound {
                 round,
                 provider,
+                model,
                 usage,
             } => {
                 let cost = usage
@@ -454,6 +455,16 @@ impl Store {
                     seq,
                 )
                 .execute(&mut *tx)
+                .await?;
+                super::agent_rounds::record_round(
+                    &mut *tx,
+                    id,
+                    *round,
+                    provider.name(),
+                    model.as_deref(),
+                    usage,
+                    cost,
+                )
                 .await?;
                 append_event(
                     &mut *tx,
@@ -778,7 +789,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query!(
-            "UPDATE tasks SET pr_number = $2, pr_url = $3, version = version + 1
+            "UPDATE tasks SET pr_number = $2, pr_url = $3, pr_state = 'open',
+                 version = version + 1
              WHERE id = $1 AND pr_number IS NULL",
             id as TaskId,
             number,
