@@ -367,6 +367,9 @@ pub enum RunnerEvent {
     AgentRound {
         round: u32,
         provider: AgentProvider,
+        /// The model it was told to use; `None`: the CLI's default.
+        #[serde(default)]
+        model: Option<String>,
         usage: Usage,
     },
     /// The run is over; nothing follows.

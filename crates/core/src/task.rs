@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use permission::{LabelTrust, Permission};
-pub use record::{TaskId, TaskRecord};
+pub use record::{PrState, TaskId, TaskRecord};
 pub use repo_config::{RepoConfig, RepoConfigError, ValidationCommand};
 pub use template::{
     ParamError, ParamKind, Parameter, Recipe, Template, TemplateError, TemplateSource,

@@ -133,11 +133,13 @@ impl EventSender {
         &self,
         round: u32,
         provider: AgentProvider,
+        model: Option<String>,
         usage: Usage,
     ) -> Result<(), EventError> {
         self.send(Message::Event(RunnerEvent::AgentRound {
             round,
             provider,
+            model,
             usage,
         }))
         .await

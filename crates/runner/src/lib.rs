@@ -431,7 +431,7 @@ async fn agent_rounds(
             Err(agent::AgentError::Report(e)) => return Err(e.into()),
             Err(e) => {
                 ctx.events
-                    .agent_round(round, provider, Usage::default())
+                    .agent_round(round, provider, ctx.agent.model.clone(), Usage::default())
                     .await?;
                 return Ok(Rounds::Failed {
                     error: e.to_string(),
@@ -440,7 +440,9 @@ async fn agent_rounds(
                 });
             }
         };
-        ctx.events.agent_round(round, provider, usage).await?;
+        ctx.events
+            .agent_round(round, provider, ctx.agent.model.clone(), usage)
+            .await?;
         let Some(staged) = changed else {
             ctx.events
                 .info("no changes: nothing to validate or push")

@@ -10,10 +10,12 @@
 //! system view, test-only), and the per-test databases in `bg-agent-testkit` (created,
 //! dropped and locked by generated names, in a dev-only crate).
 
+pub mod agent_rounds;
 pub mod credentials;
 pub mod embedded;
 pub mod listing;
 pub mod logs;
+pub mod pull_requests;
 pub mod redeliveries;
 pub mod reports;
 pub mod retention;

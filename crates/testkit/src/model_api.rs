@@ -56,6 +56,11 @@ pub struct Recorded {
     pub scripted: bool,
     /// When it arrived (for overhead measurements, never for assertions).
     pub at: std::time::Instant,
+    /// When it arrived and when its answer was ready, by the wall clock: comparable with
+    /// the times the server stores (the runner's reports), for the agent-overhead
+    /// benchmark; never for assertions.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub answered_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Recorded {
@@ -253,6 +258,8 @@ async fn answer(
     state.calls += 1;
     let call = state.calls;
     let usage = state.usage;
+    let index = state.requests.len();
+    let received_at = chrono::Utc::now();
     state.requests.push(Recorded {
         path: path.clone(),
         headers: headers
@@ -263,8 +270,32 @@ async fn answer(
         authorized,
         scripted,
         at: std::time::Instant::now(),
+        received_at,
+        answered_at: received_at,
     });
     drop(state);
+    let response = respond(api, &path, &body, &step, call, usage, authorized);
+    if let Some(recorded) = inner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .requests
+        .get_mut(index)
+    {
+        recorded.answered_at = chrono::Utc::now();
+    }
+    response
+}
+
+/// The answer to one request, in its API's shape.
+fn respond(
+    api: Api,
+    path: &str,
+    body: &Value,
+    step: &Step,
+    call: u64,
+    usage: (u64, u64),
+    authorized: bool,
+) -> Response {
     if !authorized {
         return (
             StatusCode::UNAUTHORIZED,
@@ -278,15 +309,15 @@ async fn answer(
         Api::Anthropic if path.contains("count_tokens") => {
             axum::Json(json!({"input_tokens": usage.0})).into_response()
         }
-        Api::Anthropic => sse(anthropic(&step, &model, call, usage)),
-        Api::Responses => sse(responses(&step, &model, call, usage)),
-        Api::Chat if stream => sse(chat_stream(&step, &model, call, usage)),
-        Api::Chat => axum::Json(chat_whole(&step, &model, call, usage)).into_response(),
-        Api::Gemini { stream: true } => sse([gemini(&step, usage)]
+        Api::Anthropic => sse(anthropic(step, &model, call, usage)),
+        Api::Responses => sse(responses(step, &model, call, usage)),
+        Api::Chat if stream => sse(chat_stream(step, &model, call, usage)),
+        Api::Chat => axum::Json(chat_whole(step, &model, call, usage)).into_response(),
+        Api::Gemini { stream: true } => sse([gemini(step, usage)]
             .iter()
             .map(|v| format!("data: {v}\n\n"))
             .collect()),
-        Api::Gemini { stream: false } => axum::Json(gemini(&step, usage)).into_response(),
+        Api::Gemini { stream: false } => axum::Json(gemini(step, usage)).into_response(),
         Api::Models => axum::Json(json!({"data": [], "models": []})).into_response(),
         Api::Other => (StatusCode::NOT_FOUND, "not a model API path").into_response(),
     }

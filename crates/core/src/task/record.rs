@@ -118,6 +118,39 @@ pub struct TaskRecord {
     pub agent_cost_microusd: Option<i64>,
     /// Where a failed task's unvalidated agent change was kept (no PR).
     pub wip_branch: Option<String>,
+    /// What became of the pull request, as GitHub's `pull_request` events told;
+    /// `None` before it is opened (and for ones opened before this was recorded).
+    pub pr_state: Option<PrState>,
+}
+
+/// A task's pull request after it was opened: still open, merged, or closed unmerged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
+pub enum PrState {
+    Open,
+    Merged,
+    Closed,
+}
+
+impl PrState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrState::Open => "open",
+            PrState::Merged => "merged",
+            PrState::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for PrState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A sample for tests of what people read, here and in the server (feature `testing`).
@@ -189,6 +222,7 @@ impl TaskRecord {
             agent_output_tokens: 0,
             agent_cost_microusd: None,
             wip_branch: None,
+            pr_state: None,
         }
     }
 }

@@ -204,7 +204,8 @@ pub fn agent_usage(task: &TaskRecord) -> Option<String> {
     ))
 }
 
-fn thousands(n: i64) -> String {
+/// `12400` → `12,400`.
+pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

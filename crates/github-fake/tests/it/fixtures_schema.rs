@@ -39,6 +39,8 @@ const EXPECTED_FIXTURES: &[&str] = &[
     "issues.labeled.template.json",
     "ping.json",
     "pull_request.closed.json",
+    "pull_request.closed.unmerged.json",
+    "pull_request.reopened.json",
 ];
 
 fn fixtures_dir() -> PathBuf {

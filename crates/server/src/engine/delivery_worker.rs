@@ -11,13 +11,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
+use crate::store::pull_requests::{PullRequestRecorded, PullRequestStateChange};
 use crate::store::{
     ClaimedDelivery, DeliveryClaim, DeliveryFacts, DeliveryOutcome, InstallationAccount,
     InstallationRepository, Store, StoreError,
 };
 use crate::webhook::inbox::FreshDeliveries;
 use crate::webhook::trigger::decode_delivery;
-use crate::webhook::trigger::{InstallationAccountRef, InstallationChange, InstalledRepo};
+use crate::webhook::trigger::{
+    InstallationAccountRef, InstallationChange, InstalledRepo, PullRequestChange,
+};
 use crate::webhook::{DecodeContext, Decoded, Trigger};
 use bg_agent_core::backoff::Backoff;
 
@@ -233,7 +236,12 @@ impl<H: TriggerHandler> DeliveryWorker<H> {
                 if let Trigger::Installation(change) = &*trigger {
                     record_installation(claim, change).await?;
                 }
-                self.hand_over(delivery, *trigger).await
+                if let Trigger::PullRequest(change) = &*trigger {
+                    // Nothing to ask GitHub and nothing for the handler: recorded here.
+                    record_pull_request(claim, &delivery.guid, change).await?
+                } else {
+                    self.hand_over(delivery, *trigger).await
+                }
             }
         };
         claim.finish(&delivery.guid, facts, outcome);
@@ -266,6 +274,51 @@ impl<H: TriggerHandler> DeliveryWorker<H> {
             }
         }
     }
+}
+
+/// Records what became of a pull request on the task that opened it; one bg-agent did
+/// not open is ignored quietly (every pull request of the repository is delivered).
+async fn record_pull_request(
+    claim: &mut DeliveryClaim,
+    guid: &str,
+    change: &PullRequestChange,
+) -> Result<DeliveryOutcome, StoreError> {
+    let Ok(number) = i32::try_from(change.number) else {
+        return Ok(DeliveryOutcome::Ignored {
+            reason: format!("pull request #{} is not one of ours", change.number),
+        });
+    };
+    let recorded = claim
+        .record_pull_request_state(&PullRequestStateChange {
+            repository_id: change.repository_id,
+            number,
+            state: change.state,
+            updated_at: change.updated_at,
+            sender: &change.sender.login,
+            delivery_guid: guid,
+        })
+        .await?;
+    Ok(match recorded {
+        PullRequestRecorded::Recorded(tasks) => {
+            tracing::info!(pr = number, state = %change.state, ?tasks, "pull request state recorded");
+            DeliveryOutcome::Processed
+        }
+        PullRequestRecorded::Unchanged => DeliveryOutcome::Ignored {
+            reason: format!(
+                "pull request #{number} of {}: already {}, or a newer state is recorded",
+                change.repository, change.state
+            ),
+        },
+        PullRequestRecorded::NotOurs => {
+            tracing::debug!(pr = number, repository = %change.repository, "not a pull request of ours");
+            DeliveryOutcome::Ignored {
+                reason: format!(
+                    "pull request #{number} of {} was not opened by bg-agent",
+                    change.repository
+                ),
+            }
+        }
+    })
 }
 
 fn backoff(attempt: u32) -> Duration {

@@ -1030,7 +1030,7 @@ impl TriggerHandler for TaskIntake {
             Trigger::CheckRunRerequested(run) | Trigger::CheckRunAction { check_run: run, .. } => {
                 Some((&run.repository, &run.sender))
             }
-            Trigger::Installation(_) | Trigger::Ping { .. } => None,
+            Trigger::Installation(_) | Trigger::PullRequest(_) | Trigger::Ping { .. } => None,
         };
         if let Some((repository, sender)) = named_repository {
             self.refuse_foreign_clone_url(meta, repository, sender)
@@ -1061,7 +1061,9 @@ impl TriggerHandler for TaskIntake {
                     .check_run(meta, check_run, *action, TaskTrigger::RetryButton)
                     .await;
             }
-            Trigger::Installation(_) | Trigger::Ping { .. } => return Ok(()),
+            Trigger::Installation(_) | Trigger::PullRequest(_) | Trigger::Ping { .. } => {
+                return Ok(());
+            }
         };
         // Everything, help included, is for people who may use the app: a drive-by
         // commenter cannot make it talk.

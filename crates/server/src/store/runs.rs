@@ -431,6 +431,7 @@ impl Store {
             RunnerEvent::AgentRound {
                 round,
                 provider,
+                model,
                 usage,
             } => {
                 let cost = usage
@@ -455,6 +456,16 @@ impl Store {
                     seq,
                 )
                 .execute(&mut *tx)
+                .await?;
+                super::agent_rounds::record_round(
+                    &mut *tx,
+                    id,
+                    *round,
+                    provider.name(),
+                    model.as_deref(),
+                    usage,
+                    cost,
+                )
                 .await?;
                 append_event(
                     &mut *tx,
@@ -779,7 +790,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query!(
-            "UPDATE tasks SET pr_number = $2, pr_url = $3, version = version + 1
+            "UPDATE tasks SET pr_number = $2, pr_url = $3, pr_state = 'open',
+                 version = version + 1
              WHERE id = $1 AND pr_number IS NULL",
             id as TaskId,
             number,

@@ -163,6 +163,7 @@ pub(super) struct TaskRow {
     pub(super) agent_output_tokens: i64,
     pub(super) agent_cost_microusd: Option<i64>,
     pub(super) wip_branch: Option<String>,
+    pub(super) pr_state: Option<bg_agent_core::task::PrState>,
 }
 
 impl From<TaskRow> for TaskRecord {
@@ -217,6 +218,7 @@ impl From<TaskRow> for TaskRecord {
             agent_output_tokens: row.agent_output_tokens,
             agent_cost_microusd: row.agent_cost_microusd,
             wip_branch: row.wip_branch,
+            pr_state: row.pr_state,
         }
     }
 }
@@ -246,7 +248,8 @@ macro_rules! task_query {
                     summary,
                     template_source AS "template_source: bg_agent_core::task::TemplateSource",
                     clone_url, launched_by, agent_provider, agent_rounds, agent_input_tokens,
-                    agent_output_tokens, agent_cost_microusd, wip_branch "#
+                    agent_output_tokens, agent_cost_microusd, wip_branch,
+                    pr_state AS "pr_state: bg_agent_core::task::PrState" "#
                 + $tail
             $(, $arg)*
         )

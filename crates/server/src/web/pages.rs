@@ -23,11 +23,15 @@ use super::auth::{AuthError, AuthState, Viewer, percent_encode};
 use crate::engine::Signal;
 use crate::engine::tasks::{Requester, RetryOutcome, cancel_task, retry_task};
 use crate::store::Store;
+use crate::store::agent_rounds::AgentRoundRecord;
 use crate::store::listing::{self, TaskCounts, TaskFilter, TaskPage, TemplateStats};
 use crate::store::reports::ReportErrorRecord;
 use crate::store::tasks::TaskEvent;
+use bg_agent_core::protocol::AgentProvider;
 use bg_agent_core::task::render::{self, RenderContext};
-use bg_agent_core::task::{Permission, TaskRecord, TaskState, Template, builtin_templates};
+use bg_agent_core::task::{
+    Permission, PrState, TaskRecord, TaskState, Template, builtin_templates,
+};
 
 const PAGE_LOG_LINES: i64 = 200;
 /// Tasks per page of the list.
@@ -63,6 +67,10 @@ progress{width:min(20rem,100%)}\
 .succeeded{color:#116329;border-color:#1a7f37;background:#dafbe1}\
 .failed,.timed_out{color:#a40e26;border-color:#cf222e;background:#ffebe9}\
 .cancelled{color:#424a53;border-color:#6e7781;background:#f6f8fa}\
+.pr-open{color:#116329;border-color:#1a7f37;background:#dafbe1}\
+.pr-merged{color:#6639ba;border-color:#8250df;background:#fbefff}\
+.pr-closed{color:#a40e26;border-color:#cf222e;background:#ffebe9}\
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\
 .muted{color:var(--muted)}\
 ol.timeline{padding-left:1.25rem}\
 .actions{display:flex;gap:.75rem;margin:1rem 0}";
@@ -380,6 +388,36 @@ fn badge(state: TaskState) -> Markup {
     html! { span class={"badge " (state.as_str())} { (word) } }
 }
 
+/// A pull request's state as a badge (`None`: opened before states were recorded).
+fn pr_badge(state: Option<PrState>) -> Markup {
+    html! {
+        @if let Some(state) = state {
+            " " span class={"badge pr-" (state.as_str())} { (state.as_str()) }
+        }
+    }
+}
+
+/// The link to a task's pull request and its state, or a dash.
+fn pr_cell(task: &TaskRecord) -> Markup {
+    html! {
+        @if let (Some(url), Some(n)) = (&task.pr_url, task.pr_number) {
+            a href=(url) { "#" (n) } (pr_badge(task.pr_state))
+        } @else { "—" }
+    }
+}
+
+/// How people call a provider: `claude_code` → "Claude Code"; an unknown name as is.
+fn provider_name(name: &str) -> &str {
+    AgentProvider::parse(name)
+        .map(AgentProvider::display)
+        .unwrap_or(name)
+}
+
+/// Millionths of a dollar as dollars, to a hundredth of a cent: `$0.0413`.
+fn dollars(microusd: i64) -> String {
+    format!("${:.4}", microusd as f64 / 1_000_000.0)
+}
+
 pub fn render_task_list(
     who: Nav<'_>,
     query: &ListQuery,
@@ -429,8 +467,10 @@ pub fn render_task_list(
                                 th scope="col" { "Repository" }
                                 th scope="col" { "Who" }
                                 th scope="col" { "Template" }
+                                th scope="col" { "Agent" }
                                 th scope="col" { "Age" }
                                 th scope="col" { "Duration" }
+                                th.num scope="col" { "Cost" }
                                 th scope="col" { "Pull request" }
                             }
                         }
@@ -442,13 +482,11 @@ pub fn render_task_list(
                                     td { code { (t.repository) } }
                                     td { "@" (t.creator_login) }
                                     td { (t.template.as_deref().unwrap_or("free text")) }
+                                    td { (t.agent_provider.as_deref().map(provider_name).unwrap_or("—")) }
                                     td { time datetime=(t.created_at.to_rfc3339()) { (ago(t.created_at, now)) } }
                                     td { @if t.started_at.is_some() { (render::elapsed(t, now)) } @else { "—" } }
-                                    td {
-                                        @if let (Some(url), Some(n)) = (&t.pr_url, t.pr_number) {
-                                            a href=(url) { "#" (n) }
-                                        } @else { "—" }
-                                    }
+                                    td.num { (t.agent_cost_microusd.map_or_else(|| "—".to_owned(), dollars)) }
+                                    td { (pr_cell(t)) }
                                 }
                             }
                         }
@@ -472,6 +510,8 @@ pub struct TaskPageExtras<'a> {
     pub can_act: bool,
     /// The log's last line number, where the live stream goes on from.
     pub last_seq: Option<i32>,
+    /// The coding agent's rounds, first to last.
+    pub rounds: &'a [AgentRoundRecord],
 }
 
 pub async fn task_page(
@@ -488,17 +528,21 @@ pub async fn task_page(
         let details = state.store.task_details(&task, PAGE_LOG_LINES).await?;
         let refused = state.store.report_errors(task.id).await?;
         let events = state.store.task_events(task.id).await?;
-        Ok::<_, PageError>(Some((task, permission, details, refused, events, last_seq)))
+        let rounds = state.store.agent_rounds(task.id).await?;
+        Ok::<_, PageError>(Some((
+            task, permission, details, refused, events, last_seq, rounds,
+        )))
     }
     .await;
     match loaded {
-        Ok(Some((task, permission, details, refused, events, last_seq))) => {
+        Ok(Some((task, permission, details, refused, events, last_seq, rounds))) => {
             let page_url = render::page_url(&state.public_url, id.into());
             let extras = TaskPageExtras {
                 who: Some(Nav::of(&viewer)),
                 events: &events,
                 can_act: permission >= state.auth.required_permission(),
                 last_seq,
+                rounds: &rounds,
             };
             render_task_page(&task, &details.context(&page_url), &refused, &extras).into_response()
         }
@@ -596,7 +640,7 @@ pub fn render_task_page(
                 }
             }
             @if let Some(url) = &task.pr_url {
-                p { "Pull request: " a #pr href=(url) { (url) } }
+                p { "Pull request: " a #pr href=(url) { (url) } (pr_badge(task.pr_state)) }
             }
             @if let Some(error) = &task.error {
                 p #error { strong { "Error:" } " " (error) }
@@ -613,6 +657,7 @@ pub fn render_task_page(
                     }
                 }
             }
+            (agent_section(task, extras.rounds))
             @if !cx.scope_findings.is_empty() {
                 h2 { "Scope guard" }
                 ul #scope-findings {
@@ -673,6 +718,69 @@ pub fn render_task_page(
             }
         },
     )
+}
+
+/// The coding agent: which one and which model, what it used in all, and each round of
+/// the verifier loop. Nothing for a recipe, or before the agent reported.
+fn agent_section(task: &TaskRecord, rounds: &[AgentRoundRecord]) -> Markup {
+    let Some(provider) = task.agent_provider.as_deref() else {
+        return html! {};
+    };
+    let model = rounds.iter().rev().find_map(|r| r.model.as_deref());
+    let cost = |c: Option<i64>| c.map_or_else(|| "not reported".to_owned(), dollars);
+    // The generic command reports nothing: no table of zeros.
+    let reported = task.agent_input_tokens > 0
+        || task.agent_output_tokens > 0
+        || task.agent_cost_microusd.is_some();
+    html! {
+        h2 #agent-heading { "Coding agent" }
+        p #agent {
+            strong { (provider_name(provider)) }
+            @match model {
+                Some(model) => { ", model " code { (model) } }
+                None if provider != "command" => { ", its default model" }
+                None => {}
+            }
+            " · " (task.agent_rounds) " round" @if task.agent_rounds != 1 { "s" }
+        }
+        @if !reported {
+            p.muted #usage { "It reported no tokens or cost." }
+        } @else {
+            div.table {
+                table #usage aria-labelledby="agent-heading" {
+                    thead {
+                        tr {
+                            th scope="col" { "round" }
+                            th scope="col" { "why" }
+                            th.num scope="col" { "input tokens" }
+                            th.num scope="col" { "output tokens" }
+                            th.num scope="col" { "cost" }
+                        }
+                    }
+                    tbody {
+                        @for r in rounds {
+                            tr {
+                                td { (r.round) }
+                                td {
+                                    @if r.round == 1 { "the change" } @else { "answering the failed validation" }
+                                    @if r.model.as_deref() != model { " (" code { (r.model.as_deref().unwrap_or("default model")) } ")" }
+                                }
+                                td.num { (render::thousands(r.input_tokens)) }
+                                td.num { (render::thousands(r.output_tokens)) }
+                                td.num { (cost(r.cost_microusd)) }
+                            }
+                        }
+                        tr #usage-total {
+                            th scope="row" colspan="2" { "total" }
+                            td.num { (render::thousands(task.agent_input_tokens)) }
+                            td.num { (render::thousands(task.agent_output_tokens)) }
+                            td.num { (cost(task.agent_cost_microusd)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ---- Live log ----
@@ -928,6 +1036,7 @@ mod tests {
         events: &[],
         can_act: false,
         last_seq: None,
+        rounds: &[],
     };
 
     fn page(task: &TaskRecord, cx: &RenderContext<'_>) -> String {
@@ -1141,6 +1250,13 @@ mod tests {
         done.finished_at = Some(at("2026-11-21T08:03:10Z"));
         done.pr_number = Some(7);
         done.pr_url = Some("https://github.com/acme/widgets/pull/7".into());
+        done.pr_state = Some(PrState::Merged);
+        done.template = None;
+        done.agent_provider = Some("claude_code".into());
+        done.agent_rounds = 2;
+        done.agent_input_tokens = 12_400;
+        done.agent_output_tokens = 1_830;
+        done.agent_cost_microusd = Some(41_250);
         let query = ListQuery {
             repo: Some("acme/widgets".into()),
             state: None,
@@ -1162,6 +1278,121 @@ mod tests {
         )
         .into_string();
         insta::assert_snapshot!(outline(&html));
+    }
+
+    /// An agent task that needed the verifier loop: round 2 answered a failed check.
+    fn agent_rounds() -> Vec<AgentRoundRecord> {
+        let round = |round: i32, input: i64, output: i64, cost: i64| AgentRoundRecord {
+            round,
+            provider: "claude_code".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            input_tokens: input,
+            output_tokens: output,
+            cost_microusd: Some(cost),
+            reported_at: at("2026-11-21T10:01:00Z"),
+        };
+        vec![round(1, 9_000, 1_500, 30_000), round(2, 3_400, 330, 11_300)]
+    }
+
+    fn agent_task() -> TaskRecord {
+        let mut t = task(TaskState::Succeeded);
+        t.template = None;
+        t.params.clear();
+        t.instructions = "Make hello.txt say fixed".into();
+        t.summary = "Make hello.txt say fixed".into();
+        t.finished_at = Some(at("2026-11-21T10:02:30Z"));
+        t.agent_provider = Some("claude_code".into());
+        t.agent_rounds = 2;
+        t.agent_input_tokens = 12_400;
+        t.agent_output_tokens = 1_830;
+        t.agent_cost_microusd = Some(41_300);
+        t.pr_number = Some(18);
+        t.pr_url = Some("https://github.com/acme/widgets/pull/18".into());
+        t.pr_state = Some(PrState::Merged);
+        t
+    }
+
+    #[test]
+    fn an_agent_task_page_shows_the_agent_its_model_usage_per_round_and_the_pull_requests_state() {
+        let t = agent_task();
+        let rounds = agent_rounds();
+        let extras = TaskPageExtras {
+            rounds: &rounds,
+            ..NO_EXTRAS
+        };
+        let html = render_task_page(&t, &cx(&[], &[]), &[], &extras).into_string();
+        let start = html.find("<p>Pull request:").unwrap();
+        let end = html.find("<h2>Instructions").unwrap();
+        insta::assert_snapshot!(outline(&html[start..end]));
+    }
+
+    #[test]
+    fn each_pull_request_state_has_its_badge_and_a_command_agent_without_usage_says_so() {
+        let mut t = agent_task();
+        for (state, badge) in [
+            (PrState::Open, r#"<span class="badge pr-open">open</span>"#),
+            (
+                PrState::Merged,
+                r#"<span class="badge pr-merged">merged</span>"#,
+            ),
+            (
+                PrState::Closed,
+                r#"<span class="badge pr-closed">closed</span>"#,
+            ),
+        ] {
+            t.pr_state = Some(state);
+            let html = page(&t, &cx(&[], &[]));
+            assert!(html.contains(badge), "{html}");
+        }
+        // Opened before states were recorded: the link alone.
+        t.pr_state = None;
+        assert!(!page(&t, &cx(&[], &[])).contains("pr-"));
+        // The generic command reports no tokens or cost, and no model.
+        t.agent_provider = Some("command".into());
+        t.agent_rounds = 1;
+        t.agent_input_tokens = 0;
+        t.agent_output_tokens = 0;
+        t.agent_cost_microusd = None;
+        let html = render_task_page(&t, &cx(&[], &[]), &[], &NO_EXTRAS).into_string();
+        let start = html.find("<h2 id=\"agent-heading\">").unwrap();
+        let end = html.find("<h2>Instructions").unwrap();
+        insta::assert_snapshot!(outline(&html[start..end]), @r#"
+        <h2 id="agent-heading">Coding agent</h2>
+        <p id="agent">
+        <strong>agent command</strong> · 1 round</p>
+        <p class="muted" id="usage">It reported no tokens or cost.</p>
+        "#);
+        // No agent, no section.
+        let recipe = task(TaskState::Succeeded);
+        assert!(!page(&recipe, &cx(&[], &[])).contains("agent-heading"));
+    }
+
+    #[test]
+    fn a_hostile_model_or_provider_name_is_escaped() {
+        let mut t = agent_task();
+        t.agent_provider = Some(HOSTILE.into());
+        let mut rounds = agent_rounds();
+        rounds[1].model = Some(HOSTILE.into());
+        let extras = TaskPageExtras {
+            rounds: &rounds,
+            ..NO_EXTRAS
+        };
+        let html = render_task_page(&t, &cx(&[], &[]), &[], &extras).into_string();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &quot;&gt;&lt;img src=x onerror=alert(2)&gt; &amp; more";
+        // The provider, and the model (the last round's, named once at the top).
+        assert_eq!(html.matches(escaped).count(), 2, "{html}");
+        let list = render_task_list(
+            nav(),
+            &ListQuery::default(),
+            &list_of(vec![t], None),
+            TaskCounts::default(),
+            at("2026-11-21T10:01:05Z"),
+        )
+        .into_string();
+        assert!(!list.contains("<script>alert"), "{list}");
+        assert_eq!(list.matches(escaped).count(), 1, "{list}");
     }
 
     #[test]
@@ -1253,6 +1484,7 @@ mod tests {
             events: &events,
             can_act: true,
             last_seq: Some(2),
+            rounds: &[],
         };
         let log = ["one".to_owned(), "two".to_owned(), "three".to_owned()];
         let html = render_task_page(&t, &cx(&[], &log), &[], &extras).into_string();
@@ -1269,6 +1501,7 @@ mod tests {
             events: &[],
             can_act: false,
             last_seq: None,
+            rounds: &[],
         };
         let html = render_task_page(&t, &cx(&[], &[]), &[], &reader).into_string();
         assert!(

@@ -43,6 +43,9 @@ pub enum Trigger {
     },
     /// `installation.*` and `installation_repositories.*`.
     Installation(InstallationChange),
+    /// `pull_request.closed` (merged or not) and `pull_request.reopened`: what became of
+    /// a pull request, recorded on the task that opened it, if one did.
+    PullRequest(PullRequestChange),
     Ping {
         hook_id: Option<i64>,
         zen: Option<String>,
@@ -57,6 +60,7 @@ impl Trigger {
             Self::CheckRunRerequested(_) => "check_run_rerequested",
             Self::CheckRunAction { .. } => "check_run_action",
             Self::Installation(_) => "installation",
+            Self::PullRequest(_) => "pull_request",
             Self::Ping { .. } => "ping",
         }
     }
@@ -151,6 +155,19 @@ impl CheckRunButton {
     }
 }
 
+/// A pull request closed, merged or reopened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestChange {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub repository: String,
+    pub number: i64,
+    pub state: bg_agent_core::task::PrState,
+    /// The pull request's `updated_at`, to order deliveries processed out of order.
+    pub updated_at: Option<DateTime<Utc>>,
+    pub sender: Actor,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallationAccountRef {
     pub installation_id: i64,
@@ -218,6 +235,7 @@ pub fn decode_delivery(event: &str, body: &[u8], ctx: &DecodeContext) -> (Envelo
         "check_run" => decode_check_run(body, ctx, &mut envelope),
         "installation" => decode_installation(body, &mut envelope),
         "installation_repositories" => decode_installation_repositories(body, &mut envelope),
+        "pull_request" => decode_pull_request(body, &mut envelope),
         "ping" => parse::<payload::Ping>(body).map(|p| {
             trigger(Trigger::Ping {
                 hook_id: p.hook_id,
@@ -381,6 +399,30 @@ fn decode_check_run(
             requested.identifier
         ))),
     }
+}
+
+fn decode_pull_request(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String> {
+    use bg_agent_core::task::PrState;
+    let p: payload::PullRequestEvent = parse(body)?;
+    *envelope = envelope_of(&p.action, p.installation.as_ref().map(|i| i.id));
+    let state = match p.action.as_str() {
+        // GitHub sends `closed` for both; `merged` tells them apart.
+        "closed" if p.pull_request.merged == Some(true) || p.pull_request.merged_at.is_some() => {
+            PrState::Merged
+        }
+        "closed" => PrState::Closed,
+        "reopened" => PrState::Open,
+        other => return ignored_action("pull_request", other),
+    };
+    Ok(trigger(Trigger::PullRequest(PullRequestChange {
+        installation_id: installation_id(p.installation)?,
+        repository_id: p.repository.id,
+        repository: p.repository.full_name,
+        number: p.pull_request.number,
+        state,
+        updated_at: p.pull_request.updated_at,
+        sender: p.sender.into(),
+    })))
 }
 
 fn decode_installation(body: &[u8], envelope: &mut Envelope) -> Result<Decoded, String> {
@@ -549,6 +591,23 @@ mod payload {
         pub action: String,
         pub check_run: CheckRunBody,
         pub requested_action: Option<RequestedAction>,
+        pub repository: Repository,
+        pub sender: User,
+        pub installation: Option<InstallationId>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PullRequestBody {
+        pub number: i64,
+        pub merged: Option<bool>,
+        pub merged_at: Option<chrono::DateTime<chrono::Utc>>,
+        pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PullRequestEvent {
+        pub action: String,
+        pub pull_request: PullRequestBody,
         pub repository: Repository,
         pub sender: User,
         pub installation: Option<InstallationId>,

@@ -193,6 +193,23 @@ async fn a_failed_validation_goes_back_to_claude_code_and_the_second_round_passe
     assert!(second.contains("hello.txt is wrong"), "{second}");
     assert!(!asked[0].text().contains("hello.txt is wrong"));
     assert_eq!(task.agent_rounds, 2);
+    // Each round is kept with what Claude Code reported for it (the page and API show them).
+    let rounds = h.store().agent_rounds(task.id).await.unwrap();
+    let used: Vec<(i32, &str, i64, i64)> = rounds
+        .iter()
+        .map(|r| {
+            (
+                r.round,
+                r.provider.as_str(),
+                r.input_tokens,
+                r.output_tokens,
+            )
+        })
+        .collect();
+    assert_eq!(
+        used,
+        [(1, "claude_code", 200, 40), (2, "claude_code", 200, 40)]
+    );
     assert_eq!(h.pulls().len(), 1);
     let validations = h.task(task.id).validations().await;
     assert_eq!(

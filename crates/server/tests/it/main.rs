@@ -18,6 +18,7 @@ mod kubernetes_deploy;
 mod listing;
 mod local_executor;
 mod migrations;
+mod pull_request_state;
 mod repo_contract;
 mod report_faults;
 mod retention;

@@ -42,6 +42,7 @@ fn app_manifest_requests_the_permissions_and_events_the_app_uses() {
         "  - issues",
         "  - check_run",
         "  - installation_repositories",
+        "  - pull_request",
     ] {
         assert!(
             manifest

@@ -145,6 +145,52 @@ fn label_templates_are_read_from_the_label() {
 }
 
 #[test]
+fn a_closed_pull_request_is_merged_or_closed_and_a_reopened_one_open_again() {
+    use bg_agent_core::task::PrState;
+    let state_of = |name: &str| match decode("pull_request", &fixture(name), &context()) {
+        Decoded::Trigger(trigger) => match *trigger {
+            Trigger::PullRequest(change) => {
+                assert_eq!(change.number, 18);
+                assert_eq!(change.repository_id, 700001);
+                assert_eq!(change.repository, "acme/widgets");
+                assert_eq!(change.installation_id, 4200001);
+                assert_eq!(change.sender.login, "octo-lead");
+                (change.state, change.updated_at.map(|t| t.to_rfc3339()))
+            }
+            other => panic!("{name}: expected a pull request change, got {other:?}"),
+        },
+        other => panic!("{name}: expected a trigger, got {other:?}"),
+    };
+    let closed_at = Some("2025-06-02T09:33:39+00:00".to_owned());
+    assert_eq!(
+        state_of("pull_request.closed.json"),
+        (PrState::Merged, closed_at.clone())
+    );
+    assert_eq!(
+        state_of("pull_request.closed.unmerged.json"),
+        (PrState::Closed, closed_at)
+    );
+    assert_eq!(
+        state_of("pull_request.reopened.json"),
+        (PrState::Open, Some("2025-06-02T09:40:12+00:00".to_owned()))
+    );
+    // Other actions (a push to the branch, an edit) say nothing about the outcome.
+    let mut p = payload("pull_request.reopened.json");
+    p["action"] = json!("synchronize");
+    let Decoded::Ignored(reason) = decode_value("pull_request", &p) else {
+        panic!("synchronize is not used");
+    };
+    assert_eq!(reason, "`pull_request.synchronize` is not used");
+    // A payload missing its pull request is malformed, not a panic.
+    let mut p = payload("pull_request.closed.json");
+    p.as_object_mut().unwrap().remove("pull_request");
+    assert!(matches!(
+        decode_value("pull_request", &p),
+        Decoded::Malformed(_)
+    ));
+}
+
+#[test]
 fn unknown_events_are_ignored() {
     assert!(matches!(
         decode("star", br#"{"action":"created"}"#, &context()),

@@ -217,7 +217,8 @@ async fn every_trigger_is_decoded_end_to_end() {
 async fn uninteresting_deliveries_are_recorded_as_ignored_with_a_reason() {
     let app = TestApp::start().await;
     let cases = [
-        ("pull_request.closed.json", "not used"),
+        // Every pull request of the repository is delivered; this one no task opened.
+        ("pull_request.closed.json", "not opened by bg-agent"),
         ("issue_comment.edited.json", "not used"),
         (
             "issue_comment.created.no_command.json",

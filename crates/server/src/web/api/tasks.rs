@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 use crate::engine::tasks::Requested;
+use crate::store::agent_rounds::AgentRoundRecord;
 use crate::store::listing::{TaskFilter, list_tasks as list_stored};
 use crate::store::logs::LogFilter;
 use crate::store::tasks::{CreatedTask, TaskId, TaskRecord};
@@ -102,7 +103,17 @@ pub struct TaskSummary {
     pub finished_at: Option<DateTime<Utc>>,
     /// From start to end (or to now while it runs), in seconds.
     pub duration_secs: Option<f64>,
+    /// The coding agent that ran (`claude_code`, `codex`, `gemini`, `aider`, `cline` or
+    /// `command`); absent for a recipe, or before the agent reported.
+    pub provider: Option<String>,
+    /// What the agent's CLI reported spending over all rounds, in US dollars; absent
+    /// when it reported no cost.
+    pub cost_usd: Option<f64>,
     pub pr_url: Option<String>,
+    /// The pull request's state since it was opened: `open`, `merged` or `closed`
+    /// (closed without merging), from GitHub's `pull_request` events; absent without a
+    /// pull request.
+    pub pr_state: Option<String>,
     pub error: Option<String>,
     /// The task's page.
     pub url: String,
@@ -115,6 +126,35 @@ pub struct ValidationView {
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub output_tail: String,
+}
+
+/// What one round of the coding agent used, as its CLI reported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentRoundView {
+    /// 1 makes the change; each later round answers a failed validation.
+    pub round: i32,
+    pub provider: String,
+    /// Absent: the CLI's default model.
+    pub model: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: Option<f64>,
+    pub reported_at: DateTime<Utc>,
+}
+
+/// The coding agent's use over the task: sums, and each round.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageView {
+    pub provider: String,
+    /// The model of the last round; absent: the CLI's default.
+    pub model: Option<String>,
+    /// Rounds run (the verifier loop adds one per failed validation it answers).
+    pub rounds: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: Option<f64>,
+    /// Each round, first to last.
+    pub per_round: Vec<AgentRoundView>,
 }
 
 /// One audit event.
@@ -145,6 +185,8 @@ pub struct TaskDetail {
     pub changed: Option<bool>,
     pub changed_files: Vec<String>,
     pub failing_command: Option<String>,
+    /// The coding agent's tokens and cost; absent for a recipe, or before it reported.
+    pub usage: Option<UsageView>,
     /// 1 for the next queued task of its repository to start, and so on.
     pub queue_position: Option<i64>,
     /// Every attempt of this request, first to last (this one included).
@@ -322,14 +364,46 @@ fn summary(state: &ApiState, task: &TaskRecord) -> TaskSummary {
         started_at: task.started_at,
         finished_at: task.finished_at,
         duration_secs,
+        provider: task.agent_provider.clone(),
+        cost_usd: task.agent_cost_microusd.map(dollars),
         pr_url: task.pr_url.clone(),
+        pr_state: task.pr_state.map(|s| s.as_str().to_owned()),
         error: task.error.clone(),
         url: page_url(&state.public_url, task.id),
     }
 }
 
+fn dollars(microusd: i64) -> f64 {
+    microusd as f64 / 1_000_000.0
+}
+
+fn usage(task: &TaskRecord, rounds: Vec<AgentRoundRecord>) -> Option<UsageView> {
+    let provider = task.agent_provider.clone()?;
+    Some(UsageView {
+        provider,
+        model: rounds.last().and_then(|r| r.model.clone()),
+        rounds: task.agent_rounds,
+        input_tokens: task.agent_input_tokens,
+        output_tokens: task.agent_output_tokens,
+        cost_usd: task.agent_cost_microusd.map(dollars),
+        per_round: rounds
+            .into_iter()
+            .map(|r| AgentRoundView {
+                round: r.round,
+                provider: r.provider,
+                model: r.model,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost_microusd.map(dollars),
+                reported_at: r.reported_at,
+            })
+            .collect(),
+    })
+}
+
 async fn detail(state: &ApiState, task: TaskRecord) -> Result<TaskDetail, ApiError> {
     let details = state.store.task_details(&task, LOG_TAIL_LINES).await?;
+    let rounds = state.store.agent_rounds(task.id).await?;
     let attempts = state.store.attempts(task.id).await?;
     let events = state.store.task_events(task.id).await?;
     Ok(TaskDetail {
@@ -350,6 +424,7 @@ async fn detail(state: &ApiState, task: TaskRecord) -> Result<TaskDetail, ApiErr
         changed: task.changed,
         changed_files: task.changed_files.clone(),
         failing_command: task.failing_command.clone(),
+        usage: usage(&task, rounds),
         queue_position: details.queue_position,
         attempts: attempts
             .into_iter()
@@ -668,8 +743,8 @@ pub async fn list_tasks(
 /// A task in full.
 ///
 /// State, phase and progress, timings, template and parameters, instructions, the
-/// attempts, the pull request, the error, validation results, audit events and the
-/// log's last lines.
+/// attempts, the pull request and its state, the coding agent's usage and cost (per
+/// round), the error, validation results, audit events and the log's last lines.
 #[utoipa::path(
     get,
     path = "/api/v1/tasks/{id}",
