@@ -44,14 +44,22 @@ pub struct TaskSpec {
     pub instructions: String,
     /// The program (argv) the `command` provider runs; `None` when none is configured.
     pub agent_command: Option<Vec<String>>,
-    /// The template the task was made from (`None`: free text); the repository's
-    /// `.github/bg-agent.yml` may choose the agent per template.
+    /// The template the task was made from (`None`: free text).
     #[serde(default)]
     pub template: Option<String>,
     /// Which coding agent the `agent` recipe runs and its limits; `None`: the `command`
-    /// provider with [`TaskSpec::agent_command`] and the defaults (older servers).
+    /// provider with [`TaskSpec::agent_command`] and the defaults (older servers). The
+    /// server has chosen it (the repository's `.github/bg-agent.yml` for the template,
+    /// else the installation's default, else its own) and handed over that provider's
+    /// credential: the runner does not choose again.
     #[serde(default)]
     pub agent: Option<AgentSpec>,
+    /// A retry of a task whose agent change was kept starts from that change: the
+    /// earlier attempt's WIP branch ([`wip_branch`], made by the server, never user
+    /// text), fetched after the clone and applied to the checkout. `None`: from the
+    /// default branch alone.
+    #[serde(default)]
+    pub resume_branch: Option<String>,
     /// Commit identity: the App's bot user.
     pub author_name: String,
     pub author_email: String,
@@ -418,7 +426,17 @@ pub enum RunOutcome {
 
 /// Where a failed task's agent change is kept.
 pub fn wip_branch(task_id: i64) -> String {
-    format!("bg-agent/wip/{task_id}")
+    format!("{WIP_PREFIX}{task_id}")
+}
+
+/// The prefix of every WIP branch.
+pub const WIP_PREFIX: &str = "bg-agent/wip/";
+
+/// Whether `branch` is a WIP branch as [`wip_branch`] makes them (`bg-agent/wip/<id>`).
+pub fn is_wip_branch(branch: &str) -> bool {
+    branch
+        .strip_prefix(WIP_PREFIX)
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl RunOutcome {

@@ -92,6 +92,8 @@ pub struct AgentContext<'a> {
     pub env: &'a ChildEnv,
     pub credential: Option<&'a SecretString>,
     pub events: &'a EventSender,
+    /// The earlier attempt's branch whose change the checkout starts from (a retry).
+    pub resumed_from: Option<&'a str>,
 }
 
 /// Runs the agent once with `prompt` in the checkout; the usage it reported.
@@ -207,9 +209,17 @@ fn last_lines(tail: &str) -> String {
 }
 
 /// The first round's prompt: the task's instructions (an untrusted issue's text is
-/// already fenced and marked in them) and the rules of the workspace.
-pub fn first_prompt(spec: &TaskSpec) -> String {
-    format!("{}\n\n{}", spec.instructions.trim_end(), WORKSPACE_RULES)
+/// already fenced and marked in them), the rules of the workspace, and for a retry that
+/// starts from an earlier attempt's change, that it does.
+pub fn first_prompt(spec: &TaskSpec, resumed_from: Option<&str>) -> String {
+    let mut prompt = format!("{}\n\n{}", spec.instructions.trim_end(), WORKSPACE_RULES);
+    if let Some(branch) = resumed_from {
+        prompt.push_str(&format!(
+            "\n\nAn earlier attempt at this task did not pass the checks; its change (kept on \
+             branch {branch}) is already in the working tree. Continue from it."
+        ));
+    }
+    prompt
 }
 
 const WORKSPACE_RULES: &str = "You work in a checkout of the repository (the current \

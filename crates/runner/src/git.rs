@@ -1,8 +1,9 @@
 //! git, run as a program with argv: clone, stage, commit, push. The token reaches git
 //! only through its environment (`GIT_CONFIG_*` setting an `Authorization` header for the
-//! clone URL's origin), never through argv or a URL, and only for the clone and the push:
-//! the commands that run before any code of the repository, and after every process it
-//! started has ended (`crate::reaper`).
+//! clone URL's origin), never through argv or a URL, and only for the clone, the fetch
+//! of an earlier attempt's branch right after it, and the push: the commands that run
+//! before any code of the repository, and after every process it started has ended
+//! (`crate::reaper`).
 //!
 //! What git reads besides its argv and environment is closed to the repository's code:
 //! no system or global configuration (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`),
@@ -89,6 +90,9 @@ const SAFE_OPTIONS: [&str; 4] = [
     "core.fsmonitor=false",
 ];
 
+/// Where [`Git::fetch_branch`] puts the fetched branch.
+const RESUME_REF: &str = "refs/bg-agent/resume";
+
 /// A path under which no file can exist, for root too: `/dev/null` is not a directory.
 const NOWHERE: &str = "/dev/null";
 
@@ -155,6 +159,112 @@ impl Git {
             Err(e) => return Err(GitError::Shallow(e)),
         };
         Ok(git)
+    }
+
+    /// Fetches `branch` (an earlier attempt's kept change) from the clone URL, with the
+    /// token as for the clone: only right after it, before any code of the repository
+    /// has run. Its commit and that commit's parent (whose change is applied) are
+    /// fetched; `Ok(None)` when the server has no such branch.
+    pub async fn fetch_branch(
+        &self,
+        events: &EventSender,
+        branch: &str,
+    ) -> Result<Option<String>, GitError> {
+        if !valid_branch(branch) {
+            return Err(GitError::BadBranch(branch.to_owned()));
+        }
+        // Into a ref of the runner's own, not FETCH_HEAD or a branch the checkout knows.
+        let refspec = format!("+refs/heads/{branch}:{RESUME_REF}");
+        let fetched = self
+            .streamed(
+                events,
+                "git fetch",
+                &[
+                    "fetch",
+                    "--depth",
+                    "2",
+                    "--no-tags",
+                    "--no-recurse-submodules",
+                    "--",
+                    &self.url,
+                    &refspec,
+                ],
+                &self.repo_dir,
+            )
+            .await;
+        match fetched {
+            Ok(()) => Ok(Some(self.rev_parse(RESUME_REF).await?)),
+            Err(GitError::Failed { message, .. })
+                if message.contains("couldn't find remote ref") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies the change `commit` made to its parent onto the checkout (work tree and
+    /// index; HEAD stays the commit cloned, so the change is still measured against the
+    /// default branch). `Err(reason)` inside `Ok` when it does not apply cleanly (the
+    /// default branch has moved in the same lines): the checkout is then left as cloned.
+    pub async fn apply_change_of(
+        &self,
+        commit: &str,
+        name: &str,
+        email: &str,
+    ) -> Result<Result<(), String>, GitError> {
+        // cherry-pick wants an identity even when it makes no commit.
+        let env = self
+            .env
+            .with("GIT_COMMITTER_NAME", name)
+            .with("GIT_COMMITTER_EMAIL", email);
+        let picked = self
+            .local(
+                &env,
+                "git cherry-pick",
+                &[
+                    "cherry-pick",
+                    "--no-commit",
+                    "--no-rerere-autoupdate",
+                    commit,
+                ],
+            )
+            .await;
+        match picked {
+            Ok(_) => Ok(Ok(())),
+            Err(GitError::Failed { message, .. }) => {
+                let conflicted = self
+                    .local(
+                        &self.env,
+                        "git diff",
+                        &["diff", "--name-only", "--diff-filter=U", "-z"],
+                    )
+                    .await
+                    .unwrap_or_default();
+                let conflicted: Vec<String> = conflicted
+                    .split(|b| *b == 0)
+                    .filter(|path| !path.is_empty())
+                    .take(10)
+                    .map(|path| String::from_utf8_lossy(path).into_owned())
+                    .collect();
+                // Back to the commit cloned: conflict markers and half-applied files go.
+                self.local(
+                    &self.env,
+                    "git reset",
+                    &["reset", "--hard", "--quiet", &self.base],
+                )
+                .await?;
+                Ok(Err(if conflicted.is_empty() {
+                    format!("git cherry-pick failed{message}")
+                } else {
+                    format!(
+                        "it conflicts with the default branch in {}",
+                        conflicted.join(", ")
+                    )
+                }))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The environment of a git command that talks to the server: the token as an

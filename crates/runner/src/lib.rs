@@ -26,7 +26,7 @@ pub use bg_agent_core::protocol::Redactor;
 use bg_agent_core::protocol::{
     AGENT_CREDENTIAL_ENV, AgentProvider, AgentSpec, CALLBACK_CA_ENV, CALLBACK_URL_ENV,
     RUNNER_TOKEN_ENV, RunOutcome, SPEC_ENV, TASK_ID_ENV, TASK_SECRET_ENV, TaskSpec, Usage,
-    wip_branch,
+    is_wip_branch, wip_branch,
 };
 use bg_agent_core::task::{Phase, Recipe, ValidationCommand};
 
@@ -264,40 +264,37 @@ async fn execute(
     )
     .await?;
 
+    // A retry's earlier change is fetched now, while the token may still be used (no
+    // code of the repository has run), and applied once validation is decided.
+    let resume = match spec.resume_branch.as_deref() {
+        Some(branch) if spec.recipe == Recipe::Agent => fetch_resume(&git, branch, events)
+            .await?
+            .map(|c| (branch, c)),
+        _ => None,
+    };
+
     // Validation is decided from the default branch as cloned, before anything changes
     // it: an agent must not be able to weaken the checks its own change is held to.
     let commands = validate::commands_for(&repo_dir).await?;
 
     events.phase(Phase::Applying, PROGRESS_APPLYING).await?;
     let staged = if spec.recipe == Recipe::Agent {
+        let resumed_from = match resume {
+            Some((branch, commit)) => apply_resume(&spec, &git, branch, &commit, events).await?,
+            None => None,
+        };
         let agent_home = workspace.join("agent-home");
         std::fs::create_dir_all(&agent_home).map_err(RunnerError::Workspace)?;
-        let mut agent_spec = spec
+        // The server's choice (the repository's configuration included): the credential
+        // it handed over is that provider's.
+        let agent_spec = spec
             .agent
             .clone()
             .unwrap_or_else(|| AgentSpec::new(AgentProvider::Command));
-        // The repository's own choice, read from its default branch as cloned.
-        if let Some(choice) = repo_agent_choice(&repo_dir, spec.template.as_deref()).await? {
-            events
-                .info(format!(
-                    "{} chooses {}{}",
-                    bg_agent_core::task::repo_config::PATH,
-                    choice.provider.display(),
-                    choice
-                        .model
-                        .as_deref()
-                        .map(|m| format!(", model {m}"))
-                        .unwrap_or_default()
-                ))
-                .await?;
-            agent_spec.provider = choice.provider;
-            if choice.model.is_some() {
-                agent_spec.model = choice.model;
-            }
-        }
         let ctx = agent::AgentContext {
             spec: &spec,
             agent: &agent_spec,
+            resumed_from,
             repo_dir: &repo_dir,
             home: &agent_home,
             env: &child_env,
@@ -373,20 +370,62 @@ async fn execute(
     })
 }
 
-/// The coding agent `.github/bg-agent.yml` chooses for a task of `template`, if any.
-async fn repo_agent_choice(
-    repo_dir: &Path,
-    template: Option<&str>,
-) -> Result<Option<bg_agent_core::task::repo_config::AgentChoice>, RunnerError> {
-    let path = repo_dir.join(bg_agent_core::task::repo_config::PATH);
-    let text = match tokio::fs::read_to_string(&path).await {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(RunnerError::Workspace(e)),
-    };
-    let config = bg_agent_core::task::RepoConfig::parse(&text)
-        .map_err(|e| RunnerError::Validate(validate::ValidateError::Config(e)))?;
-    Ok(config.agent_for(template).cloned())
+/// Fetches the earlier attempt's branch `branch`; its commit, or `None` (logged) when it
+/// is gone.
+async fn fetch_resume(
+    git: &Git,
+    branch: &str,
+    events: &EventSender,
+) -> Result<Option<String>, RunnerError> {
+    // Made by the server from a task id; anything else is not followed.
+    if !is_wip_branch(branch) {
+        return Err(RunnerError::BadSpec(format!(
+            "{branch:?} is not a WIP branch to start from"
+        )));
+    }
+    let commit = git.fetch_branch(events, branch).await?;
+    if commit.is_none() {
+        events
+            .warn(format!(
+                "the earlier attempt's branch {branch} is gone: starting fresh from the default branch"
+            ))
+            .await?;
+    }
+    Ok(commit)
+}
+
+/// Applies the change kept on `branch` (at `commit`) to the checkout; the branch when it
+/// applied, `None` (logged) when it did not and the run starts fresh.
+async fn apply_resume<'a>(
+    spec: &TaskSpec,
+    git: &Git,
+    branch: &'a str,
+    commit: &str,
+    events: &EventSender,
+) -> Result<Option<&'a str>, RunnerError> {
+    match git
+        .apply_change_of(commit, &spec.author_name, &spec.author_email)
+        .await?
+    {
+        Ok(()) => {
+            events
+                .info(format!(
+                    "starting from the earlier attempt's change on {branch} ({})",
+                    &commit[..commit.len().min(12)]
+                ))
+                .await?;
+            Ok(Some(branch))
+        }
+        Err(reason) => {
+            events
+                .warn(format!(
+                    "the earlier attempt's change on {branch} does not apply to {} as it is now ({reason}): starting fresh",
+                    spec.default_branch
+                ))
+                .await?;
+            Ok(None)
+        }
+    }
 }
 
 /// How the agent's rounds ended.
@@ -417,7 +456,7 @@ async fn agent_rounds(
         // The generic command reads exactly the instructions, as it always has.
         spec.instructions.clone()
     } else {
-        agent::first_prompt(spec)
+        agent::first_prompt(spec, ctx.resumed_from)
     };
     for round in 1..=rounds {
         if round > 1 {

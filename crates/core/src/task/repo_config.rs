@@ -17,7 +17,8 @@
 //!   max_files: 20
 //!   max_lines: 500
 //!     agent: { provider: codex, model: gpt-5 }   # this template's coding agent
-//! agent: { provider: claude_code }              # the others' (else the server's)
+//! agent: { provider: claude_code }              # the others' (else the installation's
+//!                                               # default, else the server's)
 //! ```
 //!
 //! Commands are argv, never a shell line: a string is split on whitespace, with single

@@ -20,10 +20,15 @@ use tracing::Instrument;
 use crate::background::Background;
 use crate::config::Unvalidated;
 use crate::credentials::{CredentialError, Keyring, NeedsCredential, Provider};
+use crate::engine::tasks::read_repo_config;
 use crate::executor::{ExecutionId, Executor, Launch, Observed};
+use crate::store::runs::PreparedAgent;
 use crate::store::tasks::{AuditActor, Caps, TaskRecord};
 use crate::store::{Store, StoreError};
-use bg_agent_core::protocol::{AgentSpec, CALLBACK_CA_ENV, SPEC_ENV, ScopePolicy, TaskSpec};
+use bg_agent_core::protocol::{
+    AgentProvider, AgentSpec, CALLBACK_CA_ENV, SPEC_ENV, ScopePolicy, TaskSpec,
+};
+use bg_agent_core::task::repo_config::AgentChoice;
 use bg_agent_core::task::{Recipe, TaskId, TaskState, branch_name};
 use bg_agent_github::{GitHubApp, GitHubError, InstallationToken, RepoName};
 
@@ -99,6 +104,9 @@ enum LaunchError {
     },
     #[error("cannot use the agent's credential: {0}")]
     Credential(#[from] CredentialError),
+    /// The repository's `.github/bg-agent.yml`, read to choose the agent, is unusable.
+    #[error("{0}; fix it on the default branch, then retry")]
+    RepoConfig(String),
 }
 
 pub struct Supervisor<E> {
@@ -527,7 +535,11 @@ impl<E: Executor> Supervisor<E> {
                     }
                 });
             }
-            Err(e @ (LaunchError::NoCredential { .. } | LaunchError::Credential(_))) => {
+            Err(
+                e @ (LaunchError::NoCredential { .. }
+                | LaunchError::Credential(_)
+                | LaunchError::RepoConfig(_)),
+            ) => {
                 tracing::warn!(task = task.id.get(), error = %e, "no usable agent credential");
                 self.end(&task, TaskState::Failed, Some(&e.to_string()))
                     .await;
@@ -540,15 +552,53 @@ impl<E: Executor> Supervisor<E> {
         }
     }
 
-    /// The credential the task's agent is given (opened), and its id: the requester's
-    /// own for the agent's provider, else the installation's. `None` for tasks whose
+    /// The coding agent an agent task runs (`None` for a recipe), chosen here, before
+    /// anything starts, so that the credential handed over is the one of the provider
+    /// that runs: the repository's `.github/bg-agent.yml` for the task's template (or for
+    /// the repository), else the installation's default, else the server's.
+    async fn choose_agent(
+        &self,
+        task: &TaskRecord,
+        installation: u64,
+        repo: &RepoName,
+        default_branch: &str,
+    ) -> Result<Option<ChosenAgent>, LaunchError> {
+        if task.recipe != Recipe::Agent {
+            return Ok(None);
+        }
+        let installation_default = self
+            .store
+            .default_agent(task.installation_id)
+            .await?
+            .and_then(|(provider, model)| {
+                // The column's constraint admits only known names.
+                AgentProvider::parse(&provider).map(|provider| AgentChoice { provider, model })
+            });
+        let config = read_repo_config(
+            &self.github.installation(installation),
+            repo,
+            default_branch,
+        )
+        .await?
+        .map_err(LaunchError::RepoConfig)?;
+        let repository = config.agent_for(task.template.as_deref()).cloned();
+        Ok(Some(choose(
+            &self.settings.agent,
+            installation_default,
+            repository,
+        )))
+    }
+
+    /// The credential the agent `provider` is given (opened), and its id: the
+    /// requester's own for the provider, else the installation's. `None` for tasks whose
     /// agent needs none (recipes, the generic command); an error when one is needed and
     /// missing or unreadable, before anything is started.
     async fn agent_credential(
         &self,
         task: &TaskRecord,
+        agent: Option<AgentProvider>,
     ) -> Result<Option<(Option<i64>, SecretString)>, LaunchError> {
-        let Some(agent) = agent_provider_for(task, &self.settings) else {
+        let Some(agent) = agent else {
             return Ok(None);
         };
         let Some(provider) = agent.credential() else {
@@ -580,7 +630,6 @@ impl<E: Executor> Supervisor<E> {
 
     async fn try_launch(&self, task: &TaskRecord) -> Result<ExecutionId, LaunchError> {
         let (repo_name, installation, repository_id) = task_repository(task)?;
-        let agent_credential = self.agent_credential(task).await?;
         // The configured GitHub's host, never a URL from a webhook payload: the runner
         // hands its token to whatever it clones from.
         let clone_url = self.github.clone_url(&repo_name);
@@ -594,6 +643,12 @@ impl<E: Executor> Supervisor<E> {
                     .default_branch
             }
         };
+        let agent = self
+            .choose_agent(task, installation, &repo_name, &default_branch)
+            .await?;
+        let agent_credential = self
+            .agent_credential(task, agent.as_ref().map(|a| a.spec.provider))
+            .await?;
         let timeout = Duration::from_secs(u64::try_from(task.timeout_secs).unwrap_or(3600));
         let token = self
             .github
@@ -612,15 +667,23 @@ impl<E: Executor> Supervisor<E> {
             .branch
             .clone()
             .unwrap_or_else(|| branch_name(task.id, &task.summary));
-        if !self
+        let audit = agent.as_ref().map(ChosenAgent::describe);
+        let prepared = agent
+            .as_ref()
+            .zip(audit.as_deref())
+            .map(|(agent, audit)| PreparedAgent {
+                provider: agent.spec.provider.name(),
+                audit,
+            });
+        let Some(launching) = self
             .store
-            .prepare_launch(task.id, &sha256(&secret), &branch)
+            .prepare_launch(task.id, &sha256(&secret), &branch, prepared)
             .await?
-        {
+        else {
             return Err(LaunchError::Invalid(
                 "the task is no longer starting".into(),
             ));
-        }
+        };
         let slug = &self.settings.app_slug;
         let (commit_title, commit_body) = bg_agent_core::task::render::commit_message(
             task,
@@ -637,7 +700,8 @@ impl<E: Executor> Supervisor<E> {
             instructions: task.instructions.clone(),
             agent_command: self.settings.agent_command.clone(),
             template: task.template.clone(),
-            agent: (task.recipe == Recipe::Agent).then(|| self.settings.agent.clone()),
+            agent: agent.map(|agent| agent.spec),
+            resume_branch: launching.resume_branch,
             author_name: format!("{slug}[bot]"),
             // GitHub's noreply address for an App's bot user.
             author_email: format!(
@@ -730,13 +794,75 @@ impl<E: Executor> Supervisor<E> {
     }
 }
 
-/// The coding agent `task` runs, `None` for a recipe. Today the server's setting; where
-/// repository configuration and installation defaults choose it, they come in here.
-pub fn agent_provider_for(
-    task: &TaskRecord,
-    settings: &SupervisorSettings,
-) -> Option<bg_agent_core::protocol::AgentProvider> {
-    (task.recipe == Recipe::Agent).then_some(settings.agent.provider)
+/// Who chose a task's coding agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentChooser {
+    Repository,
+    Installation,
+    Server,
+}
+
+/// A task's coding agent and who chose it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChosenAgent {
+    pub spec: AgentSpec,
+    pub by: AgentChooser,
+}
+
+impl ChosenAgent {
+    /// The task's audit event, e.g. "runs Codex CLI (model gpt-5), chosen by the
+    /// repository's .github/bg-agent.yml".
+    fn describe(&self) -> String {
+        let model = self
+            .spec
+            .model
+            .as_deref()
+            .map(|m| format!(" (model {})", bg_agent_core::output::clip_line(m, 100)))
+            .unwrap_or_default();
+        let by = match self.by {
+            AgentChooser::Repository => {
+                format!(
+                    "the repository's {}",
+                    bg_agent_core::task::repo_config::PATH
+                )
+            }
+            AgentChooser::Installation => "the installation's default".to_owned(),
+            AgentChooser::Server => "the server's configuration".to_owned(),
+        };
+        format!(
+            "runs {}{model}, chosen by {by}",
+            self.spec.provider.display()
+        )
+    }
+}
+
+/// The agent of a task, by precedence: the repository's choice, the installation's
+/// default, the server's. The model goes with the provider: a level that changes the
+/// provider without naming a model leaves the provider's own default.
+pub fn choose(
+    server: &AgentSpec,
+    installation: Option<AgentChoice>,
+    repository: Option<AgentChoice>,
+) -> ChosenAgent {
+    let mut chosen = ChosenAgent {
+        spec: server.clone(),
+        by: AgentChooser::Server,
+    };
+    for (choice, by) in [
+        (installation, AgentChooser::Installation),
+        (repository, AgentChooser::Repository),
+    ] {
+        let Some(choice) = choice else { continue };
+        if choice.provider != chosen.spec.provider {
+            chosen.spec.model = None;
+        }
+        chosen.spec.provider = choice.provider;
+        if choice.model.is_some() {
+            chosen.spec.model = choice.model;
+        }
+        chosen.by = by;
+    }
+    chosen
 }
 
 /// The task's repository, installation and repository id, as GitHub calls them.
@@ -793,6 +919,71 @@ fn lock(tasks: &Mutex<HashSet<TaskId>>) -> std::sync::MutexGuard<'_, HashSet<Tas
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_repository_chooses_before_the_installation_before_the_server() {
+        let server = AgentSpec {
+            model: Some("aider-model".into()),
+            ..AgentSpec::new(AgentProvider::Aider)
+        };
+        let choice = |provider, model: Option<&str>| AgentChoice {
+            provider,
+            model: model.map(str::to_owned),
+        };
+        let pick = |installation, repository| {
+            let chosen = choose(&server, installation, repository);
+            (chosen.spec.provider, chosen.spec.model, chosen.by)
+        };
+        assert_eq!(
+            pick(None, None),
+            (
+                AgentProvider::Aider,
+                Some("aider-model".into()),
+                AgentChooser::Server
+            )
+        );
+        // Another provider without a model: that provider's own default, not the
+        // server's model for Aider.
+        assert_eq!(
+            pick(Some(choice(AgentProvider::ClaudeCode, None)), None),
+            (AgentProvider::ClaudeCode, None, AgentChooser::Installation)
+        );
+        assert_eq!(
+            pick(
+                Some(choice(AgentProvider::ClaudeCode, Some("opus"))),
+                Some(choice(AgentProvider::Codex, Some("gpt-5")))
+            ),
+            (
+                AgentProvider::Codex,
+                Some("gpt-5".into()),
+                AgentChooser::Repository
+            )
+        );
+        // The same provider again keeps the model chosen below.
+        assert_eq!(
+            pick(
+                Some(choice(AgentProvider::Codex, Some("gpt-5"))),
+                Some(choice(AgentProvider::Codex, None))
+            ),
+            (
+                AgentProvider::Codex,
+                Some("gpt-5".into()),
+                AgentChooser::Repository
+            )
+        );
+        let described = ChosenAgent {
+            spec: AgentSpec {
+                model: Some("gpt-5".into()),
+                ..AgentSpec::new(AgentProvider::Codex)
+            },
+            by: AgentChooser::Repository,
+        }
+        .describe();
+        assert_eq!(
+            described,
+            "runs Codex CLI (model gpt-5), chosen by the repository's .github/bg-agent.yml"
+        );
+    }
 
     #[test]
     fn a_task_is_busy_while_its_guard_lives_and_only_once() {

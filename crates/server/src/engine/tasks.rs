@@ -282,22 +282,9 @@ impl TaskIntake {
             Some(branch) => branch.to_owned(),
             None => client.repository(repo).await?.default_branch,
         };
-        let file = client
-            .file_contents(
-                repo,
-                bg_agent_core::task::repo_config::PATH,
-                Some(&default_branch),
-            )
-            .await?;
-        let repo_config = match file {
-            None => RepoConfig::default(),
-            Some(file) => match std::str::from_utf8(&file.content)
-                .map_err(|_| format!("{} is not UTF-8", bg_agent_core::task::repo_config::PATH))
-                .and_then(|text| RepoConfig::parse(text).map_err(|e| e.to_string()))
-            {
-                Ok(config) => config,
-                Err(message) => return Ok(Err(message)),
-            },
+        let repo_config = match read_repo_config(&client, repo, &default_branch).await? {
+            Ok(config) => config,
+            Err(message) => return Ok(Err(message)),
         };
         let mut templates = repo_config.templates;
         for template in self.store.database_templates(installation_id).await? {
@@ -818,6 +805,22 @@ type Templates = Result<Vec<Template>, String>;
 pub struct Requester<'a> {
     pub login: &'a str,
     pub user_id: i64,
+}
+
+/// The repository's `.github/bg-agent.yml` on `branch` (the default when it has none);
+/// `Ok(Err(message))` when the file is unusable.
+pub async fn read_repo_config(
+    client: &InstallationClient,
+    repo: &RepoName,
+    branch: &str,
+) -> Result<Result<RepoConfig, String>, GitHubError> {
+    let path = bg_agent_core::task::repo_config::PATH;
+    let Some(file) = client.file_contents(repo, path, Some(branch)).await? else {
+        return Ok(Ok(RepoConfig::default()));
+    };
+    Ok(std::str::from_utf8(&file.content)
+        .map_err(|_| format!("{path} is not UTF-8"))
+        .and_then(|text| RepoConfig::parse(text).map_err(|e| e.to_string())))
 }
 
 /// What a retry asked for outside GitHub came to.

@@ -32,6 +32,22 @@ pub enum ReportApplied {
     Ended,
 }
 
+/// The coding agent a task is launched with, as [`Store::prepare_launch`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct PreparedAgent<'a> {
+    /// The provider's configuration name (`codex`...).
+    pub provider: &'a str,
+    /// The audit event saying what runs and who chose it.
+    pub audit: &'a str,
+}
+
+/// What [`Store::prepare_launch`] recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launching {
+    /// The WIP branch the run starts from (a retry of a task whose change was kept).
+    pub resume_branch: Option<String>,
+}
+
 /// What a cancel request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelRequested {
@@ -112,23 +128,60 @@ impl Store {
     }
 
     /// Records the secret's hash (before launching, so the runner's first report is
-    /// accepted) and the branch it will push.
+    /// accepted), the branch it will push and the coding agent the server chose for it
+    /// (`None`: a recipe). `None` when the task is no longer starting.
+    ///
+    /// A retry starts from its previous attempt's kept change: that attempt's WIP branch,
+    /// or else the one it started from itself; recorded here and returned.
     pub async fn prepare_launch(
         &self,
         id: TaskId,
         secret_hash: &[u8],
         branch: &str,
-    ) -> Result<bool, StoreError> {
-        let updated = sqlx::query!(
-            "UPDATE tasks SET runner_secret_hash = $2, branch = $3, updated_at = now()
-             WHERE id = $1 AND state = 'starting'",
+        agent: Option<PreparedAgent<'_>>,
+    ) -> Result<Option<Launching>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query!(
+            r#"UPDATE tasks SET runner_secret_hash = $2, branch = $3,
+                 agent_provider = COALESCE($4, agent_provider),
+                 resume_branch = CASE WHEN $5 THEN
+                     (SELECT COALESCE(p.wip_branch, p.resume_branch) FROM tasks p
+                      WHERE p.id = tasks.retry_of) END,
+                 updated_at = now()
+             WHERE id = $1 AND state = 'starting'
+             RETURNING resume_branch"#,
             id as TaskId,
             secret_hash,
             branch,
+            agent.map(|a| a.provider),
+            agent.is_some(),
         )
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let actor = AuditActor {
+            name: "bg-agent",
+            delivery_guid: None,
+        };
+        if let Some(agent) = agent {
+            append_event(&mut *tx, id, actor, agent.audit, (None, None)).await?;
+        }
+        if let Some(resume) = &row.resume_branch {
+            append_event(
+                &mut *tx,
+                id,
+                actor,
+                &format!("starts from the earlier attempt's change on {resume}"),
+                (None, None),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(Launching {
+            resume_branch: row.resume_branch,
+        }))
     }
 
     /// This server process is alive (the supervisor calls it every pass).

@@ -639,3 +639,218 @@ async fn the_repository_chooses_its_coding_agent_in_its_config() {
     );
     h.finish().await;
 }
+
+/// Work is never lost, and Retry picks it up: the first attempt's change fails the checks
+/// and is kept on its WIP branch; Retry starts the next attempt from that change (the
+/// agent sees the earlier files), and the pull request holds both attempts' work,
+/// measured against the default branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_starts_from_the_wip_branch_and_the_pull_request_holds_both_changes() {
+    let api = ModelApi::start(
+        CREDENTIAL,
+        vec![
+            // Attempt 1: a note, and a hello.txt that fails the test.
+            Step::tool(
+                "Write",
+                json!({"file_path": format!("{CHECKOUT}/NOTE.md"), "content": "kept from attempt one\n"}),
+            ),
+            Step::tool(
+                "Write",
+                json!({"file_path": format!("{CHECKOUT}/hello.txt"), "content": "broken\n"}),
+            ),
+            Step::text("Done."),
+            // Attempt 2: looks at what is there, then fixes hello.txt only.
+            Step::tool(
+                "Bash",
+                json!({"command": "cat NOTE.md hello.txt", "description": "Look at the earlier change"}),
+            ),
+            Step::tool(
+                "Bash",
+                json!({"command": "printf 'fixed\\n' > hello.txt", "description": "Fix hello.txt"}),
+            ),
+            Step::text("Fixed."),
+        ],
+    )
+    .await;
+    let h = scenario(AgentProvider::ClaudeCode, &api)
+        .agent_spec(AgentSpec {
+            verifier_rounds: 0,
+            ..agent(AgentProvider::ClaudeCode, &api)
+        })
+        .start()
+        .await;
+    h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
+        .await;
+    let first = ended(&h, TaskState::Failed).await;
+    let wip = format!("bg-agent/wip/{}", first.id);
+    assert_eq!(first.wip_branch.as_deref(), Some(wip.as_str()));
+    assert_eq!(h.show(&wip, "NOTE.md"), "kept from attempt one\n");
+    let asked_first = api.agent_requests().len();
+
+    h.click(first.id, LEAD, "retry").await;
+    let second = h
+        .tasks()
+        .await
+        .into_iter()
+        .find(|t| t.retry_of == Some(first.id))
+        .expect("the retry made an attempt");
+    let second = h.task(second.id).wait(|t| t.state.is_terminal()).await;
+    let log = h
+        .store()
+        .log_tail(second.id, 5000)
+        .await
+        .unwrap()
+        .join("\n");
+    assert_eq!(
+        second.state,
+        TaskState::Succeeded,
+        "{:?}\n{log}",
+        second.error
+    );
+    assert!(
+        log.contains(&format!(
+            "starting from the earlier attempt's change on {wip}"
+        )),
+        "{log}"
+    );
+    let audit = h.task(second.id).audit().await.join("\n");
+    assert!(
+        audit.contains(&format!(
+            "starts from the earlier attempt's change on {wip}"
+        )),
+        "{audit}"
+    );
+
+    // The second run's agent was told, and saw the earlier files in its checkout: the
+    // output of `cat` went back to the model.
+    let asked = api.agent_requests();
+    let opening = asked[asked_first].text();
+    assert!(
+        opening.contains(&format!(
+            "its change (kept on branch {wip}) is already in the working tree"
+        )),
+        "{opening}"
+    );
+    let after_cat = asked[asked_first + 1].text();
+    assert!(after_cat.contains("kept from attempt one"), "{after_cat}");
+    assert!(after_cat.contains("broken"), "{after_cat}");
+
+    // One pull request, with both attempts' work against the default branch.
+    let second = h.task(second.id).reported_end().await;
+    let branch = second.branch.clone().unwrap();
+    assert_eq!(h.show(&branch, "NOTE.md"), "kept from attempt one\n");
+    assert_eq!(h.show(&branch, "hello.txt"), "fixed\n");
+    assert_eq!(
+        second.changed_files,
+        vec!["NOTE.md".to_owned(), "hello.txt".to_owned()]
+    );
+    let pulls = h.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0].head, branch);
+    h.finish().await;
+}
+
+/// The provider the repository chooses for a template is the one that runs, with its own
+/// credential: not the installation's default agent, nor that one's credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repositorys_agent_for_a_template_runs_with_its_own_providers_credential() {
+    use bg_agent::credentials::{Keyring, Provider, Scope, fingerprint};
+    use secrecy::SecretString;
+
+    const OPENAI: &str = "sk-openai-credential-for-codex-51c2";
+    const ANTHROPIC: &str = "sk-ant-credential-of-the-default-9d0e";
+    let api = ModelApi::start(
+        OPENAI,
+        vec![
+            Step::tool(
+                "exec_command",
+                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
+            ),
+            Step::text("I wrote hello.txt."),
+        ],
+    )
+    .await;
+    require(AgentProvider::Codex);
+    let keys = Keyring::parse(&SecretString::from(
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
+    ))
+    .unwrap();
+    let configured = keys.clone();
+    let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
+        .tests(HELLO_TEST)
+        .file(
+            ".github/bg-agent.yml",
+            format!(
+                "{VALIDATION}templates:\n  - name: fix-hello\n    instructions: Make hello.txt say fixed.\n    agent: {{ provider: codex, model: gpt-test }}\n"
+            ),
+        )
+        // The server's own default is Gemini CLI; the installation's (below) Claude Code:
+        // each needs another provider's credential than Codex.
+        .agent_spec(AgentSpec {
+            base_url: Some(format!("{}/v1", api.url())),
+            max_turns: 10,
+            ..AgentSpec::new(AgentProvider::Gemini)
+        })
+        .configure(move |config| config.run.encryption_keys = Some(configured))
+        .start()
+        .await;
+    let installation = github_fake::world::INSTALLATION_ID as i64;
+    h.store()
+        .set_default_agent(installation, "claude_code", None)
+        .await
+        .unwrap();
+    for (provider, value) in [(Provider::OpenAi, OPENAI), (Provider::Anthropic, ANTHROPIC)] {
+        let scope = Scope {
+            installation_id: installation,
+            user_id: None,
+            provider,
+        };
+        let sealed = keys
+            .seal(&scope, &SecretString::from(value.to_owned()))
+            .unwrap();
+        h.store()
+            .put_credential(&scope, &sealed, &fingerprint(value))
+            .await
+            .unwrap();
+    }
+
+    h.comment(LEAD, "/bg-agent fix-hello").await;
+    let task = ended(&h, TaskState::Succeeded).await;
+    assert_eq!(task.agent_provider.as_deref(), Some("codex"));
+    let audit = h.task(task.id).audit().await.join("\n");
+    assert!(
+        audit.contains(
+            "runs Codex CLI (model gpt-test), chosen by the repository's .github/bg-agent.yml"
+        ),
+        "{audit}"
+    );
+    // Codex ran with OpenAI's credential, and the model the repository named.
+    let requests = api.requests();
+    assert!(!requests.is_empty());
+    for request in &requests {
+        assert!(request.authorized, "{}", request.path);
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {OPENAI}").as_str())
+        );
+    }
+    assert_eq!(api.agent_requests()[0].body["model"], "gpt-test");
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    // The credential recorded as used is OpenAI's; Anthropic's never left the database.
+    let used = h
+        .store()
+        .task_credential(task.id)
+        .await
+        .unwrap()
+        .expect("the task used a stored credential");
+    assert_eq!(used.scope.provider, Provider::OpenAi);
+    let log = h.store().log_tail(task.id, 5000).await.unwrap().join("\n");
+    for secret in [OPENAI, ANTHROPIC] {
+        assert!(!log.contains(secret));
+        assert!(!requests.iter().any(|r| r.text().contains(secret)));
+    }
+    h.finish().await;
+}

@@ -423,13 +423,17 @@ fn recording_runner(dir: &Path) -> std::path::PathBuf {
 async fn the_credential_reaches_agent_tasks_only_and_never_a_log() {
     let dir = tempfile::tempdir().unwrap();
     let runner = recording_runner(dir.path());
+    // The server chooses Claude Code and hands over Anthropic's credential; this runner
+    // is told to run the configured command in its place, which prints the value: the
+    // log line holds it only if the runner's redaction failed.
+    let script = std::fs::read_to_string(&runner).unwrap().replace(
+        "\nexec ",
+        "\nBG_AGENT_TASK_SPEC=$(printf %s \"$BG_AGENT_TASK_SPEC\" | sed 's/\"provider\":\"claude_code\"/\"provider\":\"command\"/')\nexport BG_AGENT_TASK_SPEC\nexec ",
+    );
+    std::fs::write(&runner, script).unwrap();
     let keys = keyring(OLD_KEY);
     let configured = keys.clone();
     let h = Scenario::engine(runner)
-        // The server picks the credential for its agent (Claude Code's, below); the
-        // repository runs its own command instead, which prints the value: the log line
-        // holds it only if the runner's redaction failed.
-        .file(".github/bg-agent.yml", "agent: { provider: command }\n")
         .agent(&["sh", "-c", &format!("echo 'leak? {VALUE}'; cat > NOTE.md")])
         .configure(move |config| {
             // Unsandboxed, so the recording runner can write where the test reads.

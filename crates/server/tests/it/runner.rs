@@ -18,7 +18,8 @@ use base64::Engine as _;
 use bg_agent::executor::sandbox::Protected;
 use bg_agent::executor::{Executor, Launch, LocalExecutor, Observed, Sandbox, SandboxSettings};
 use bg_agent_core::protocol::{
-    RunOutcome, RunnerEvent, RunnerReport, SPEC_ENV, TaskSpec, ValidationResult,
+    AgentProvider, AgentSpec, RunOutcome, RunnerEvent, RunnerReport, SPEC_ENV, TaskSpec,
+    ValidationResult,
 };
 use bg_agent_core::task::{Phase, Recipe};
 use github_fake::{Access, GitHubSim, Permissions, RepoHandle, RunningSim, SimConfig};
@@ -159,6 +160,7 @@ impl World {
             agent_command: None,
             template: None,
             agent: None,
+            resume_branch: None,
             author_name: BOT_NAME.into(),
             author_email: BOT_EMAIL.into(),
             commit_title: format!("[bg-agent] task {task_id}: upgrade lodash"),
@@ -799,4 +801,159 @@ fn the_runner_fails_without_its_environment() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("BG_AGENT_TASK_ID"), "{stderr}");
+}
+
+/// An agent task with the generic command provider running `script` in `sh`, no
+/// verifier rounds.
+fn agent_task(world: &World, id: i64, repo: &RepoHandle, script: &str) -> TaskSpec {
+    let mut spec = world.spec(id, repo, Recipe::Agent);
+    spec.branch = format!("bg-agent/{id}-fix-hello");
+    spec.agent = Some(AgentSpec {
+        verifier_rounds: 0,
+        ..AgentSpec::new(AgentProvider::Command)
+    });
+    spec.agent_command = Some(vec!["sh".into(), "-c".into(), script.into()]);
+    spec
+}
+
+/// A retry starts from the earlier attempt's WIP branch: fetched with the scoped token,
+/// its change applied to a fresh clone of the default branch, the agent sees it, and
+/// the one commit pushed holds both changes on top of the default branch. A branch that
+/// is gone, or a change that no longer applies, means a fresh start, logged.
+#[tokio::test]
+async fn a_retry_starts_from_the_earlier_attempts_wip_branch() {
+    let world = world().await;
+    let repo = world
+        .repo(
+            "resume",
+            &[
+                ("README.md", "# resume\n".into()),
+                (
+                    ".github/bg-agent.yml",
+                    "validation:\n  - [sh, -c, 'grep -qx fixed hello.txt']\n".into(),
+                ),
+            ],
+        )
+        .await;
+    let main_before = git(&repo, &["rev-parse", "main"]).unwrap();
+    let token = world.token(&repo);
+
+    // Attempt 1: a note, and a hello.txt that fails the check: kept, not proposed.
+    let first = agent_task(
+        &world,
+        301,
+        &repo,
+        "echo one > NOTE.md && echo broken > hello.txt",
+    );
+    let run1 = run(&first, &token, &callback(301, &[]).await).await;
+    let RunOutcome::Failed {
+        wip_branch: Some(wip),
+        ..
+    } = run1.outcome()
+    else {
+        panic!("no WIP branch: {:?}\n{}", run1.outcome(), run1.log());
+    };
+    assert_eq!(wip, "bg-agent/wip/301");
+
+    // Attempt 2 starts from it: the agent reads the note and fixes hello.txt.
+    let mut second = agent_task(
+        &world,
+        302,
+        &repo,
+        "cat NOTE.md hello.txt > SEEN.md && echo fixed > hello.txt",
+    );
+    second.resume_branch = Some(wip.clone());
+    let run2 = run(&second, &token, &callback(302, &[]).await).await;
+    let RunOutcome::Pushed {
+        commit,
+        changed_files,
+        ..
+    } = run2.outcome()
+    else {
+        panic!("not pushed: {:?}\n{}", run2.outcome(), run2.log());
+    };
+    assert_eq!(changed_files, &["NOTE.md", "SEEN.md", "hello.txt"]);
+    assert_eq!(show(&repo, commit, "SEEN.md"), "one\nbroken\n");
+    assert_eq!(show(&repo, commit, "hello.txt"), "fixed\n");
+    // One commit on the default branch: the pull request's diff is against it.
+    assert_eq!(
+        git(&repo, &["rev-parse", &format!("{commit}^")]).unwrap(),
+        main_before
+    );
+    assert!(
+        run2.log()
+            .contains("starting from the earlier attempt's change on bg-agent/wip/301"),
+        "{}",
+        run2.log()
+    );
+
+    // The default branch moves and adds hello.txt too: the kept change conflicts, so
+    // attempt 3 starts fresh, saying why.
+    let upstream = agent_task(&world, 303, &repo, "echo fixed > hello.txt");
+    let run3 = run(&upstream, &token, &callback(303, &[]).await).await;
+    let RunOutcome::Pushed { commit: moved, .. } = run3.outcome() else {
+        panic!("not pushed: {:?}\n{}", run3.outcome(), run3.log());
+    };
+    git(&repo, &["update-ref", "refs/heads/main", moved.trim()]).unwrap();
+    let mut third = agent_task(
+        &world,
+        304,
+        &repo,
+        "test ! -e NOTE.md && echo three > THREE.md",
+    );
+    third.resume_branch = Some(wip.clone());
+    let run4 = run(&third, &token, &callback(304, &[]).await).await;
+    assert!(
+        matches!(run4.outcome(), RunOutcome::Pushed { changed_files, .. } if changed_files == &["THREE.md"]),
+        "{:?}\n{}",
+        run4.outcome(),
+        run4.log()
+    );
+    assert!(
+        run4.log().contains(
+            "the earlier attempt's change on bg-agent/wip/301 does not apply to main as it is now (it conflicts with the default branch in hello.txt): starting fresh"
+        ),
+        "{}",
+        run4.log()
+    );
+
+    // The branch is gone: attempt 4 starts fresh, saying so.
+    git(&repo, &["update-ref", "-d", "refs/heads/bg-agent/wip/301"]).unwrap();
+    let mut fourth = agent_task(
+        &world,
+        305,
+        &repo,
+        "test ! -e NOTE.md && echo four > FOUR.md",
+    );
+    fourth.resume_branch = Some(wip.clone());
+    let run5 = run(&fourth, &token, &callback(305, &[]).await).await;
+    assert!(
+        matches!(run5.outcome(), RunOutcome::Pushed { changed_files, .. } if changed_files == &["FOUR.md"]),
+        "{:?}\n{}",
+        run5.outcome(),
+        run5.log()
+    );
+    assert!(
+        run5.log().contains(
+            "the earlier attempt's branch bg-agent/wip/301 is gone: starting fresh from the default branch"
+        ),
+        "{}",
+        run5.log()
+    );
+}
+
+/// Only a WIP branch as the server names them is followed.
+#[tokio::test]
+async fn a_resume_branch_that_is_not_a_wip_branch_is_refused() {
+    let world = world().await;
+    let repo = world
+        .repo("resume-bad", &[("README.md", "# x\n".into())])
+        .await;
+    let mut spec = agent_task(&world, 306, &repo, "echo x > X.md");
+    spec.resume_branch = Some("main".into());
+    let run = run(&spec, &world.token(&repo), &callback(306, &[]).await).await;
+    let RunOutcome::Failed { error, .. } = run.outcome() else {
+        panic!("not refused: {:?}", run.outcome());
+    };
+    assert!(error.contains("\"main\" is not a WIP branch"), "{error}");
 }

@@ -53,9 +53,15 @@ async fn start() -> Api {
         .unwrap();
     assert!(
         store
-            .prepare_launch(task.id, &runner_secret_hash(SECRET), "bg-agent/1-do-it")
+            .prepare_launch(
+                task.id,
+                &runner_secret_hash(SECRET),
+                "bg-agent/1-do-it",
+                None
+            )
             .await
             .unwrap()
+            .is_some()
     );
     Api {
         url: format!("{}/internal/tasks/{}/events", h.public_url(), task.id),
