@@ -721,7 +721,7 @@ pub fn render_task_page(
 }
 
 /// The coding agent: which one and which model, what it used in all, and each round of
-/// the verifier loop. Nothing for a recipe, or before the agent reported.
+/// the verifier loop. Nothing for a recipe, or before its launch.
 fn agent_section(task: &TaskRecord, rounds: &[AgentRoundRecord]) -> Markup {
     let Some(provider) = task.agent_provider.as_deref() else {
         return html! {};

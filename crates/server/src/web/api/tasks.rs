@@ -104,7 +104,7 @@ pub struct TaskSummary {
     /// From start to end (or to now while it runs), in seconds.
     pub duration_secs: Option<f64>,
     /// The coding agent that ran (`claude_code`, `codex`, `gemini`, `aider`, `cline` or
-    /// `command`); absent for a recipe, or before the agent reported.
+    /// `command`); absent for a recipe, or before its launch.
     pub provider: Option<String>,
     /// What the agent's CLI reported spending over all rounds, in US dollars; absent
     /// when it reported no cost.
