@@ -86,7 +86,10 @@ wait_http() { # url log
 "$BG_AGENT_DEV_BIN" github-fake --listen "127.0.0.1:$GH_PORT" > "$work/github.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$GH_PORT/_sim/state" "$work/github.log"
+# It prints the App's id once its world is seeded, just after it starts listening.
+for _ in $(seq 1 100); do grep -q ' App [0-9]' "$work/github.log" && break; sleep 0.1; done
 app_id=$(sed -nE 's/.*App ([0-9]+) .*/\1/p' "$work/github.log" | head -1)
+[[ -n "$app_id" ]] || { echo "the fake GitHub printed no App id:" >&2; cat "$work/github.log" >&2; exit 1; }
 
 env DATABASE_URL="$DB_URL" BG_AGENT_LISTEN="127.0.0.1:$PORT" BG_AGENT_AUTH=none \
   GITHUB_APP_ID="$app_id" GITHUB_PRIVATE_KEY_PATH=crates/github-fake/dev-app-private-key.pem \
@@ -96,7 +99,8 @@ server=$!
 pids+=($server)
 wait_http "http://127.0.0.1:$PORT/readyz" "$work/bg-agent.log"
 curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/v1/tasks/1" \
-  || { echo "GET /api/v1/tasks/1 failed:" >&2; curl -s "http://127.0.0.1:$PORT/api/v1/tasks/1" >&2; exit 1; }
+  || { echo "GET /api/v1/tasks/1 failed:" >&2; curl -si "http://127.0.0.1:$PORT/api/v1/tasks/1" >&2
+       tail -20 "$work/bg-agent.log" >&2; exit 1; }
 
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$server/status"; }
 # Idle: started, ready, one request served, then left alone (background loops only).

@@ -37,8 +37,8 @@ local function repo()
 end
 
 local function day()
-  -- One day among the seeded half-year.
-  local since = os.time() - math.random(1, 180) * 86400
+  -- One day among the seeded 28.
+  local since = os.time() - math.random(2, 28) * 86400
   return string.format("since=%s&until=%s", os.date("!%Y-%m-%dT%H:%M:%SZ", since),
     os.date("!%Y-%m-%dT%H:%M:%SZ", since + 86400))
 end

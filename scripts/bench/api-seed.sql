@@ -6,7 +6,8 @@
 --
 -- What the rows look like: 8 installations of 25 repositories each (`org-I/repo-R`), 500
 -- creators, a template on half the tasks (5 names), creation spread newest-last over the
--- half-year before now (one every 150 s at 100 000 tasks), a few minutes of run each, so
+-- 28 days before now (inside the default 30-day retention, so the server's purge keeps
+-- every log line; one task every 24 s at 100 000 tasks), a few minutes of run each, so
 -- runs overlap and their log lines are stored interleaved as they would arrive; states
 -- mostly finished (succeeded 72 %, failed 16 %, cancelled 6 %, timed out 6 %), every
 -- 20th task a retry of the one before. All finished and already reported, so the server's
@@ -84,7 +85,7 @@ SELECT
 FROM generate_series(1, :tasks) AS g,
      LATERAL (SELECT (g * 7919) % 200 AS r,
                      1 + (g * 31) % 500 AS c,
-                     now() - (:tasks - g) * (interval '180 days' / :tasks) - interval '1 hour'
+                     now() - (:tasks - g) * (interval '28 days' / :tasks) - interval '1 hour'
                        AS created,
                      (ARRAY[NULL, NULL, 'npm-upgrade', NULL, 'lint-fix', NULL, 'add-tests', NULL,
                             'docs', 'bump-node'])[1 + (g * 13) % 10] AS tpl,
