@@ -18,6 +18,28 @@ use bg_agent_github::{GitHubApp, SystemClock};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc commits its first arena at once where the system overcommits: about 11 MB
+// resident that an idle server never touches (`scripts/bench-api.sh`: idle RSS 36 MB with,
+// 25 MB without). Its options must be set before its first allocation, hence a
+// constructor, and std's environment functions allocate, hence `getenv`. An operator's own
+// `MIMALLOC_ARENA_EAGER_COMMIT` wins.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static MIMALLOC_OPTIONS: extern "C" fn() = mimalloc_options;
+
+/// `mi_option_arena_eager_commit` in mimalloc.h's `mi_option_e` (not named by the bindings).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+extern "C" fn mimalloc_options() {
+    // SAFETY: runs before main, with one thread; `getenv` reads a NUL-terminated name and
+    // `mi_option_set` only records the option.
+    unsafe {
+        if nix::libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
 // `serve`, `migrate` and `webhook send` also take the settings (`config::Settings`, added
 // in `command()`), so their `--help` lists them all.
 /// bg-agent: a GitHub App that runs background coding tasks and opens validated pull requests.
