@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bg_agent::store::tasks::TaskEvent;
 use bg_agent_core::protocol::{AgentProvider, AgentSpec};
 use bg_agent_core::task::{TaskRecord, TaskState};
+use bg_agent_testkit::bench::{env_number, summary};
 use bg_agent_testkit::harness::{Harness, LEAD, Scenario};
 use bg_agent_testkit::model_api::{ModelApi, Recorded, Step};
 use chrono::{DateTime, Utc};
@@ -34,32 +35,6 @@ const INSTRUCTIONS: &str = "/bg-agent run Make hello.txt say fixed";
 /// The repository's one check: `hello.txt` must say `fixed`.
 const HELLO_TEST: &str = "const text = require('fs').readFileSync('hello.txt', 'utf8');\nif (text !== 'fixed\\n') { console.error('hello.txt is wrong'); process.exit(1); }\nconsole.log('1 passed');\n";
 const VALIDATION: &str = "validation:\n  - node test.js\n";
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn summary(name: &str, mut values: Vec<f64>) {
-    values.sort_by(f64::total_cmp);
-    println!(
-        "{name:<58} n={:<3} p50={:>7.0} ms  p95={:>7.0} ms  max={:>7.0} ms",
-        values.len(),
-        percentile(&values, 50.0),
-        percentile(&values, 95.0),
-        values.last().copied().unwrap_or(f64::NAN)
-    );
-}
 
 fn ms(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0
@@ -247,38 +222,46 @@ async fn run(tasks: usize, provider: AgentProvider) -> anyhow::Result<()> {
     summary(
         "applying reported -> first model request (any)",
         first_request,
+        95.0,
     );
     summary(
         "applying reported -> first agent-loop request",
         first_agent_request,
+        95.0,
     );
     summary(
         &format!("baseline: `{program} --version` (outside the sandbox)"),
         version,
+        95.0,
     );
     summary(
         "baseline: command provider, applying -> its round reported",
         command_run,
+        95.0,
     );
     println!("-- (b) last model answer -> pushed");
-    summary("last model answer -> pushed", after_answer);
+    summary("last model answer -> pushed", after_answer, 95.0);
     summary(
         "  last model answer -> CLI exited (round reported)",
         cli_exit,
+        95.0,
     );
     summary(
         "  round reported -> pushed (checks, commit, push)",
         check_and_push,
+        95.0,
     );
     summary(
         "baseline: command provider, round reported -> pushed",
         command_check_and_push,
+        95.0,
     );
     println!("-- whole agent phase");
-    summary("applying -> pushed", agent_total);
+    summary("applying -> pushed", agent_total, 95.0);
     summary(
         "baseline: command provider, applying -> pushed",
         command_total,
+        95.0,
     );
     requests_per_task.sort_by(f64::total_cmp);
     println!(

@@ -26,36 +26,11 @@ use bg_agent::app::{EngineOptions, start_app};
 use bg_agent::config::{Config, WebhookSecrets};
 use bg_agent::store::Store;
 use bg_agent_github::{GitHubApp, SystemClock};
+use bg_agent_testkit::bench::{env_number, summary};
 use bg_agent_testkit::db::TestDb;
 use github_fake::{GitHubSim, Role, SimConfig, world};
 
 const SECRET: &str = "bench-secret";
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn summary(name: &str, mut values: Vec<f64>) {
-    values.sort_by(f64::total_cmp);
-    println!(
-        "{name:<40} n={:<5} p50={:>8.1} ms  p99={:>8.1} ms  max={:>8.1} ms",
-        values.len(),
-        percentile(&values, 50.0),
-        percentile(&values, 99.0),
-        values.last().copied().unwrap_or(f64::NAN)
-    );
-}
 
 /// `/repos/acme/svc-17/issues/3/comments?x=1` → `/repos/{o}/{r}/issues/{n}/comments`.
 fn route_shape(path: &str) -> String {
@@ -271,12 +246,20 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
         }
     }
     println!("tasks succeeded: {succeeded}/{tasks}");
-    summary("baseline: delivery → 202", ack);
-    summary("  delivery → task created", to_created);
-    summary("  delivery → check run created (queued)", to_check_run);
-    summary("  delivery → task dispatched", to_dispatched);
-    summary("delivery → runner started", to_launch);
-    summary("delivery → check run in_progress posted", to_in_progress);
+    summary("baseline: delivery → 202", ack, 99.0);
+    summary("  delivery → task created", to_created, 99.0);
+    summary(
+        "  delivery → check run created (queued)",
+        to_check_run,
+        99.0,
+    );
+    summary("  delivery → task dispatched", to_dispatched, 99.0);
+    summary("delivery → runner started", to_launch, 99.0);
+    summary(
+        "delivery → check run in_progress posted",
+        to_in_progress,
+        99.0,
+    );
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     println!("slowest launches:");
     for (_, line) in slowest.iter().take(3) {
@@ -294,7 +277,7 @@ async fn run(tasks: usize, rate: usize) -> anyhow::Result<()> {
     });
     for (route, times) in by_route {
         if times.len() >= tasks / 2 {
-            summary(&format!("  {route}"), times);
+            summary(&format!("  {route}"), times, 99.0);
         }
     }
     if kubernetes.is_some() {

@@ -7,6 +7,7 @@
 //! from `scripts/envtest.sh` ([`envtest`]) and a stand-in kubelet that runs our Jobs' Pods
 //! on it ([`kubelet`]).
 
+pub mod bench;
 pub mod db;
 pub mod envtest;
 pub mod fixtures;

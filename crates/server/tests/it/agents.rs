@@ -82,6 +82,17 @@ fn claude_writes(content: &str) -> Vec<Step> {
     ]
 }
 
+/// Codex's own shell tool fixes `hello.txt`, then it finishes.
+fn codex_fixes_hello() -> Vec<Step> {
+    vec![
+        Step::tool(
+            "exec_command",
+            json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
+        ),
+        Step::text("I wrote hello.txt."),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
     let api = ModelApi::start(CREDENTIAL, claude_writes("fixed\n")).await;
@@ -375,17 +386,7 @@ async fn an_agent_that_hangs_is_stopped_after_its_time_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
-    let api = ModelApi::start(
-        CREDENTIAL,
-        vec![
-            Step::tool(
-                "exec_command",
-                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
-            ),
-            Step::text("I wrote hello.txt."),
-        ],
-    )
-    .await;
+    let api = ModelApi::start(CREDENTIAL, codex_fixes_hello()).await;
     let h = scenario(AgentProvider::Codex, &api).start().await;
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
@@ -603,17 +604,7 @@ async fn cline_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_repository_chooses_its_coding_agent_in_its_config() {
     // The server's default is Aider; the repository's .github/bg-agent.yml says Codex.
-    let api = ModelApi::start(
-        CREDENTIAL,
-        vec![
-            Step::tool(
-                "exec_command",
-                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
-            ),
-            Step::text("I wrote hello.txt."),
-        ],
-    )
-    .await;
+    let api = ModelApi::start(CREDENTIAL, codex_fixes_hello()).await;
     require(AgentProvider::Codex);
     let h = Scenario::engine(env!("CARGO_BIN_EXE_bg-agent"))
         .tests(HELLO_TEST)
@@ -759,17 +750,7 @@ async fn the_repositorys_agent_for_a_template_runs_with_its_own_providers_creden
 
     const OPENAI: &str = "sk-openai-credential-for-codex-51c2";
     const ANTHROPIC: &str = "sk-ant-credential-of-the-default-9d0e";
-    let api = ModelApi::start(
-        OPENAI,
-        vec![
-            Step::tool(
-                "exec_command",
-                json!({"cmd": "printf 'fixed\\n' > hello.txt"}),
-            ),
-            Step::text("I wrote hello.txt."),
-        ],
-    )
-    .await;
+    let api = ModelApi::start(OPENAI, codex_fixes_hello()).await;
     require(AgentProvider::Codex);
     let keys = Keyring::parse(&SecretString::from(
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
