@@ -82,6 +82,23 @@ fn claude_writes(content: &str) -> Vec<Step> {
     ]
 }
 
+/// The change is `hello.txt` fixed, alone, in the one pull request.
+fn hello_fixed_in_one_pull_request(h: &Harness, task: &TaskRecord) {
+    assert_eq!(
+        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
+        "fixed\n"
+    );
+    assert_eq!(task.changed_files, vec!["hello.txt".to_owned()]);
+    assert_eq!(h.pulls().len(), 1);
+}
+
+/// Every request the model API received carried the credential in `header`.
+fn every_request_carried(api: &ModelApi, header: &str, value: &str) {
+    for request in api.requests() {
+        assert_eq!(request.header(header), Some(value), "{}", request.path);
+    }
+}
+
 /// Codex's own shell tool fixes `hello.txt`, then it finishes.
 fn codex_fixes_hello() -> Vec<Step> {
     vec![
@@ -410,12 +427,7 @@ async fn codex_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
         asked[1].text().contains("function_call_output"),
         "the command's result is fed back"
     );
-    for request in api.requests() {
-        assert_eq!(
-            request.header("authorization"),
-            Some(format!("Bearer {CREDENTIAL}").as_str())
-        );
-    }
+    every_request_carried(&api, "authorization", &format!("Bearer {CREDENTIAL}"));
     assert_eq!(task.agent_provider.as_deref(), Some("codex"));
     assert_eq!(
         (task.agent_input_tokens, task.agent_output_tokens),
@@ -496,9 +508,7 @@ async fn gemini_cli_edits_through_its_tools_and_the_change_becomes_a_pull_reques
         asked[1].text().contains("functionResponse"),
         "the write's result is fed back"
     );
-    for request in api.requests() {
-        assert_eq!(request.header("x-goog-api-key"), Some(CREDENTIAL));
-    }
+    every_request_carried(&api, "x-goog-api-key", CREDENTIAL);
     assert_eq!(task.agent_provider.as_deref(), Some("gemini"));
     assert_eq!(
         (task.agent_input_tokens, task.agent_output_tokens),
@@ -522,16 +532,8 @@ async fn aider_edits_in_its_whole_format_and_the_change_becomes_a_pull_request()
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
     let task = ended(&h, TaskState::Succeeded).await;
-    assert_eq!(
-        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
-        "fixed\n"
-    );
-    assert_eq!(
-        task.changed_files,
-        vec!["hello.txt".to_owned()],
-        "no Aider files in the change"
-    );
-    assert_eq!(h.pulls().len(), 1);
+    // No Aider files in the change.
+    hello_fixed_in_one_pull_request(&h, &task);
     let asked = api.agent_requests();
     assert_eq!(asked.len(), 1);
     assert!(
@@ -540,12 +542,7 @@ async fn aider_edits_in_its_whole_format_and_the_change_becomes_a_pull_request()
         asked[0].path
     );
     assert!(asked[0].text().contains("Make hello.txt say fixed"));
-    for request in api.requests() {
-        assert_eq!(
-            request.header("authorization"),
-            Some(format!("Bearer {CREDENTIAL}").as_str())
-        );
-    }
+    every_request_carried(&api, "authorization", &format!("Bearer {CREDENTIAL}"));
     assert_eq!(task.agent_provider.as_deref(), Some("aider"));
     assert_eq!(
         (task.agent_input_tokens, task.agent_output_tokens),
@@ -578,12 +575,7 @@ async fn cline_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
     h.comment(LEAD, "/bg-agent run Make hello.txt say fixed")
         .await;
     let task = ended(&h, TaskState::Succeeded).await;
-    assert_eq!(
-        h.show(task.branch.as_deref().unwrap(), "hello.txt"),
-        "fixed\n"
-    );
-    assert_eq!(task.changed_files, vec!["hello.txt".to_owned()]);
-    assert_eq!(h.pulls().len(), 1);
+    hello_fixed_in_one_pull_request(&h, &task);
     let asked = api.agent_requests();
     assert!(
         asked[0].path.starts_with("/v1/chat/completions"),
@@ -591,12 +583,7 @@ async fn cline_edits_through_its_tools_and_the_change_becomes_a_pull_request() {
         asked[0].path
     );
     assert!(asked[0].text().contains("Make hello.txt say fixed"));
-    for request in api.requests() {
-        assert_eq!(
-            request.header("authorization"),
-            Some(format!("Bearer {CREDENTIAL}").as_str())
-        );
-    }
+    every_request_carried(&api, "authorization", &format!("Bearer {CREDENTIAL}"));
     assert_eq!(task.agent_provider.as_deref(), Some("cline"));
     h.finish().await;
 }
