@@ -150,6 +150,7 @@ COMMIT;
 
 -- Planner statistics and the visibility map, as autovacuum would leave them.
 VACUUM ANALYZE tasks;
+VACUUM ANALYZE task_search;
 VACUUM ANALYZE task_logs;
 VACUUM ANALYZE task_events;
 VACUUM ANALYZE task_validations;

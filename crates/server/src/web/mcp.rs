@@ -141,13 +141,13 @@ pub struct ListTasksArgs {
     /// Created before (RFC 3339).
     #[serde(default)]
     pub until: Option<String>,
-    /// Words in the instructions or summary.
+    /// A substring of the summary, the instructions or the repository, without case.
     #[serde(default)]
     pub q: Option<String>,
     /// A previous page's `next_cursor`.
     #[serde(default)]
     pub cursor: Option<String>,
-    /// 1 to 200 (default 50).
+    /// 1 to 100 (default 50).
     #[serde(default)]
     pub limit: Option<i64>,
 }

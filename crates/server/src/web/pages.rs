@@ -454,7 +454,10 @@ pub fn render_task_list(
                 label { "To" input type="date" name="until" value=(text(&query.until)); }
                 button type="submit" { "Filter" }
             }
-            p.muted #total { (list.total) " task" @if list.total != 1 { "s" } }
+            p.muted #total {
+                (render::thousands(list.total)) @if !list.total_exact { "+" }
+                " task" @if list.total != 1 || !list.total_exact { "s" }
+            }
             @if list.tasks.is_empty() {
                 p #empty { "No tasks to show." }
             } @else {
@@ -1232,9 +1235,29 @@ mod tests {
     fn list_of(tasks: Vec<TaskRecord>, next: Option<i64>) -> TaskPage {
         TaskPage {
             total: i64::try_from(tasks.len()).unwrap() + if next.is_some() { 50 } else { 0 },
+            total_exact: true,
             tasks,
             next_cursor: next.map(Into::into),
         }
+    }
+
+    #[test]
+    fn a_total_past_the_cap_says_at_least() {
+        let mut list = list_of(vec![task(TaskState::Succeeded)], Some(7));
+        list.total = listing::TOTAL_CAP;
+        list.total_exact = false;
+        let html = render_task_list(
+            nav(),
+            &ListQuery::default(),
+            &list,
+            TaskCounts::default(),
+            at("2026-11-21T10:01:05Z"),
+        )
+        .into_string();
+        assert!(
+            html.contains(r#"<p class="muted" id="total">1,000+ tasks</p>"#),
+            "{html}"
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! the viewer's repositories, filters, search taken literally, cursor paging with a
 //! total, and today's counts.
 
-use bg_agent::store::listing::{TaskFilter, list_tasks, task_counts};
+use bg_agent::store::listing::{SEARCH_TOTAL_CAP, TOTAL_CAP, TaskFilter, list_tasks, task_counts};
 use bg_agent::store::tasks::{AuditActor, CreatedTask, TaskRecord};
 use bg_agent_core::task::TaskState;
 use bg_agent_testkit::db::TestDb;
 use bg_agent_testkit::fixtures::agent_task;
 use chrono::{TimeDelta, Utc};
+use sqlx::Connection;
 
 const BY: AuditActor<'static> = AuditActor {
     name: "test",
@@ -130,4 +131,72 @@ async fn the_list_keeps_to_readable_repositories_filters_and_pages() {
     );
     let counts = task_counts(store, Some(&[2]), today).await.unwrap();
     assert_eq!(counts.queued, 1);
+}
+
+#[tokio::test]
+async fn the_list_is_newest_first_by_creation_and_its_total_stops_at_the_cap() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let a = create(&db, "a", 1, 1, "first").await;
+    let b = create(&db, "b", 2, 1, "second").await;
+    let c = create(&db, "c", 3, 1, "third").await;
+    // Task b was created before a (ids and creation times need not agree: ids are taken
+    // when a row is inserted, creation times when its transaction began).
+    let mut conn = sqlx::PgConnection::connect_with(&db.connect_options())
+        .await
+        .unwrap();
+    let hours_ago = |h: i64| Utc::now() - TimeDelta::hours(h);
+    for (task, created) in [(&a, hours_ago(2)), (&b, hours_ago(3))] {
+        sqlx::query("UPDATE tasks SET created_at = $1 WHERE id = $2")
+            .bind(created)
+            .bind(task.id.get())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list_tasks(store, &TaskFilter::default(), cursor, 1)
+            .await
+            .unwrap();
+        assert_eq!((page.total, page.total_exact), (3, true));
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [c.id, a.id, b.id]);
+    let window = TaskFilter {
+        since: Some(hours_ago(3) + TimeDelta::minutes(30)),
+        until: Some(hours_ago(1)),
+        ..TaskFilter::default()
+    };
+    let page = list_tasks(store, &window, None, 50).await.unwrap();
+    assert_eq!(page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [a.id]);
+
+    // Past the cap the total says "at least" (sooner with search); search is without case.
+    for i in 0..TOTAL_CAP {
+        let text = if i < SEARCH_TOTAL_CAP {
+            "Bump Lodash"
+        } else {
+            "Bump React"
+        };
+        create(&db, &format!("n{i}"), 100 + i, 100 + i, text).await;
+    }
+    let total = |f: TaskFilter| async move {
+        let page = list_tasks(store, &f, None, 10).await.unwrap();
+        (page.total, page.total_exact)
+    };
+    assert_eq!(total(TaskFilter::default()).await, (TOTAL_CAP, false));
+    let search = |q: &str| TaskFilter {
+        q: Some(q.into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(total(search("bUMP lOdAsH")).await, (SEARCH_TOTAL_CAP, true));
+    assert_eq!(total(search("bump")).await, (SEARCH_TOTAL_CAP, false));
+    let found = list_tasks(store, &search("THIRD"), None, 10).await.unwrap();
+    assert_eq!(found.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [c.id]);
+    assert_eq!((found.total, found.total_exact), (1, true));
 }

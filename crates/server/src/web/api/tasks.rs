@@ -205,8 +205,10 @@ pub struct TaskPage {
     pub tasks: Vec<TaskSummary>,
     /// Pass as `cursor` for the next page; absent on the last.
     pub next_cursor: Option<String>,
-    /// Tasks matching the filters in all.
+    /// Tasks matching the filters in all, counted up to 1,000 (100 with `q`).
     pub total: i64,
+    /// `false` when more than `total` tasks match (the count stopped at its cap).
+    pub total_exact: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -224,7 +226,7 @@ pub struct ListQuery {
     pub since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// Words in the instructions or summary.
+    /// A substring of the summary, the instructions or the repository, without case.
     pub q: Option<String>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -568,6 +570,7 @@ pub async fn list(
         tasks: page.tasks.iter().map(|t| summary(state, t)).collect(),
         next_cursor: page.next_cursor.map(|id| id.to_string()),
         total: page.total,
+        total_exact: page.total_exact,
     })
 }
 
