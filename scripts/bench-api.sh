@@ -71,7 +71,7 @@ DATABASE_URL=$DB_URL "$BG_AGENT_BIN" migrate > "$work/migrate.log" 2>&1 \
 start=$(date +%s.%N)
 psql "$DB_URL" -q -v tasks="$TASKS" -v log_lines="$LOG_LINES" -f scripts/bench/api-seed.sql
 # AFTER_SEED: SQL run once seeded, e.g. to compare without an index
-# (AFTER_SEED=<(echo 'DROP INDEX tasks_state_idx')).
+# (AFTER_SEED=<(echo 'DROP INDEX tasks_list_state_idx')).
 [[ -n "${AFTER_SEED:-}" ]] && psql "$DB_URL" -q -v ON_ERROR_STOP=1 -f "$AFTER_SEED"
 seeded=$(psql "$DB_URL" -Atc "SELECT (SELECT count(*) FROM tasks) || ' tasks, ' ||
   (SELECT count(*) FROM task_logs) || ' log lines, ' || (SELECT count(*) FROM task_events) ||
