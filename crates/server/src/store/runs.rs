@@ -914,15 +914,25 @@ impl Store {
         task: &TaskRecord,
         log_lines: i64,
     ) -> Result<TaskDetails, StoreError> {
-        Ok(TaskDetails {
-            validations: self.validations(task.id).await?,
-            log_tail: self.log_tail(task.id, log_lines).await?,
-            scope_findings: self.scope_findings(task.id).await?,
-            queue_position: if task.state == TaskState::Queued {
-                self.queue_position(task.id).await?
+        // Independent reads, each on its own connection (a page waits for the slowest).
+        let queue_position = async {
+            if task.state == TaskState::Queued {
+                self.queue_position(task.id).await
             } else {
-                None
-            },
+                Ok(None)
+            }
+        };
+        let (validations, log_tail, scope_findings, queue_position) = tokio::try_join!(
+            self.validations(task.id),
+            self.log_tail(task.id, log_lines),
+            self.scope_findings(task.id),
+            queue_position,
+        )?;
+        Ok(TaskDetails {
+            validations,
+            log_tail,
+            scope_findings,
+            queue_position,
         })
     }
 

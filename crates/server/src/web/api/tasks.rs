@@ -404,10 +404,14 @@ fn usage(task: &TaskRecord, rounds: Vec<AgentRoundRecord>) -> Option<UsageView> 
 }
 
 async fn detail(state: &ApiState, task: TaskRecord) -> Result<TaskDetail, ApiError> {
-    let details = state.store.task_details(&task, LOG_TAIL_LINES).await?;
-    let rounds = state.store.agent_rounds(task.id).await?;
-    let attempts = state.store.attempts(task.id).await?;
-    let events = state.store.task_events(task.id).await?;
+    // Independent reads, each on its own connection: the answer waits for the slowest,
+    // not for their sum.
+    let (details, rounds, attempts, events) = tokio::try_join!(
+        state.store.task_details(&task, LOG_TAIL_LINES),
+        state.store.agent_rounds(task.id),
+        state.store.attempts(task.id),
+        state.store.task_events(task.id),
+    )?;
     Ok(TaskDetail {
         task: summary(state, &task),
         instructions: task.instructions.clone(),
