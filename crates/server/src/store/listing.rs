@@ -116,6 +116,32 @@ impl Params {
     }
 }
 
+/// One of the list's statements: `$head`, `$from` (up to `WHERE`), the filters all of them
+/// share ($1 readable repositories, $2 repository, $3 states, $4 creator, $5 template),
+/// then `$tail`; `$query` is `task_query` or `count_query`. Written once, each statement
+/// stays one static, build-checked query.
+macro_rules! filtered {
+    ($query:ident, $head:tt, $from:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        $query!(
+            $head,
+            [" " + $from + r#"
+                 ($1::bigint[] IS NULL OR repository_id = ANY($1))
+             AND ($2::text IS NULL OR lower(repository) = lower($2))
+             AND ($3::text[] IS NULL OR state = ANY($3))
+             AND ($4::text IS NULL OR lower(creator_login) = lower($4))
+             AND ($5::text IS NULL OR template = $5) "# + $tail]
+            $(, $arg)*
+        )
+    };
+}
+
+/// `query_scalar!` with its statement's end in `[…]`, as `filtered!` passes it.
+macro_rules! count_query {
+    ($head:tt, [$($sql:tt)+] $(, $arg:expr)* $(,)?) => {
+        sqlx::query_scalar!($head + $($sql)+ $(, $arg)*)
+    };
+}
+
 /// A page of tasks matching `filter`, newest first, older than `cursor` if given; `limit`
 /// is clamped to 1..=[`MAX_PAGE`].
 pub async fn list_tasks(
@@ -131,15 +157,11 @@ pub async fn list_tasks(
     // `task_search` (see migration 0019) in the list's order.
     let rows = match &p.q {
         None => {
-            task_query!(
+            filtered!(
+                task_query,
                 "SELECT",
-                r#"FROM tasks
-             WHERE ($1::bigint[] IS NULL OR repository_id = ANY($1))
-               AND ($2::text IS NULL OR lower(repository) = lower($2))
-               AND ($3::text[] IS NULL OR state = ANY($3))
-               AND ($4::text IS NULL OR lower(creator_login) = lower($4))
-               AND ($5::text IS NULL OR template = $5)
-               AND ($6::timestamptz IS NULL OR created_at >= $6)
+                "FROM tasks WHERE",
+                r#"AND ($6::timestamptz IS NULL OR created_at >= $6)
                AND ($7::timestamptz IS NULL OR created_at < $7)
                AND ($8::bigint IS NULL OR (created_at, id) <
                     (SELECT c.created_at, c.id FROM tasks c WHERE c.id = $8))
@@ -158,15 +180,11 @@ pub async fn list_tasks(
             .await?
         }
         Some(q) => {
-            task_query!(
+            filtered!(
+                task_query,
                 "SELECT",
-                r#"FROM task_search JOIN tasks ON id = task_id
-             WHERE search_text LIKE lower($8)
-               AND ($1::bigint[] IS NULL OR repository_id = ANY($1))
-               AND ($2::text IS NULL OR lower(repository) = lower($2))
-               AND ($3::text[] IS NULL OR state = ANY($3))
-               AND ($4::text IS NULL OR lower(creator_login) = lower($4))
-               AND ($5::text IS NULL OR template = $5)
+                "FROM task_search JOIN tasks ON id = task_id WHERE",
+                r#"AND search_text LIKE lower($8)
                AND ($6::timestamptz IS NULL OR task_created_at >= $6)
                AND ($7::timestamptz IS NULL OR task_created_at < $7)
                AND ($9::bigint IS NULL OR (task_created_at, task_id) <
@@ -207,14 +225,11 @@ pub async fn list_tasks(
     // One past the cap: whether the count stopped there.
     let (counted, cap) = match &p.q {
         None => (
-            sqlx::query_scalar!(
-                r#"SELECT count(*) AS "counted!" FROM (SELECT 1 FROM tasks
-                 WHERE ($1::bigint[] IS NULL OR repository_id = ANY($1))
-                   AND ($2::text IS NULL OR lower(repository) = lower($2))
-                   AND ($3::text[] IS NULL OR state = ANY($3))
-                   AND ($4::text IS NULL OR lower(creator_login) = lower($4))
-                   AND ($5::text IS NULL OR template = $5)
-                   AND ($6::timestamptz IS NULL OR created_at >= $6)
+            filtered!(
+                count_query,
+                r#"SELECT count(*) AS "counted!" FROM (SELECT 1"#,
+                "FROM tasks WHERE",
+                r#"AND ($6::timestamptz IS NULL OR created_at >= $6)
                    AND ($7::timestamptz IS NULL OR created_at < $7)
                  LIMIT $8) matches"#,
                 p.readable.as_deref(),
@@ -230,18 +245,14 @@ pub async fn list_tasks(
             .await?,
             TOTAL_CAP,
         ),
+        // LEFT: with no other filter the planner leaves `tasks` out (every task_search
+        // row has its task), so a word's count reads one narrow table.
         Some(q) => (
-            sqlx::query_scalar!(
-                // LEFT: with no other filter the planner leaves `tasks` out (every
-                // task_search row has its task), so a word's count reads one narrow table.
-                r#"SELECT count(*) AS "counted!" FROM (SELECT 1
-                 FROM task_search LEFT JOIN tasks ON id = task_id
-                 WHERE search_text LIKE lower($8)
-                   AND ($1::bigint[] IS NULL OR repository_id = ANY($1))
-                   AND ($2::text IS NULL OR lower(repository) = lower($2))
-                   AND ($3::text[] IS NULL OR state = ANY($3))
-                   AND ($4::text IS NULL OR lower(creator_login) = lower($4))
-                   AND ($5::text IS NULL OR template = $5)
+            filtered!(
+                count_query,
+                r#"SELECT count(*) AS "counted!" FROM (SELECT 1"#,
+                "FROM task_search LEFT JOIN tasks ON id = task_id WHERE",
+                r#"AND search_text LIKE lower($8)
                    AND ($6::timestamptz IS NULL OR task_created_at >= $6)
                    AND ($7::timestamptz IS NULL OR task_created_at < $7)
                  LIMIT $9) matches"#,

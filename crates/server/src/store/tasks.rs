@@ -224,11 +224,12 @@ impl From<TaskRow> for TaskRecord {
 }
 
 /// A checked statement that reads whole tasks: `$head` (up to the column list, e.g.
-/// `"SELECT"` or `"UPDATE … RETURNING"`), every column of [`TaskRow`], then `$tail`.
+/// `"SELECT"` or `"UPDATE … RETURNING"`), every column of [`TaskRow`], then `$tail` (a
+/// literal, or `[…]`: literals joined by `+`).
 /// Writing the list once keeps every such statement reading the same columns; `query_as!`
 /// only takes literals, hence a macro rather than a constant.
 macro_rules! task_query {
-    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+    ($head:tt, [$($tail:tt)+] $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             $crate::store::tasks::TaskRow,
             $head
@@ -250,9 +251,12 @@ macro_rules! task_query {
                     clone_url, launched_by, agent_provider, agent_rounds, agent_input_tokens,
                     agent_output_tokens, agent_cost_microusd, wip_branch,
                     pr_state AS "pr_state: bg_agent_core::task::PrState" "#
-                + $tail
+                + $($tail)+
             $(, $arg)*
         )
+    };
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        task_query!($head, [$tail] $(, $arg)*)
     };
 }
 pub(super) use task_query;
